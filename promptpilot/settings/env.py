@@ -1,0 +1,82 @@
+"""The only module that reads ``os.environ``.
+
+Every setting that the environment can change is read here, with its default, so the
+README's configuration table has one place to be checked against.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = Path(os.environ.get("PROMPTPILOT_VAR_DIR", BASE_DIR / "var"))
+
+
+def _str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def _bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def _float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+def _list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in _str(name, default).split(",") if item.strip()]
+
+
+def _secret_key() -> str:
+    """DJANGO_SECRET_KEY, or a random key kept in var/ for the embedded default."""
+    key = _str("DJANGO_SECRET_KEY")
+    if key:
+        return key
+    path = VAR_DIR / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+SECRET_KEY = _secret_key()
+DEBUG = _bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = _list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+CSRF_TRUSTED_ORIGINS = _list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+
+DATABASE_URL = _str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
+REDIS_URL = _str("REDIS_URL")
+# The embedded default needs no broker server: kombu's filesystem transport.
+CELERY_BROKER_URL = _str("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
+CELERY_VISIBILITY_TIMEOUT = _int("CELERY_VISIBILITY_TIMEOUT", 3600)
+CELERY_TASK_ALWAYS_EAGER = _bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_BEAT_SCHEDULER = _str(
+    "CELERY_BEAT_SCHEDULER", "django_celery_beat.schedulers:DatabaseScheduler"
+)
+
+# Durable execution knobs (see docs/WORKFLOW_ENGINE.md, "Durability").
+STEP_LEASE_SECONDS = _float("PROMPTPILOT_STEP_LEASE_SECONDS", 30.0)
+REAPER_INTERVAL_SECONDS = _float("PROMPTPILOT_REAPER_INTERVAL_SECONDS", 10.0)
+ENQUEUE_GRACE_SECONDS = _float("PROMPTPILOT_ENQUEUE_GRACE_SECONDS", 30.0)
+MAX_LOST_ATTEMPTS = _int("PROMPTPILOT_MAX_LOST_ATTEMPTS", 3)
+MAX_BACKOFF_SECONDS = _float("PROMPTPILOT_MAX_BACKOFF_SECONDS", 300.0)
+
+# Extra provider adapter modules to import at start-up (comma separated dotted paths).
+PROVIDER_MODULES = _list("PROMPTPILOT_PROVIDER_MODULES", "")
+
+DEMO_PASSWORD = _str("PROMPTPILOT_DEMO_PASSWORD")
+LOG_LEVEL = _str("PROMPTPILOT_LOG_LEVEL", "INFO")

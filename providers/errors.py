@@ -1,0 +1,56 @@
+"""Provider error taxonomy. Callers decide what to do from ``retryable`` alone."""
+from __future__ import annotations
+
+from typing import Any
+
+
+class ProviderError(Exception):
+    type = "ProviderError"
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.retry_after = retry_after
+        self.details = details or {}
+
+
+class UnknownProvider(ProviderError):
+    type = "UnknownProvider"
+
+
+class MissingCredentials(ProviderError):
+    type = "MissingCredentials"
+
+
+class InvalidCredentials(ProviderError):
+    type = "InvalidCredentials"
+
+
+class BadRequest(ProviderError):
+    type = "BadRequest"
+
+
+class RateLimited(ProviderError):
+    type = "RateLimited"
+    retryable = True
+
+
+class ProviderUnavailable(ProviderError):
+    """5XX, overloaded, connection refused or reset."""
+
+    type = "ProviderUnavailable"
+    retryable = True
+
+
+class ProviderTimeout(ProviderError):
+    type = "ProviderTimeout"
+    retryable = True

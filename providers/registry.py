@@ -1,0 +1,49 @@
+"""Pick an adapter by provider name. New providers: one module plus one ``register`` call."""
+from __future__ import annotations
+
+import importlib
+import threading
+
+from .errors import UnknownProvider
+from .types import ProviderAdapter
+
+_adapters: dict[str, ProviderAdapter] = {}
+_lock = threading.Lock()
+_loaded = False
+
+
+def register(adapter: ProviderAdapter) -> ProviderAdapter:
+    _adapters[adapter.name] = adapter
+    return adapter
+
+
+def _load_builtin() -> None:
+    global _loaded
+    with _lock:
+        if _loaded:
+            return
+        from .adapters import echo  # noqa: F401  (registers itself)
+
+        try:
+            from django.conf import settings
+
+            extra = settings.PROMPTPILOT.get("PROVIDER_MODULES", [])
+        except Exception:  # outside Django (engine unit tests, benchmarks)
+            extra = []
+        for module in extra:
+            importlib.import_module(module)
+        _loaded = True
+
+
+def get_adapter(name: str) -> ProviderAdapter:
+    _load_builtin()
+    try:
+        return _adapters[name]
+    except KeyError:
+        known = ", ".join(sorted(_adapters)) or "none"
+        raise UnknownProvider(f'Unknown provider "{name}". Known providers: {known}.') from None
+
+
+def known_providers() -> list[str]:
+    _load_builtin()
+    return sorted(_adapters)

@@ -1,0 +1,20 @@
+from .enums import ExecutionStatus, StepExecutionStatus, StepType, TriggerType, VariableType
+from .execution import WorkflowExecution, WorkflowStepExecution
+from .prompt import Prompt
+from .step import WorkflowStep
+from .workflow import Workflow, WorkflowVariable, WorkflowVersion
+
+__all__ = [
+    "ExecutionStatus",
+    "Prompt",
+    "StepExecutionStatus",
+    "StepType",
+    "TriggerType",
+    "VariableType",
+    "Workflow",
+    "WorkflowExecution",
+    "WorkflowStep",
+    "WorkflowStepExecution",
+    "WorkflowVariable",
+    "WorkflowVersion",
+]

@@ -1,0 +1,134 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from .enums import ExecutionStatus, StepExecutionStatus, StepType, TriggerType
+from .workflow import Workflow, WorkflowVersion
+
+
+class WorkflowExecution(models.Model):
+    """One run of a workflow, pinned to the version it started with."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="executions")
+    version = models.ForeignKey(
+        WorkflowVersion, on_delete=models.PROTECT, related_name="executions",
+        help_text="The definition this run follows, whatever edits happen meanwhile.",
+    )
+    trigger = models.ForeignKey(
+        "triggers.WorkflowTrigger", on_delete=models.SET_NULL, null=True, blank=True, related_name="executions"
+    )
+    trigger_type = models.CharField(max_length=10, choices=TriggerType.choices, default=TriggerType.MANUAL)
+    status = models.CharField(max_length=10, choices=ExecutionStatus.choices, default=ExecutionStatus.PENDING)
+    input = models.JSONField(default=dict, blank=True, help_text="Validated inputs, defaults applied.")
+    output = models.JSONField(null=True, blank=True, help_text="Output of the last step that ran.")
+    error = models.JSONField(null=True, blank=True, help_text="{type, message, step, details} when FAILED.")
+    metadata = models.JSONField(default=dict, blank=True, help_text="Trigger payload and context.")
+    aggregate_tokens = models.JSONField(default=dict, blank=True, help_text="{input, output, total} over every model call.")
+    warnings = models.JSONField(default=list, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    retry_of = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries",
+        help_text="The failed execution this one retries.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(
+        null=True, blank=True, help_text="started_at + the workflow's timeout_seconds; fixed at start."
+    )
+    enqueued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the run was last handed to the broker (the reaper re-sends stale ones)."
+    )
+
+    class Meta:
+        db_table = "workflow_executions"
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="unique_idempotency_key_per_workflow",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["workflow", "-created_at"], name="exec_workflow_created"),
+            models.Index(fields=["status", "-created_at"], name="exec_status_created"),
+            models.Index(fields=["-created_at"], name="exec_created"),
+            models.Index(fields=["trigger", "-created_at"], name="exec_trigger_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow} · {self.status} · {self.id}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in ExecutionStatus.finished()
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_at and self.completed_at:
+            return int((self.completed_at - self.started_at).total_seconds() * 1000)
+        return None
+
+
+class WorkflowStepExecution(models.Model):
+    """One step of one run. ``attempt`` is the fencing token of the attempt that owns it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    execution = models.ForeignKey(WorkflowExecution, on_delete=models.CASCADE, related_name="step_executions")
+    step = models.ForeignKey(
+        "workflows.WorkflowStep", on_delete=models.SET_NULL, null=True, blank=True, related_name="executions",
+        help_text="The live step row, if it still exists; the run itself follows its pinned version.",
+    )
+    step_name = models.CharField(max_length=100)
+    step_order = models.PositiveIntegerField()
+    step_type = models.CharField(max_length=10, choices=StepType.choices)
+    status = models.CharField(max_length=10, choices=StepExecutionStatus.choices, default=StepExecutionStatus.PENDING)
+    input = models.JSONField(null=True, blank=True, help_text="Rendered prompt/expression and resolved variables.")
+    output = models.JSONField(null=True, blank=True)
+    outputs = models.JSONField(null=True, blank=True, help_text='Multi-model steps: {"provider:model": content}.')
+    error = models.JSONField(null=True, blank=True)
+    retry_count = models.PositiveIntegerField(default=0, help_text="Retries made under the step's retry_config.")
+    retry_config = models.JSONField(default=dict, blank=True, help_text="Snapshot of the policy this step ran with.")
+    model_outputs = models.JSONField(default=list, blank=True)
+    tokens = models.JSONField(default=dict, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+    attempt = models.PositiveIntegerField(
+        default=1, help_text="Fencing token: only the task carrying this attempt number may write the result."
+    )
+    lost_attempts = models.PositiveIntegerField(default=0, help_text="Attempts whose worker vanished (lease expired).")
+    lease_expires_at = models.DateTimeField(null=True, blank=True, help_text="A RUNNING step whose lease passes is re-run.")
+    available_at = models.DateTimeField(null=True, blank=True, help_text="When the current attempt is due to run.")
+    worker = models.CharField(max_length=200, blank=True, default="", help_text="host:pid that holds the lease.")
+    reused_from = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        help_text="Retried runs reuse the output of steps that had completed.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "workflow_step_executions"
+        ordering = ["execution", "step_order"]
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "step_order"], name="unique_step_run_per_execution"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "lease_expires_at"], name="stepexec_status_lease"),
+            models.Index(fields=["status", "available_at"], name="stepexec_status_available"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step_order}. {self.step_name} · {self.status}"
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_at and self.completed_at:
+            return int((self.completed_at - self.started_at).total_seconds() * 1000)
+        return None

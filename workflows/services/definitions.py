@@ -1,0 +1,85 @@
+"""Workflow definitions: snapshots and versions.
+
+Every change to a workflow's definition goes through ``workflow_version_create`` so that
+a new immutable WorkflowVersion exists before any execution can start on it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from ..models import Workflow, WorkflowVersion
+
+
+def workflow_definition_snapshot(*, workflow: Workflow) -> dict[str, Any]:
+    """The definition as the engine will run it, prompts resolved into each step."""
+    variables = [
+        {
+            "name": v.name,
+            "type": v.type,
+            "required": v.required,
+            "default": v.default,
+            "sample": v.sample,
+            "description": v.description,
+        }
+        for v in workflow.variables.order_by("id")
+    ]
+    steps = []
+    for s in workflow.steps.select_related("prompt").order_by("order"):
+        prompt = None
+        if s.prompt_id:
+            prompt = {
+                "id": s.prompt.id,
+                "name": s.prompt.name,
+                "template": s.prompt.template,
+                "system": s.prompt.system,
+                "model_config": s.prompt.model_config,
+            }
+        steps.append(
+            {
+                "id": s.id,
+                "name": s.name,
+                "order": s.order,
+                "type": s.type,
+                "config": s.config,
+                "retry_config": s.retry_config,
+                "on_error": s.on_error,
+                "timeout_seconds": s.timeout_seconds,
+                "prompt": prompt,
+            }
+        )
+    return {
+        "workflow": {
+            "name": workflow.name,
+            "timeout_seconds": workflow.timeout_seconds,
+            "max_concurrent_executions": workflow.max_concurrent_executions,
+        },
+        "variables": variables,
+        "steps": steps,
+    }
+
+
+def _comparable(definition: dict[str, Any]) -> dict[str, Any]:
+    """Step ids change when steps are re-created; they are not part of the meaning."""
+    steps = [{k: v for k, v in s.items() if k != "id"} for s in definition.get("steps", [])]
+    return {**definition, "steps": steps}
+
+
+@transaction.atomic
+def workflow_version_create(*, workflow: Workflow, user=None, note: str = "", force: bool = False) -> WorkflowVersion:
+    """Snapshot the workflow as a new version, unless the latest already matches it."""
+    Workflow.objects.select_for_update().filter(pk=workflow.pk).first()  # serialise numbering
+    snapshot = workflow_definition_snapshot(workflow=workflow)
+    latest = workflow.versions.order_by("-number").first()
+    if latest and not force and _comparable(latest.definition) == _comparable(snapshot):
+        return latest
+    number = (latest.number + 1) if latest else 1
+    return WorkflowVersion.objects.create(
+        workflow=workflow, number=number, definition=snapshot, created_by=user, note=note
+    )
+
+
+def workflow_current_version(*, workflow: Workflow) -> WorkflowVersion:
+    """The version a new execution pins: the latest, made now if edits were not snapshotted."""
+    return workflow_version_create(workflow=workflow)
