@@ -1,0 +1,28 @@
+"""Business-rule errors of the workflows domain (rendered by the API as JSON)."""
+from promptpilot.common.errors import Conflict, NotFound, ValidationFailed
+
+
+class InputValidationFailed(ValidationFailed):
+    """``extra = {"errors": {variable_name: message}}`` names every offending variable."""
+
+    code = "invalid_input"
+
+
+class DefinitionInvalid(ValidationFailed):
+    code = "invalid_definition"
+
+
+class WorkflowInactive(Conflict):
+    code = "workflow_inactive"
+
+
+class ExecutionFinished(Conflict):
+    code = "execution_finished"
+
+
+class ExecutionNotRetryable(Conflict):
+    code = "execution_not_retryable"
+
+
+class VersionNotFound(NotFound):
+    code = "version_not_found"
