@@ -1,8 +1,29 @@
-"""Shared fixtures for the whole suite."""
+"""Shared fixtures for the whole suite.
+
+Worker fixtures start real Celery worker and beat processes against the test database
+(PostgreSQL) and the test broker (Redis). A missing service FAILS those tests: it never
+skips them.
+"""
 from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from rest_framework.test import APIClient
+
+from workflows.tests.support.processes import ServiceProcess, start_beat, start_worker
+
+# Durability knobs for worker processes: short leases so lost workers are noticed quickly.
+SERVICE_TUNING = {
+    "PROMPTPILOT_STEP_LEASE_SECONDS": "3",
+    "PROMPTPILOT_REAPER_INTERVAL_SECONDS": "1",
+    "PROMPTPILOT_ENQUEUE_GRACE_SECONDS": "3",
+    "PROMPTPILOT_MAX_LOST_ATTEMPTS": "3",
+    "PROMPTPILOT_PROVIDER_MODULES": "workflows.tests.support.providers",
+}
 
 
 @pytest.fixture
@@ -27,3 +48,93 @@ def other_api(other_user) -> APIClient:
     client = APIClient()
     client.force_authenticate(other_user)
     return client
+
+
+# --- real services -------------------------------------------------------------------
+
+
+def _require_redis(url: str) -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except Exception as exc:
+        pytest.fail(f"Redis is required at {url} for worker tests ({exc}). Start it (see README).", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> str:
+    from django.conf import settings
+
+    url = settings.CELERY_BROKER_URL
+    if not url.startswith("redis://"):
+        pytest.fail(
+            f"Worker tests need the Redis broker; CELERY_BROKER_URL is {url!r}. Run them with `make test`.",
+            pytrace=False,
+        )
+    _require_redis(url)
+    import redis
+
+    redis.Redis.from_url(url).flushdb()  # a dedicated database number: stale messages from earlier runs go
+    return url
+
+
+@pytest.fixture(scope="session")
+def service_env(django_db_setup, django_db_blocker, broker_url, tmp_path_factory) -> dict[str, str]:
+    """Environment for worker/beat processes: the test database and the test broker."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if connection.vendor != "postgresql":
+        pytest.fail("Worker tests need PostgreSQL: run them with `make test` (DATABASE_URL).", pytrace=False)
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or "5432"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    env = dict(os.environ)
+    env.update(SERVICE_TUNING)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "promptpilot.settings.test",
+            "DATABASE_URL": f"postgres://{db['USER']}{password}@{host}:{port}/{db['NAME']}",
+            "CELERY_BROKER_URL": broker_url,
+            "PROMPTPILOT_PROBE_LOG": str(tmp_path_factory.mktemp("probe") / "calls.jsonl"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def probe_log(service_env) -> Path:
+    return Path(service_env["PROMPTPILOT_PROBE_LOG"])
+
+
+@pytest.fixture(scope="session")
+def beat(service_env, tmp_path_factory) -> Iterator[ServiceProcess]:
+    """One beat process for the session: sends the reaper sweep every second."""
+    process = start_beat(service_env, tmp_path_factory.mktemp("beat"))
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_worker(service_env, tmp_path_factory, beat) -> Iterator[ServiceProcess]:
+    """A worker kept for the session, for tests that do not kill workers."""
+    process = start_worker("shared", service_env, tmp_path_factory.mktemp("shared-worker"), concurrency=2)
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def workers(service_env, tmp_path, beat) -> Iterator:
+    """Start workers of your own inside a test: ``workers("a")``; all are stopped after it."""
+    started: list[ServiceProcess] = []
+
+    def start(name: str | None = None, concurrency: int = 1) -> ServiceProcess:
+        process = start_worker(name or f"w{uuid.uuid4().hex[:6]}", service_env, tmp_path, concurrency)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

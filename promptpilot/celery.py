@@ -2,9 +2,22 @@
 import os
 
 from celery import Celery
+from celery.signals import beat_init, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "promptpilot.settings")
 
 app = Celery("promptpilot")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_init.connect
+@beat_init.connect
+def _refuse_to_start_with_unsafe_settings(**kwargs) -> None:
+    """Run Django's system checks (workflows/checks.py) so that, e.g., a backoff longer
+    than the broker's visibility timeout stops the worker at start-up, not at 3 a.m."""
+    from django.core import checks
+
+    errors = [e for e in checks.run_checks() if e.is_serious()]
+    if errors:
+        raise SystemExit("PromptPilot refuses to start:\n" + "\n".join(str(e) for e in errors))

@@ -1,6 +1,27 @@
+"""Root URLs. API paths answer with or without a trailing slash (APPEND_SLASH is off)."""
+from importlib.util import find_spec
+
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from promptpilot.common.apis import AuthTokenApi, healthz
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    re_path(r"^healthz/?$", healthz, name="healthz"),
+    re_path(r"^api/auth/token/?$", AuthTokenApi.as_view(), name="auth-token"),
+    re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
+    re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/", include("workflows.api_urls")),
 ]
+
+# Routes of parts built alongside this file; each is mounted once its module exists.
+for prefix, module in (("api/", "triggers.api_urls"), ("", "workflows.urls")):
+    if find_spec(module) is not None:
+        urlpatterns.append(path(prefix, include(module)))
+
+# JSON error bodies under /api/ (unknown paths, malformed requests); Django's pages elsewhere.
+handler400 = "promptpilot.common.apis.bad_request"
+handler404 = "promptpilot.common.apis.not_found"
+handler500 = "promptpilot.common.apis.server_error"

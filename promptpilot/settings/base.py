@@ -139,13 +139,14 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS: dict = {"visibility_timeout": env.CELERY_VISIBILITY_TIMEOUT}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = env.VAR_DIR / "broker"
-    for _sub in ("out", "processed"):
+    for _sub in ("out", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS.update(
         {
             "data_folder_in": str(_broker_dir / "out"),
             "data_folder_out": str(_broker_dir / "out"),
             "processed_folder": str(_broker_dir / "processed"),
+            "control_folder": str(_broker_dir / "control"),
             "store_processed": False,
         }
     )
@@ -180,4 +181,24 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# The reaper sweep (see workflows/services/reaper.py). DatabaseScheduler copies this
+# entry into django-celery-beat's tables, where staff can see and tune it in admin.
+CELERY_BEAT_SCHEDULE = {
+    "workflows-reaper": {
+        "task": "workflows.reap",
+        "schedule": env.REAPER_INTERVAL_SECONDS,
+        "options": {"expires": max(env.REAPER_INTERVAL_SECONDS * 3, 30)},
+    },
+}
+
+# Fields named `type`/`status` use different enums; name each once for the schema.
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
+    "VariableTypeEnum": "workflows.models.enums.VariableType",
+    "StepTypeEnum": "workflows.models.enums.StepType",
+    "TriggerTypeEnum": "workflows.models.enums.TriggerType",
+    "ExecutionStatusEnum": "workflows.models.enums.ExecutionStatus",
+    "StepExecutionStatusEnum": "workflows.models.enums.StepExecutionStatus",
+    "TriggerKindEnum": "triggers.models.TriggerKind",
 }

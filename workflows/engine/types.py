@@ -1,8 +1,9 @@
 """Plain data the engine works on. Built from a WorkflowVersion.definition snapshot."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 COMPLETED = "COMPLETED"
 FAILED = "FAILED"
@@ -21,7 +22,7 @@ class StepDefinition:
     prompt: dict[str, Any] | None = None  # {"id", "name", "template", "system", "model_config"}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "StepDefinition":
+    def from_dict(cls, data: dict[str, Any]) -> StepDefinition:
         return cls(
             name=data["name"],
             order=int(data["order"]),
@@ -43,7 +44,7 @@ class WorkflowDefinition:
     timeout_seconds: float | None = None
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "WorkflowDefinition":
+    def from_dict(cls, data: dict[str, Any]) -> WorkflowDefinition:
         steps = sorted((StepDefinition.from_dict(s) for s in data.get("steps", [])), key=lambda s: s.order)
         return cls(
             variables=list(data.get("variables", [])),
@@ -76,7 +77,7 @@ class NextAction:
     target: str | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "NextAction":
+    def parse(cls, text: str) -> NextAction:
         if text in ("continue", "stop"):
             return cls(text)
         if text.startswith("skip_to:") and text[len("skip_to:"):].strip():

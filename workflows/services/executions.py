@@ -1,17 +1,36 @@
-"""Execution lifecycle: start, cancel, retry. (Being written: see durable orchestration.)"""
+"""Execution lifecycle: start, cancel, retry. Views, tasks, triggers and admin call these."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from ..models import Workflow, WorkflowExecution
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from ..engine.errors import InputValidationError
+from ..engine.inputs import validate_inputs
+from ..errors import ExecutionFinished, ExecutionNotRetryable, InputValidationFailed, WorkflowInactive
+from ..models import (
+    ExecutionStatus,
+    StepExecutionStatus,
+    TriggerType,
+    Workflow,
+    WorkflowExecution,
+    WorkflowStepExecution,
+)
+from .definitions import workflow_current_version
+from .dispatch import enqueue_execution
+from .orchestration import _finish, error_payload
+
+logger = logging.getLogger(__name__)
 
 
 def execution_start(
     *,
     workflow: Workflow,
-    inputs: dict[str, Any],
+    inputs: dict[str, Any] | None,
     trigger=None,
-    trigger_type: str = "MANUAL",
+    trigger_type: str = TriggerType.MANUAL,
     started_by=None,
     idempotency_key: str | None = None,
     metadata: dict[str, Any] | None = None,
@@ -20,15 +39,123 @@ def execution_start(
     enqueue it after commit. Raises InputValidationFailed (400) / WorkflowInactive (409).
     With an already used ``idempotency_key`` returns the first execution, with
     ``execution.was_replayed = True`` (False otherwise)."""
-    raise NotImplementedError
+    if idempotency_key:
+        existing = WorkflowExecution.objects.filter(workflow=workflow, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            existing.was_replayed = True
+            return existing
+    if not workflow.is_active:
+        raise WorkflowInactive(
+            f'Workflow "{workflow.name}" is inactive; set is_active to true before executing it.',
+            {"workflow": workflow.pk},
+        )
+    try:
+        with transaction.atomic():
+            version = workflow_current_version(workflow=workflow)
+            try:
+                validated = validate_inputs(version.definition.get("variables", []), inputs if inputs is not None else {})
+            except InputValidationError as exc:
+                raise InputValidationFailed(
+                    "The input is invalid: " + "; ".join(f"{k}: {v}" for k, v in exc.errors.items()),
+                    {"errors": exc.errors},
+                ) from None
+            execution = WorkflowExecution.objects.create(
+                workflow=workflow,
+                version=version,
+                trigger=trigger,
+                trigger_type=trigger_type,
+                status=ExecutionStatus.PENDING,
+                input=validated,
+                metadata=metadata or {},
+                aggregate_tokens={"input": 0, "output": 0, "total": 0},
+                idempotency_key=idempotency_key or None,
+                started_by=started_by,
+                enqueued_at=timezone.now(),
+            )
+            # NOTE: sent only after commit, so a worker never looks for a row that is not there yet.
+            enqueue_execution(execution.id)
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        # Two requests raced with the same key: the other one won; answer with its run.
+        existing = WorkflowExecution.objects.get(workflow=workflow, idempotency_key=idempotency_key)
+        existing.was_replayed = True
+        return existing
+    execution.was_replayed = False
+    logger.info("execution.created", extra={"execution_id": str(execution.id), "workflow_id": workflow.pk})
+    return execution
 
 
 def execution_cancel(*, execution: WorkflowExecution, user=None) -> WorkflowExecution:
-    """Cancel a PENDING or RUNNING execution. Raises ExecutionFinished (409) otherwise."""
-    raise NotImplementedError
+    """Cancel a PENDING or RUNNING execution: no further step starts, a late result is discarded.
+    Raises ExecutionFinished (409) when the run has already ended."""
+    with transaction.atomic():
+        locked = WorkflowExecution.objects.select_for_update().get(pk=execution.pk)
+        if locked.is_finished:
+            raise ExecutionFinished(
+                f"This execution already ended {locked.status}; only PENDING or RUNNING executions can be cancelled.",
+                {"status": locked.status},
+            )
+        now = timezone.now()
+        running = (
+            WorkflowStepExecution.objects.filter(
+                execution=locked, status__in=[StepExecutionStatus.PENDING, StepExecutionStatus.RUNNING]
+            ).order_by("step_order").values_list("step_name", flat=True).first()
+        )
+        WorkflowStepExecution.objects.filter(
+            execution=locked, status__in=[StepExecutionStatus.PENDING, StepExecutionStatus.RUNNING]
+        ).update(status=StepExecutionStatus.CANCELLED, completed_at=now, lease_expires_at=None)
+        who = getattr(user, "username", None) or "system"
+        _finish(locked, ExecutionStatus.CANCELLED,
+                error=error_payload("Cancelled", f"Cancelled by {who}.", running, {}))
+    return locked
 
 
 def execution_retry(*, execution: WorkflowExecution, user=None) -> WorkflowExecution:
     """Start a new execution (trigger_type RETRY) from the failed step of a FAILED or
-    CANCELLED one, reusing earlier outputs. Raises ExecutionNotRetryable (409) otherwise."""
-    raise NotImplementedError
+    CANCELLED one, reusing the outputs of the steps before it (no model call repeated).
+    It follows the same pinned version as the original. Raises ExecutionNotRetryable (409)."""
+    if execution.status not in (ExecutionStatus.FAILED, ExecutionStatus.CANCELLED):
+        raise ExecutionNotRetryable(
+            f"Only FAILED or CANCELLED executions can be retried; this one is {execution.status}.",
+            {"status": execution.status},
+        )
+    step_runs = list(execution.step_executions.order_by("step_order"))
+    failed_name = (execution.error or {}).get("step")
+    resume = next((s for s in step_runs if s.step_name == failed_name), None)
+    if resume is None:
+        resume = next((s for s in step_runs if s.status not in (StepExecutionStatus.COMPLETED,
+                                                                  StepExecutionStatus.SKIPPED)), None)
+    with transaction.atomic():
+        retry = WorkflowExecution.objects.create(
+            workflow=execution.workflow,
+            version=execution.version,
+            trigger=execution.trigger,
+            trigger_type=TriggerType.RETRY,
+            status=ExecutionStatus.PENDING,
+            input=execution.input,
+            metadata={**(execution.metadata or {}), "retry_of": str(execution.id),
+                      "resume_from": resume.step_name if resume else None},
+            aggregate_tokens={"input": 0, "output": 0, "total": 0},
+            started_by=user,
+            retry_of=execution,
+            enqueued_at=timezone.now(),
+        )
+        reused = [s for s in step_runs if resume is None or s.step_order < resume.step_order]
+        WorkflowStepExecution.objects.bulk_create(
+            [
+                WorkflowStepExecution(
+                    execution=retry, step_id=s.step_id, step_name=s.step_name, step_order=s.step_order,
+                    step_type=s.step_type, status=s.status, input=s.input, output=s.output, outputs=s.outputs,
+                    error=s.error, retry_count=s.retry_count, retry_config=s.retry_config,
+                    model_outputs=s.model_outputs, tokens=s.tokens, warnings=s.warnings, attempt=s.attempt,
+                    reused_from=s, started_at=s.started_at, completed_at=s.completed_at,
+                )
+                for s in reused
+            ]
+        )
+        if resume is None:  # nothing failed inside the steps (e.g. cancelled before start)
+            retry.metadata = {**retry.metadata, "resume_from": None}
+            retry.save(update_fields=["metadata"])
+        enqueue_execution(retry.id)
+    return retry

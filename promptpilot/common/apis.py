@@ -1,0 +1,125 @@
+"""Project-wide endpoints: API token login, liveness, JSON error pages for /api/."""
+from __future__ import annotations
+
+import logging
+
+from django.contrib.auth import authenticate
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.views import defaults
+from django.views.decorators.cache import never_cache
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from knox.models import AuthToken
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .errors import ApplicationError
+
+logger = logging.getLogger(__name__)
+
+
+class BaseApi(APIView):
+    """Base for JSON API views.
+
+    DRF's JSONParser reads the request stream directly, which skips Django's
+    DATA_UPLOAD_MAX_MEMORY_SIZE check; reading ``request.body`` first applies it, so an
+    oversize body raises RequestDataTooBig (rendered as 413) before any parsing.
+    """
+
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        if request.method in ("POST", "PUT", "PATCH"):
+            request._request.body  # noqa: B018  (enforces the size limit; the body is cached for the parser)
+        super().initial(request, *args, **kwargs)
+
+
+class InvalidCredentials(ApplicationError):
+    status_code = 400
+    code = "invalid_credentials"
+
+
+class AuthTokenInputSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=4096, trim_whitespace=False, style={"input_type": "password"})
+
+
+class AuthTokenOutputSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    expiry = serializers.DateTimeField(allow_null=True)
+
+
+class AuthTokenApi(BaseApi):
+    """Exchange a username and password for an API token (knox: stored hashed)."""
+
+    # A stale or broken Authorization header must not stop anyone from logging in.
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="auth_token_create",
+        tags=["auth"],
+        request=AuthTokenInputSerializer,
+        responses={200: AuthTokenOutputSerializer, 400: OpenApiResponse(description="Wrong credentials.")},
+        auth=[],
+    )
+    def post(self, request: Request) -> Response:
+        data = AuthTokenInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = authenticate(
+            request._request,
+            username=data.validated_data["username"],
+            password=data.validated_data["password"],
+        )
+        if user is None or not user.is_active:
+            raise InvalidCredentials("Unable to log in with the username and password given; check them and try again.")
+        instance, token = AuthToken.objects.create(user)
+        logger.info("auth.token_created", extra={"user_id": user.pk})
+        return Response(AuthTokenOutputSerializer({"token": token, "expiry": instance.expiry}).data)
+
+
+@never_cache
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness: the process answers and the database takes a query. 503 otherwise."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # any database failure means "not healthy", never a 500
+        logger.warning("healthz.database_error", exc_info=exc)
+        return JsonResponse({"status": "error", "database": f"error: {type(exc).__name__}"}, status=503)
+    return JsonResponse({"status": "ok", "database": "ok"})
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None):
+    """JSON 404 under /api/ (unknown paths), Django's page elsewhere."""
+    if _is_api(request):
+        return JsonResponse(
+            {"message": f"No API endpoint at {request.path}; see /api/docs/ for the list.", "code": "not_found",
+             "extra": {}},
+            status=status.HTTP_404_NOT_FOUND,
+        )
+    return defaults.page_not_found(request, exception)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None):
+    if _is_api(request):
+        return JsonResponse(
+            {"message": "The request was rejected as malformed.", "code": "bad_request", "extra": {}},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    return defaults.bad_request(request, exception)
+
+
+def server_error(request: HttpRequest):
+    if _is_api(request):
+        return JsonResponse(
+            {"message": "Something went wrong on our side. Try again.", "code": "server_error", "extra": {}},
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+    return defaults.server_error(request)

@@ -1,0 +1,416 @@
+"""Durable orchestration: admit runs, claim step attempts, checkpoint results, advance.
+
+Every state change of a run happens here, inside a transaction that locks the rows it
+changes. The fencing rule: a step attempt may write its result only while the step row
+is RUNNING with the same ``attempt`` number it claimed. The reaper bumps ``attempt``
+when a lease expires, so a worker that wakes up late cannot overwrite the attempt that
+replaced it, and a duplicate delivery of the same message finds the row already taken.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
+
+from providers.registry import get_adapter
+
+from ..engine import runner
+from ..engine.retry import normalize_retry_config, retry_delay
+from ..engine.types import RunContext, StepDefinition, StepResult, WorkflowDefinition
+from ..models import (
+    ExecutionStatus,
+    StepExecutionStatus,
+    Workflow,
+    WorkflowExecution,
+    WorkflowStep,
+    WorkflowStepExecution,
+)
+from ..signals import execution_finished
+from .dispatch import enqueue_step
+
+logger = logging.getLogger(__name__)
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _conf(key: str) -> Any:
+    return settings.PROMPTPILOT[key]
+
+
+def _definition(execution: WorkflowExecution) -> WorkflowDefinition:
+    return WorkflowDefinition.from_dict(execution.version.definition)
+
+
+def error_payload(type_: str, message: str, step: str | None = None, details: dict | None = None) -> dict:
+    return {"type": type_, "message": message, "step": step, "details": details or {}}
+
+
+# --- admission ---------------------------------------------------------------------
+
+
+def execution_admit(*, execution_id: uuid.UUID | str) -> None:
+    """Start a PENDING execution if its workflow has a free slot (arrival order)."""
+    execution = WorkflowExecution.objects.select_related("workflow").filter(pk=execution_id).first()
+    if execution is None:
+        logger.info("execution.admit.missing", extra={"execution_id": str(execution_id)})
+        return
+    if execution.status != ExecutionStatus.PENDING:
+        return
+    if execution.workflow.max_concurrent_executions:
+        workflow_admit_pending(workflow_id=execution.workflow_id)
+        return
+    with transaction.atomic():
+        locked = (
+            WorkflowExecution.objects.select_for_update()
+            .select_related("version")
+            .filter(pk=execution_id, status=ExecutionStatus.PENDING)
+            .first()
+        )
+        if locked is not None:
+            _begin(locked)
+
+
+def workflow_admit_pending(*, workflow_id: int) -> int:
+    """Admit the oldest PENDING runs of a capped workflow while slots are free."""
+    with transaction.atomic():
+        workflow = Workflow.objects.select_for_update().filter(pk=workflow_id).first()
+        if workflow is None:
+            return 0
+        pending = WorkflowExecution.objects.select_related("version").filter(
+            workflow_id=workflow_id, status=ExecutionStatus.PENDING
+        ).order_by("created_at")
+        if workflow.max_concurrent_executions:
+            running = WorkflowExecution.objects.filter(
+                workflow_id=workflow_id, status=ExecutionStatus.RUNNING
+            ).count()
+            free = workflow.max_concurrent_executions - running
+            if free <= 0:
+                return 0
+            pending = pending[:free]
+        # The workflow row lock serialises admissions, so counting then starting is safe.
+        admitted = 0
+        for execution in pending:
+            _begin(execution)
+            admitted += 1
+        return admitted
+
+
+def _begin(execution: WorkflowExecution) -> None:
+    """PENDING → RUNNING, fix the deadline, schedule the first (or resumed) step."""
+    now = timezone.now()
+    definition = _definition(execution)
+    execution.status = ExecutionStatus.RUNNING
+    execution.started_at = execution.started_at or now
+    timeout = definition.timeout_seconds
+    execution.deadline_at = execution.started_at + timedelta(seconds=timeout) if timeout else None
+    execution.save(update_fields=["status", "started_at", "deadline_at"])
+    resume_from = (execution.metadata or {}).get("resume_from")
+    step = definition.step(resume_from) if resume_from else runner.first_step(definition)
+    if step is None:
+        _finish(execution, ExecutionStatus.COMPLETED, output=None)
+        return
+    _schedule_step(execution, step)
+    logger.info("execution.started", extra={"execution_id": str(execution.id)})
+
+
+def _schedule_step(execution: WorkflowExecution, step: StepDefinition) -> WorkflowStepExecution:
+    now = timezone.now()
+    step_id = None
+    snapshot_id = next((s.get("id") for s in execution.version.definition["steps"] if s["name"] == step.name), None)
+    if snapshot_id and WorkflowStep.objects.filter(pk=snapshot_id, workflow_id=execution.workflow_id).exists():
+        step_id = snapshot_id
+    step_execution = WorkflowStepExecution.objects.create(
+        execution=execution,
+        step_id=step_id,
+        step_name=step.name,
+        step_order=step.order,
+        step_type=step.type,
+        status=StepExecutionStatus.PENDING,
+        retry_config=normalize_retry_config(step.retry_config),
+        attempt=1,
+        available_at=now,
+    )
+    enqueue_step(step_execution.id, step_execution.attempt)
+    return step_execution
+
+
+# --- one step attempt ----------------------------------------------------------------
+
+
+class _Heartbeat:
+    """Renews the lease of a running attempt; stops when the attempt is fenced off."""
+
+    def __init__(self, step_execution_id: uuid.UUID, attempt: int) -> None:
+        self.step_execution_id = step_execution_id
+        self.attempt = attempt
+        self.lease = float(_conf("STEP_LEASE_SECONDS"))
+        self._stop = threading.Event()
+        self.fenced = False
+        self._thread = threading.Thread(target=self._run, name="step-heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.lease / 3):
+                renewed = WorkflowStepExecution.objects.filter(
+                    pk=self.step_execution_id, attempt=self.attempt, status=StepExecutionStatus.RUNNING
+                ).update(lease_expires_at=timezone.now() + timedelta(seconds=self.lease))
+                if not renewed:
+                    self.fenced = True
+                    return
+        except Exception:  # a heartbeat must never kill the step; the lease just lapses
+            logger.exception("step.heartbeat_failed", extra={"step_execution_id": str(self.step_execution_id)})
+        finally:
+            connection.close()
+
+
+def step_attempt_run(*, step_execution_id: uuid.UUID | str, attempt: int) -> str:
+    """Run one attempt of one step: claim, compute (outside any transaction), checkpoint.
+
+    Returns what happened ("claimed-and-checkpointed", "not-claimed", "rejected") for logs
+    and tests; a duplicate or late delivery is a no-op.
+    """
+    claimed = _claim(step_execution_id, attempt)
+    if claimed is None:
+        return "not-claimed"
+    step_execution, execution, definition = claimed
+    step = definition.step(step_execution.step_name)
+    context = _run_context(execution)
+    limits = {
+        "max_output_chars": _conf("TEMPLATE_MAX_OUTPUT_CHARS"),
+        "max_loop_iterations": _conf("TEMPLATE_MAX_LOOP_ITERATIONS"),
+    }
+    with _Heartbeat(step_execution.id, attempt):
+        result = runner.run_step(step, context, providers=get_adapter, limits=limits)
+    close_old_connections()
+    return _checkpoint(step_execution.id, attempt, step, definition, result)
+
+
+def _claim(step_execution_id, attempt: int):
+    now = timezone.now()
+    with transaction.atomic():
+        step_execution = (
+            WorkflowStepExecution.objects.select_for_update()
+            .filter(pk=step_execution_id)
+            .first()
+        )
+        if step_execution is None:
+            logger.info("step.claim.missing", extra={"step_execution_id": str(step_execution_id)})
+            return None
+        if step_execution.attempt != attempt or step_execution.status != StepExecutionStatus.PENDING:
+            logger.info(
+                "step.claim.duplicate_or_stale",
+                extra={"step_execution_id": str(step_execution_id), "attempt": attempt,
+                       "current_attempt": step_execution.attempt, "status": step_execution.status},
+            )
+            return None
+        execution = WorkflowExecution.objects.select_related("version").get(pk=step_execution.execution_id)
+        if execution.status != ExecutionStatus.RUNNING:
+            return None
+        if execution.deadline_at and now >= execution.deadline_at:
+            _fail_timeout(execution, running_step=step_execution)
+            return None
+        step_execution.status = StepExecutionStatus.RUNNING
+        step_execution.lease_expires_at = now + timedelta(seconds=_conf("STEP_LEASE_SECONDS"))
+        step_execution.worker = WORKER_ID
+        step_execution.started_at = step_execution.started_at or now
+        step_execution.save(update_fields=["status", "lease_expires_at", "worker", "started_at"])
+    return step_execution, execution, _definition(execution)
+
+
+def _run_context(execution: WorkflowExecution) -> RunContext:
+    steps: dict[str, dict[str, Any]] = {}
+    done = (
+        WorkflowStepExecution.objects.filter(
+            execution_id=execution.id,
+            # Skipped steps stay out of the context, as in previews: templates can test `is defined`.
+            status__in=[StepExecutionStatus.COMPLETED, StepExecutionStatus.FAILED],
+        )
+        .order_by("step_order")
+        .values("step_name", "output", "outputs", "status")
+    )
+    for row in done:
+        steps[row["step_name"]] = {"output": row["output"], "outputs": row["outputs"], "status": row["status"]}
+    metadata = execution.metadata or {}
+    trigger = {"type": execution.trigger_type, "payload": metadata.get("payload")}
+    return RunContext(inputs=execution.input or {}, steps=steps, trigger=trigger)
+
+
+def _checkpoint(step_execution_id, attempt: int, step: StepDefinition, definition: WorkflowDefinition,
+                result: StepResult) -> str:
+    now = timezone.now()
+    with transaction.atomic():
+        step_execution = WorkflowStepExecution.objects.select_for_update().get(pk=step_execution_id)
+        if step_execution.attempt != attempt or step_execution.status != StepExecutionStatus.RUNNING:
+            # Fencing: a newer attempt owns this step, or the run was cancelled.
+            step_execution.warnings = [
+                *step_execution.warnings,
+                f"Late result of attempt {attempt} from {WORKER_ID} discarded "
+                f"(step is {step_execution.status}, attempt {step_execution.attempt}).",
+            ]
+            step_execution.save(update_fields=["warnings"])
+            logger.warning("step.result_rejected", extra={"step_execution_id": str(step_execution_id),
+                                                           "attempt": attempt})
+            return "rejected"
+        execution = (
+            WorkflowExecution.objects.select_for_update().select_related("version")
+            .get(pk=step_execution.execution_id)
+        )
+        if execution.status != ExecutionStatus.RUNNING:
+            step_execution.status = StepExecutionStatus.CANCELLED
+            step_execution.completed_at = now
+            step_execution.lease_expires_at = None
+            step_execution.save(update_fields=["status", "completed_at", "lease_expires_at"])
+            return "rejected"
+
+        _record_attempt(step_execution, result)
+        if result.status == runner.FAILED:
+            delay = retry_delay(step_execution.retry_config, retry_count=step_execution.retry_count,
+                                result=result, max_backoff=_conf("MAX_BACKOFF_SECONDS"))
+            if delay is not None:
+                _schedule_retry(step_execution, result, delay, now)
+                return "retry-scheduled"
+
+        step_execution.status = result.status
+        step_execution.completed_at = now
+        step_execution.lease_expires_at = None
+        step_execution.save()
+        _add_tokens(execution, result)
+
+        if execution.deadline_at and now >= execution.deadline_at:
+            _fail_timeout(execution, running_step=None)
+            return "checkpointed"
+        transition = runner.next_transition(definition, step, result)
+        if transition.fail_run:
+            _finish(execution, ExecutionStatus.FAILED, error=result.error)
+            return "checkpointed"
+        for skipped in transition.skipped:
+            _record_skipped(execution, skipped, now)
+        if transition.next_step is not None:
+            execution.save(update_fields=["aggregate_tokens", "warnings"])
+            _schedule_step(execution, transition.next_step)
+        else:
+            _finish(execution, ExecutionStatus.COMPLETED, output=result.output)
+    return "checkpointed"
+
+
+def _record_attempt(step_execution: WorkflowStepExecution, result: StepResult) -> None:
+    step_execution.input = result.input
+    step_execution.output = result.output
+    step_execution.outputs = result.outputs
+    step_execution.error = result.error
+    step_execution.model_outputs = result.model_outputs
+    step_execution.tokens = _sum_tokens(step_execution.tokens, result.tokens)
+    step_execution.warnings = [*step_execution.warnings, *result.warnings]
+
+
+def _schedule_retry(step_execution: WorkflowStepExecution, result: StepResult, delay: float, now) -> None:
+    error = result.error or {}
+    step_execution.warnings = [
+        *step_execution.warnings,
+        f"Attempt {step_execution.attempt} failed with {error.get('type')}: {error.get('message')}; "
+        f"retrying in {delay:.1f} s.",
+    ]
+    step_execution.status = StepExecutionStatus.PENDING
+    step_execution.attempt += 1
+    step_execution.retry_count += 1
+    step_execution.lease_expires_at = None
+    step_execution.available_at = now + timedelta(seconds=delay)
+    step_execution.save()
+    enqueue_step(step_execution.id, step_execution.attempt, countdown=delay)
+
+
+def _record_skipped(execution: WorkflowExecution, step: StepDefinition, now) -> None:
+    WorkflowStepExecution.objects.get_or_create(
+        execution=execution,
+        step_order=step.order,
+        defaults={
+            "step_name": step.name,
+            "step_type": step.type,
+            "status": StepExecutionStatus.SKIPPED,
+            "retry_config": normalize_retry_config(step.retry_config),
+            "completed_at": now,
+        },
+    )
+
+
+def _sum_tokens(a: dict | None, b: dict | None) -> dict:
+    a, b = a or {}, b or {}
+    return {key: int(a.get(key, 0) or 0) + int(b.get(key, 0) or 0) for key in ("input", "output", "total")}
+
+
+def _add_tokens(execution: WorkflowExecution, result: StepResult) -> None:
+    execution.aggregate_tokens = _sum_tokens(execution.aggregate_tokens, result.tokens)
+    if result.warnings:
+        execution.warnings = [*execution.warnings, *result.warnings]
+
+
+# --- endings -------------------------------------------------------------------------
+
+
+def _finish(execution: WorkflowExecution, status: str, *, output: Any = None, error: dict | None = None) -> None:
+    execution.status = status
+    execution.completed_at = timezone.now()
+    if status == ExecutionStatus.COMPLETED:
+        execution.output = output
+    execution.error = error
+    execution.save()
+    workflow_id = execution.workflow_id
+    capped = Workflow.objects.filter(pk=workflow_id).values_list("max_concurrent_executions", flat=True).first()
+    if capped:  # a slot is free now: start the oldest waiting run
+        transaction.on_commit(lambda: workflow_admit_pending(workflow_id=workflow_id))
+    execution_id = execution.id
+    transaction.on_commit(lambda: _announce_finished(execution_id))
+    logger.info("execution.finished", extra={"execution_id": str(execution.id), "status": status})
+
+
+def _announce_finished(execution_id) -> None:
+    execution = WorkflowExecution.objects.filter(pk=execution_id).first()
+    if execution is not None:
+        try:
+            execution_finished.send(sender=WorkflowExecution, execution=execution)
+        except Exception:
+            logger.exception("execution.finished_handler_failed", extra={"execution_id": str(execution_id)})
+
+
+def _fail_timeout(execution: WorkflowExecution, *, running_step: WorkflowStepExecution | None) -> None:
+    now = timezone.now()
+    timeout = (execution.version.definition.get("workflow") or {}).get("timeout_seconds")
+    step_name = running_step.step_name if running_step else None
+    WorkflowStepExecution.objects.filter(
+        execution_id=execution.id, status__in=[StepExecutionStatus.PENDING, StepExecutionStatus.RUNNING]
+    ).update(status=StepExecutionStatus.CANCELLED, completed_at=now, lease_expires_at=None)
+    _finish(
+        execution,
+        ExecutionStatus.FAILED,
+        error=error_payload(
+            "Timeout",
+            f"The run exceeded its workflow's timeout of {timeout} s (started {execution.started_at.isoformat()}).",
+            step_name,
+            {"timeout_seconds": timeout, "started_at": execution.started_at.isoformat()},
+        ),
+    )
+
+
+def execution_fail(*, execution: WorkflowExecution, error: dict) -> None:
+    """Fail a run from outside a step attempt (reaper: WorkerLost, Timeout)."""
+    now = timezone.now()
+    WorkflowStepExecution.objects.filter(
+        execution_id=execution.id, status__in=[StepExecutionStatus.PENDING, StepExecutionStatus.RUNNING]
+    ).update(status=StepExecutionStatus.CANCELLED, completed_at=now, lease_expires_at=None)
+    _finish(execution, ExecutionStatus.FAILED, error=error)

@@ -1,0 +1,550 @@
+"""Writes to workflow definitions and prompts; previews of a saved definition.
+
+Every definition change is validated as a whole before anything is written, written in
+one transaction, and snapshotted by ``workflow_version_create`` so runs can pin it.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from promptpilot.common.errors import Conflict, ValidationFailed
+from providers import registry
+
+from ..engine.errors import InputValidationError
+from ..engine.inputs import sample_inputs, validate_inputs
+from ..engine.runner import run_workflow, validate_definition
+from ..engine.templating import validate_template
+from ..engine.types import WorkflowDefinition
+from ..errors import DefinitionInvalid, InputValidationFailed
+from ..models import ExecutionStatus, Prompt, Workflow, WorkflowStep, WorkflowVariable, WorkflowVersion
+from ..selectors import workflow_version_get
+from .definitions import workflow_definition_snapshot, workflow_version_create
+
+logger = logging.getLogger(__name__)
+
+WORKFLOW_FIELDS = ("name", "description", "is_active", "max_concurrent_executions", "timeout_seconds")
+PROMPT_FIELDS = ("name", "template", "system", "model_config")
+
+
+class PromptInUse(Conflict):
+    code = "prompt_in_use"
+
+
+class WorkflowBusy(Conflict):
+    code = "workflow_has_active_executions"
+
+
+class ConcurrentChange(Conflict):
+    code = "concurrent_change"
+
+
+def _concurrent_change(exc: IntegrityError) -> ConcurrentChange:
+    # Validation already enforced every uniqueness rule, so a constraint that still
+    # fails means another request changed the same workflow at the same moment.
+    logger.warning("workflow.write_conflict", exc_info=exc)
+    return ConcurrentChange("The workflow was changed by another request at the same moment; reload it and try again.")
+
+
+# --- validation helpers ------------------------------------------------------------
+
+def _validate_definition(steps: list[dict[str, Any]], variables: list[dict[str, Any]]) -> dict[str, list[str]]:
+    # The engine owns the rules of a runnable definition; the API adds ownership checks.
+    return validate_definition(steps, variables) or {}
+
+
+def _add(errors: dict[str, list[str]], path: str, message: str) -> None:
+    messages = errors.setdefault(path, [])
+    if message not in messages:
+        messages.append(message)
+
+
+def _raise_if_errors(errors: dict[str, list[str]], what: str = "The workflow definition is invalid") -> None:
+    if not errors:
+        return
+    errors = {path: list(messages) if isinstance(messages, (list, tuple)) else [str(messages)]
+              for path, messages in errors.items()}
+    path, messages = next(iter(errors.items()))
+    more = len(errors) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''}: see extra.errors)" if more else ""
+    raise DefinitionInvalid(f"{what}: {path}: {messages[0]}{tail}", {"errors": errors})
+
+
+def _check_positive(data: dict[str, Any], errors: dict[str, list[str]]) -> None:
+    for field in ("max_concurrent_executions", "timeout_seconds"):
+        value = data.get(field)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            _add(errors, field, "Must be a positive whole number, or null for no limit.")
+
+
+def _normalise_variable(raw: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": raw.get("name"),
+        "type": raw.get("type") or "STRING",
+        "required": bool(raw.get("required", True)),
+        "default": raw.get("default"),
+        "sample": raw.get("sample"),
+        "description": raw.get("description") or "",
+    }
+
+
+def _normalise_step(raw: dict[str, Any], position: int) -> dict[str, Any]:
+    order = raw.get("order")
+    return {
+        "name": raw.get("name"),
+        "order": position if order is None else order,
+        "type": raw.get("type"),
+        "prompt": raw.get("prompt"),
+        "config": raw.get("config") or {},
+        "retry_config": raw.get("retry_config") or {},
+        "on_error": raw.get("on_error") or "fail",
+        "timeout_seconds": raw.get("timeout_seconds"),
+    }
+
+
+def _prompt_snapshot(prompt: Prompt) -> dict[str, Any]:
+    """Same shape as ``workflow_definition_snapshot`` gives a linked prompt."""
+    return {
+        "id": prompt.id,
+        "name": prompt.name,
+        "template": prompt.template,
+        "system": prompt.system,
+        "model_config": prompt.model_config,
+    }
+
+
+def _prompt_id(value: Any) -> Any:
+    if isinstance(value, Prompt):
+        return value.pk
+    if isinstance(value, dict):
+        return value.get("id")
+    return value
+
+
+def _resolve_prompts(*, owner, steps: list[dict[str, Any]], errors: dict[str, list[str]]) -> dict[int, Prompt]:
+    wanted = {_prompt_id(s["prompt"]) for s in steps if s["prompt"] is not None}
+    found = {p.pk: p for p in Prompt.objects.filter(owner=owner, pk__in=[w for w in wanted if isinstance(w, int)])}
+    for index, step in enumerate(steps):
+        pid = _prompt_id(step["prompt"])
+        if pid is not None and pid not in found:
+            _add(errors, f"steps[{index}].prompt",
+                 f"No prompt with id {pid} among yours; use the id of one of your prompts, or null.")
+    return found
+
+
+def _structural_errors(steps: list[dict[str, Any]], variables: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The database's own uniqueness rules, checked so that they answer 400, not 500."""
+    errors: dict[str, list[str]] = {}
+    seen_vars: dict[str, int] = {}
+    for index, variable in enumerate(variables):
+        name = variable["name"]
+        if name in seen_vars:
+            _add(errors, f"variables[{index}].name", f'Duplicate variable name "{name}" (also variables[{seen_vars[name]}]).')
+        seen_vars.setdefault(name, index)
+    names: dict[str, int] = {}
+    orders: dict[Any, int] = {}
+    for index, step in enumerate(steps):
+        if step["name"] in names:
+            _add(errors, f"steps[{index}].name",
+                 f'Duplicate step name "{step["name"]}" (also steps[{names[step["name"]]}]); step names must be unique.')
+        names.setdefault(step["name"], index)
+        if step["order"] in orders:
+            _add(errors, f"steps[{index}].order",
+                 f"Duplicate step order {step['order']} (also steps[{orders[step['order']]}]); orders must be unique.")
+        orders.setdefault(step["order"], index)
+    return errors
+
+
+def _check_definition(*, owner, steps: list[dict[str, Any]], variables: list[dict[str, Any]]) -> dict[int, Prompt]:
+    """Raise DefinitionInvalid naming every problem; return the prompts the steps link to."""
+    errors: dict[str, list[str]] = {}
+    prompts = _resolve_prompts(owner=owner, steps=steps, errors=errors)
+    engine_steps = []
+    for step in steps:
+        pid = _prompt_id(step["prompt"])
+        engine_steps.append({**step, "prompt": _prompt_snapshot(prompts[pid]) if pid in prompts else None})
+    for path, messages in _validate_definition(engine_steps, variables).items():
+        for message in messages if isinstance(messages, (list, tuple)) else [messages]:
+            _add(errors, path, str(message))
+    if not errors:
+        errors = _structural_errors(steps, variables)
+    _raise_if_errors(errors)
+    return prompts
+
+
+def _replace_definition(*, workflow: Workflow, steps: list[dict[str, Any]] | None,
+                        variables: list[dict[str, Any]] | None, prompts: dict[int, Prompt]) -> None:
+    if variables is not None:
+        workflow.variables.all().delete()
+        WorkflowVariable.objects.bulk_create([WorkflowVariable(workflow=workflow, **v) for v in variables])
+    if steps is not None:
+        workflow.steps.all().delete()
+        WorkflowStep.objects.bulk_create(
+            [
+                WorkflowStep(
+                    workflow=workflow,
+                    name=s["name"],
+                    order=s["order"],
+                    type=s["type"],
+                    prompt=prompts.get(_prompt_id(s["prompt"])),
+                    config=s["config"],
+                    retry_config=s["retry_config"],
+                    on_error=s["on_error"],
+                    timeout_seconds=s["timeout_seconds"],
+                )
+                for s in steps
+            ]
+        )
+
+
+def _lock(workflow: Workflow) -> None:
+    """Serialise writers of one workflow: two replacements of the lists must not interleave."""
+    Workflow.objects.select_for_update().filter(pk=workflow.pk).first()
+
+
+def _save_version(*, workflow: Workflow, user, note: str, force: bool = False) -> WorkflowVersion:
+    version = workflow_version_create(workflow=workflow, user=user, note=note[:200], force=force)
+    # Drop caches of the old lists (prefetches) and tell serializers the new number.
+    workflow.refresh_from_db()
+    workflow.latest_version_number = version.number
+    return version
+
+
+# --- workflows -----------------------------------------------------------------------
+
+def workflow_create(*, owner, data: dict[str, Any]) -> Workflow:
+    """Create a workflow with its variables and steps, and its version 1."""
+    variables = [_normalise_variable(v) for v in data.get("variables") or []]
+    steps = [_normalise_step(s, i) for i, s in enumerate(data.get("steps") or [], start=1)]
+    errors: dict[str, list[str]] = {}
+    _check_positive(data, errors)
+    _raise_if_errors(errors, "The workflow is invalid")
+    prompts = _check_definition(owner=owner, steps=steps, variables=variables)
+    fields = {f: data[f] for f in WORKFLOW_FIELDS if f in data}
+    try:
+        with transaction.atomic():
+            workflow = Workflow.objects.create(owner=owner, **fields)
+            _replace_definition(workflow=workflow, steps=steps, variables=variables, prompts=prompts)
+            _save_version(workflow=workflow, user=owner, note=data.get("note") or "created")
+    except IntegrityError as exc:
+        raise _concurrent_change(exc) from exc
+    logger.info("workflow.created", extra={"workflow_id": workflow.pk})
+    return workflow
+
+
+def workflow_update(*, workflow: Workflow, data: dict[str, Any], user=None) -> Workflow:
+    """Update fields that are present; ``variables`` / ``steps`` when present replace the
+    whole list. A definition change makes a new version; a no-op makes none."""
+    user = user or workflow.owner
+    errors: dict[str, list[str]] = {}
+    _check_positive(data, errors)
+    _raise_if_errors(errors, "The workflow is invalid")
+    variables = [_normalise_variable(v) for v in data["variables"]] if "variables" in data else None
+    steps = [_normalise_step(s, i) for i, s in enumerate(data["steps"], start=1)] if "steps" in data else None
+    prompts: dict[int, Prompt] = {}
+    if variables is not None or steps is not None:
+        current = workflow_definition_snapshot(workflow=workflow)
+        check_vars = variables if variables is not None else current["variables"]
+        check_steps = steps if steps is not None else [
+            {**s, "prompt": (s["prompt"] or {}).get("id")} for s in current["steps"]
+        ]
+        prompts = _check_definition(owner=workflow.owner, steps=check_steps, variables=check_vars)
+    fields = {f: data[f] for f in WORKFLOW_FIELDS if f in data}
+    try:
+        with transaction.atomic():
+            _lock(workflow)
+            for name, value in fields.items():
+                setattr(workflow, name, value)
+            # Only the fields sent: a concurrent change of the others is not overwritten.
+            workflow.save(update_fields=[*fields, "updated_at"])
+            _replace_definition(workflow=workflow, steps=steps, variables=variables, prompts=prompts)
+            _save_version(workflow=workflow, user=user, note=data.get("note") or "updated")
+    except IntegrityError as exc:
+        raise _concurrent_change(exc) from exc
+    logger.info("workflow.updated", extra={"workflow_id": workflow.pk, "version": workflow.latest_version_number})
+    return workflow
+
+
+def workflow_delete(*, workflow: Workflow, user=None) -> None:
+    """Delete a workflow with its versions, runs and triggers, unless runs are in flight."""
+    active = workflow.executions.filter(status__in=[ExecutionStatus.PENDING, ExecutionStatus.RUNNING]).count()
+    if active:
+        raise WorkflowBusy(
+            f'Workflow "{workflow.name}" has {active} pending or running execution{"s" if active > 1 else ""}; '
+            "cancel them or wait for them to finish, then delete it (or set is_active to false).",
+            {"active_executions": active},
+        )
+    pk = workflow.pk
+    with transaction.atomic():
+        # NOTE: runs first: they PROTECT the versions that the workflow's cascade deletes.
+        workflow.executions.all().delete()
+        workflow.delete()
+    logger.info("workflow.deleted", extra={"workflow_id": pk})
+
+
+def _restored_step(step: dict[str, Any], *, owner, notes: list[str]) -> dict[str, Any]:
+    """A snapshot step as a row. A linked prompt is relinked when it still exists with the
+    text the snapshot recorded; otherwise the recorded text is inlined so the restored
+    definition behaves as the old version did."""
+    config = dict(step.get("config") or {})
+    linked = step.get("prompt")
+    prompt = None
+    if linked:
+        current = Prompt.objects.filter(owner=owner, pk=linked.get("id")).first()
+        if current is not None and _prompt_snapshot(current) == {**_prompt_snapshot(current), **linked}:
+            prompt = current
+        else:
+            config.setdefault("template", linked.get("template") or "")
+            if linked.get("system"):
+                config.setdefault("system", linked["system"])
+            if linked.get("model_config") and "model" not in config and "models" not in config:
+                config["model"] = linked["model_config"]
+            notes.append(f'prompt "{linked.get("name")}" inlined into step "{step.get("name")}"')
+    return {
+        "name": step["name"],
+        "order": step["order"],
+        "type": step["type"],
+        "prompt": prompt.pk if prompt else None,
+        "config": config,
+        "retry_config": step.get("retry_config") or {},
+        "on_error": step.get("on_error") or "fail",
+        "timeout_seconds": step.get("timeout_seconds"),
+    }
+
+
+def workflow_version_restore(*, workflow: Workflow, number: Any, user) -> Workflow:
+    """Rebuild variables, steps and run limits from version ``number`` as a new version."""
+    version = workflow_version_get(workflow, number)
+    definition = version.definition or {}
+    notes: list[str] = []
+    variables = [_normalise_variable(v) for v in definition.get("variables", [])]
+    steps = [_restored_step(step, owner=workflow.owner, notes=notes) for step in definition.get("steps", [])]
+    prompts = _check_definition(owner=workflow.owner, steps=steps, variables=variables)
+    limits = definition.get("workflow") or {}
+    note = f"restored from v{version.number}" + (f" ({'; '.join(notes)})" if notes else "")
+    try:
+        with transaction.atomic():
+            _lock(workflow)
+            restored = [f for f in ("timeout_seconds", "max_concurrent_executions") if f in limits]
+            for field in restored:
+                setattr(workflow, field, limits[field])
+            workflow.save(update_fields=[*restored, "updated_at"])
+            _replace_definition(workflow=workflow, steps=steps, variables=variables, prompts=prompts)
+            # NOTE: forced, so the history shows the restore even when nothing changed.
+            _save_version(workflow=workflow, user=user, note=note, force=True)
+    except IntegrityError as exc:
+        raise _concurrent_change(exc) from exc
+    logger.info("workflow.version_restored", extra={"workflow_id": workflow.pk, "from_version": version.number})
+    return workflow
+
+
+# --- prompts -------------------------------------------------------------------------
+
+def _check_prompt(data: dict[str, Any]) -> None:
+    errors: dict[str, list[str]] = {}
+    for field in ("template", "system"):
+        text = data.get(field)
+        if not text:
+            continue
+        problem = validate_template(text)
+        if problem:
+            _add(errors, field, problem)
+    config = data.get("model_config")
+    if config:
+        for key in ("provider", "model"):
+            if key in config and not (isinstance(config[key], str) and config[key].strip()):
+                _add(errors, f"model_config.{key}", f"{key} must be a non-empty string.")
+    if errors:
+        path, messages = next(iter(errors.items()))
+        raise ValidationFailed(f"The prompt is invalid: {path}: {messages[0]}", {"errors": errors})
+
+
+def prompt_create(*, owner, data: dict[str, Any]) -> Prompt:
+    _check_prompt(data)
+    fields = {f: data[f] for f in PROMPT_FIELDS if f in data}
+    if fields.get("system") is None:
+        fields.pop("system", None)
+    if fields.get("model_config") is None:
+        fields.pop("model_config", None)
+    prompt = Prompt.objects.create(owner=owner, **fields)
+    logger.info("prompt.created", extra={"prompt_id": prompt.pk})
+    return prompt
+
+
+def prompt_update(*, prompt: Prompt, data: dict[str, Any], user=None) -> Prompt:
+    """Update a prompt; every workflow whose steps use it gets a new version, since
+    versions embed the prompt's text."""
+    _check_prompt(data)
+    user = user or prompt.owner
+    with transaction.atomic():
+        for field in PROMPT_FIELDS:
+            if field in data:
+                value = data[field]
+                if field in ("system",) and value is None:
+                    value = ""
+                if field == "model_config" and value is None:
+                    value = {}
+                setattr(prompt, field, value)
+        prompt.save()
+        workflows = Workflow.objects.filter(steps__prompt=prompt).distinct().order_by("pk")
+        for workflow in workflows:
+            workflow_version_create(workflow=workflow, user=user, note=f'prompt "{prompt.name}" changed'[:200])
+    logger.info("prompt.updated", extra={"prompt_id": prompt.pk})
+    return prompt
+
+
+def prompt_delete(*, prompt: Prompt, user=None) -> None:
+    users = list(Workflow.objects.filter(steps__prompt=prompt).distinct().order_by("name", "pk").values("id", "name"))
+    if users:
+        names = ", ".join(f'"{w["name"]}" (id {w["id"]})' for w in users)
+        raise PromptInUse(
+            f'Prompt "{prompt.name}" is used by steps of the workflow{"s" if len(users) > 1 else ""} {names}; '
+            "unlink it from those steps first.",
+            {"workflows": users},
+        )
+    pk = prompt.pk
+    prompt.delete()
+    logger.info("prompt.deleted", extra={"prompt_id": pk})
+
+
+# --- preview -------------------------------------------------------------------------
+
+def _jsonable(value: Any, depth: int = 0, seen: frozenset[int] = frozenset()) -> Any:
+    """A plain-JSON rendition of any value (for outputs that are not plain JSON)."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if depth > 64 or id(value) in seen:
+        return repr(value)[:1000]
+    inner = seen | {id(value)}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, depth + 1, inner) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v, depth + 1, inner) for v in value]
+    return repr(value)[:1000]
+
+
+def _is_plain_json(value: Any, depth: int = 0) -> bool:
+    if value is None or isinstance(value, (str, bool, int)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if depth > 64:
+        return False
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain_json(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_is_plain_json(v, depth + 1) for v in value)
+    return False
+
+
+def _detached(value: Any, label: str, warnings: list[str]) -> Any:
+    """A deep copy, so the caller can never mutate engine state; a value that cannot be
+    copied comes back as it is, with a warning, never a crash."""
+    try:
+        value = copy.deepcopy(value)
+    except Exception as exc:  # noqa: BLE001  (any object may refuse to be copied)
+        warnings.append(f"{label} could not be copied ({type(exc).__name__}); returned as it is.")
+    try:
+        plain = _is_plain_json(value)
+    except RecursionError:
+        plain = False
+    if not plain:
+        warnings.append(f"{label} is not plain JSON; returned as its closest JSON form.")
+        value = _jsonable(value)
+    return value
+
+
+def _tokens(raw: Any) -> dict[str, int]:
+    raw = raw if isinstance(raw, dict) else {}
+    counts = {}
+    for key in ("input", "output", "total"):
+        try:
+            counts[key] = int(raw.get(key) or 0)
+        except (TypeError, ValueError):
+            counts[key] = 0
+    if not counts["total"]:
+        counts["total"] = counts["input"] + counts["output"]
+    return counts
+
+
+def _tokens_estimated(run: Any) -> bool:
+    """Counts are estimates unless every model call reported usage itself."""
+    tokens = getattr(run, "tokens", None)
+    if isinstance(tokens, dict) and "estimated" in tokens:
+        return bool(tokens["estimated"])
+    for _step, result, _ms in getattr(run, "steps", []) or []:
+        for output in getattr(result, "model_outputs", None) or []:
+            if not isinstance(output, dict):
+                continue
+            if output.get("estimated") or (output.get("tokens") or {}).get("estimated"):
+                return True
+            if output.get("provider") == "echo":  # echo counts words: an estimate by design
+                return True
+    return False
+
+
+def workflow_preview(*, workflow: Workflow, inputs: dict[str, Any] | None = None, use_sample_data: bool = False,
+                     trigger: dict[str, Any] | None = None,
+                     providers: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """Run the saved definition in-process and persist nothing (DESIGN §6 shape)."""
+    definition = workflow_definition_snapshot(workflow=workflow)
+    variables = definition["variables"]
+    raw = dict(sample_inputs(variables)) if use_sample_data else {}
+    raw.update(inputs or {})
+    try:
+        validated = validate_inputs(variables, raw)
+    except InputValidationError as exc:
+        errors = dict(exc.errors)
+        raise InputValidationFailed(
+            "The input is invalid: " + "; ".join(f"{k}: {v}" for k, v in errors.items()), {"errors": errors}
+        ) from None
+    trigger_context = {"type": "MANUAL", "payload": None, **(trigger or {})}
+    limits = {
+        "max_output_chars": settings.PROMPTPILOT["TEMPLATE_MAX_OUTPUT_CHARS"],
+        "max_loop_iterations": settings.PROMPTPILOT["TEMPLATE_MAX_LOOP_ITERATIONS"],
+    }
+    started = time.monotonic()
+    run = run_workflow(
+        WorkflowDefinition.from_dict(definition), validated,
+        providers=providers or registry.get_adapter, trigger=trigger_context, limits=limits,
+    )
+    duration_ms = int((time.monotonic() - started) * 1000)
+
+    warnings: list[str] = [str(w) for w in (run.warnings or [])]
+    steps = []
+    for step, result, step_ms in run.steps:
+        step_warnings = [str(w) for w in (getattr(result, "warnings", None) or [])]
+        label = f'Step "{step.name}"'
+        steps.append(
+            {
+                "name": step.name,
+                "type": step.type,
+                "status": result.status if result is not None else "SKIPPED",
+                "duration_ms": int(step_ms) if step_ms is not None else None,
+                "input": _detached(result.input, f"{label} input", step_warnings) if result else None,
+                "output": _detached(result.output, f"{label} output", step_warnings) if result else None,
+                "error": _detached(result.error, f"{label} error", step_warnings) if result else None,
+                "warnings": step_warnings,
+                "token_estimate": _tokens(result.tokens if result else None),
+            }
+        )
+    totals = _tokens(run.tokens)
+    return {
+        "status": run.status,
+        "steps": steps,
+        "warnings": warnings,
+        "token_estimate": {**totals, "estimated": _tokens_estimated(run)},
+        "output": _detached(run.output, "Workflow output", warnings),
+        "duration_ms": duration_ms,
+    }

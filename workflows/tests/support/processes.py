@@ -1,0 +1,88 @@
+"""Real Celery worker and beat processes for integration and durability tests."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+class ServiceProcess:
+    """A child process in its own process group, with its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, needle: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.log():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} did not log {needle!r} within {timeout} s:\n{self.log()[-4000:]}")
+
+    def signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        self.signal_group(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self, grace: float = 10) -> None:
+        if self.proc.poll() is None:
+            self.signal_group(signal.SIGCONT)
+            self.signal_group(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+
+def celery_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "promptpilot", *args]
+
+
+def start_worker(name: str, env: dict[str, str], log_dir: Path, concurrency: int = 1) -> ServiceProcess:
+    worker = ServiceProcess(
+        name,
+        celery_argv("worker", "-l", "info", "-n", f"{name}@%h", "--concurrency", str(concurrency),
+                    "--pool", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat"),
+        env,
+        log_dir,
+    )
+    worker.wait_for_log("ready.", timeout=60)
+    return worker
+
+
+def start_beat(env: dict[str, str], log_dir: Path) -> ServiceProcess:
+    beat = ServiceProcess(
+        "beat",
+        celery_argv("beat", "-l", "info", "-S", "celery.beat:PersistentScheduler",
+                    "-s", str(log_dir / "beat-schedule"), "--max-interval", "1"),
+        env,
+        log_dir,
+    )
+    beat.wait_for_log("beat: Starting", timeout=60)
+    return beat
