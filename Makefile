@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: venv test lint
+.PHONY: venv test lint run
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,16 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 venv: $(BIN)/.installed
 
 test: venv
-	DATABASE_URL=$(TEST_DATABASE_URL) TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .
+
+# The embedded default: web (gunicorn), a Celery worker and beat in the foreground, on
+# SQLite and kombu's filesystem broker under var/ (PROMPTPILOT_VAR_DIR). Needs no
+# environment; migrates, collects static files and seeds the demo first. Only `test`
+# sets DATABASE_URL, on its own command line, so nothing leaks into `run` (a URL that
+# your shell exports is honoured: the first line printed names the database in use).
+# Options: make run RUN_ARGS="--port 8001"
+run: venv
+	$(BIN)/python scripts/run_embedded.py $(RUN_ARGS)
