@@ -6,10 +6,12 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from promptpilot.common.apis import AuthTokenApi, healthz
+from workflows.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     re_path(r"^healthz/?$", healthz, name="healthz"),
+    re_path(r"^metrics/?$", metrics_view, name="metrics"),
     re_path(r"^api/auth/token/?$", AuthTokenApi.as_view(), name="auth-token"),
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
     re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
