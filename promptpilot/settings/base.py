@@ -152,6 +152,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
             "processed_folder": str(_broker_dir / "processed"),
             "control_folder": str(_broker_dir / "control"),
             "store_processed": False,
+            # The filesystem transport polls its folder; 1 s (kombu default) per hop
+            # would make a 3-step demo run take 3+ s.
+            "polling_interval": 0.1,
         }
     )
 else:
