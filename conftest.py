@@ -117,9 +117,10 @@ def beat(service_env, tmp_path_factory) -> Iterator[ServiceProcess]:
     process.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def shared_worker(service_env, tmp_path_factory, beat) -> Iterator[ServiceProcess]:
-    """A worker kept for the session, for tests that do not kill workers."""
+    """A worker kept for one test module, for tests that do not kill workers. Module
+    scoped so it is gone before tests that start (and kill) workers of their own."""
     process = start_worker("shared", service_env, tmp_path_factory.mktemp("shared-worker"), concurrency=2)
     yield process
     process.stop()

@@ -44,13 +44,25 @@ class RateLimited(ProviderError):
     retryable = True
 
 
+class QuotaExceeded(ProviderError):
+    """The account is out of credit or quota (e.g. OpenAI's 429 ``insufficient_quota``).
+
+    Sent with a 429 like a rate limit, but waiting does not help: not retried.
+    """
+
+    type = "QuotaExceeded"
+
+
 class ProviderUnavailable(ProviderError):
-    """5XX, overloaded, connection refused or reset."""
+    """5XX, overloaded (Anthropic 529), 409 conflict, connection refused or reset, or an
+    answer that is not valid JSON (a truncated body or a proxy's error page)."""
 
     type = "ProviderUnavailable"
     retryable = True
 
 
 class ProviderTimeout(ProviderError):
+    """No answer within the step's timeout, or the provider's own 408."""
+
     type = "ProviderTimeout"
     retryable = True

@@ -22,7 +22,8 @@ def _load_builtin() -> None:
     with _lock:
         if _loaded:
             return
-        from .adapters import echo  # noqa: F401  (registers itself)
+        # Each registers itself. The SDKs are imported on first use, not here.
+        from .adapters import anthropic, echo, gemini, openai  # noqa: F401
 
         try:
             from django.conf import settings
@@ -40,8 +41,16 @@ def get_adapter(name: str) -> ProviderAdapter:
     try:
         return _adapters[name]
     except KeyError:
-        known = ", ".join(sorted(_adapters)) or "none"
-        raise UnknownProvider(f'Unknown provider "{name}". Known providers: {known}.') from None
+        pass
+    # --- admin-defined OpenAI-compatible connections (providers/connections.py) ---
+    from .connections import connection_adapter, connection_names
+
+    adapter = connection_adapter(name)
+    if adapter is not None:
+        return adapter
+    known = ", ".join(sorted({*_adapters, *connection_names()})) or "none"
+    # --- end connections ---
+    raise UnknownProvider(f'Unknown provider "{name}". Known providers: {known}.')
 
 
 def known_providers() -> list[str]:

@@ -1,10 +1,18 @@
-"""Triggers start executions. The core issue ships the models; firing lands with the triggers issue."""
+"""Triggers start executions of one workflow; every firing is recorded as an invocation.
+
+Secrets never live here in clear: a webhook secret is stored encrypted
+(``secret_encrypted``, see ``services/secrets.py``), an API key only as its prefix and
+SHA-256 hash (see ``services/api_keys.py``).
+"""
 import uuid
 
 from django.db import models
 
 
 class TriggerKind(models.TextChoices):
+    """What starts the runs. The same values as ``workflows.models.TriggerType`` less
+    ``RETRY`` (a retry is not a trigger); a test keeps the two in sync."""
+
     MANUAL = "MANUAL", "Manual"
     SCHEDULED = "SCHEDULED", "Scheduled (cron)"
     WEBHOOK = "WEBHOOK", "Webhook"
@@ -12,18 +20,59 @@ class TriggerKind(models.TextChoices):
     EVENT = "EVENT", "Platform event"
 
 
+class InvocationStatus(models.TextChoices):
+    ACCEPTED = "ACCEPTED", "Accepted (execution started)"
+    DUPLICATE = "DUPLICATE", "Duplicate (delivery id already accepted)"
+    REJECTED = "REJECTED", "Rejected (verification or request failed)"
+    INVALID_INPUT = "INVALID_INPUT", "Invalid input (the workflow's variables refused it)"
+
+
 class WorkflowTrigger(models.Model):
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    workflow = models.ForeignKey("workflows.Workflow", on_delete=models.CASCADE, related_name="triggers")
-    type = models.CharField(max_length=10, choices=TriggerKind.choices)
-    name = models.CharField(max_length=200)
-    is_active = models.BooleanField(default=True)
-    config = models.JSONField(default=dict, blank=True, help_text="Type specific settings (cron, event filter, ...).")
-    last_triggered_at = models.DateTimeField(null=True, blank=True)
+    id = models.UUIDField(
+        primary_key=True, default=uuid.uuid4, editable=False,
+        help_text="Opaque and unguessable; also the path of a webhook: /api/webhooks/{id}.",
+    )
+    workflow = models.ForeignKey(
+        "workflows.Workflow", on_delete=models.CASCADE, related_name="triggers",
+        help_text="The workflow this trigger starts.",
+    )
+    type = models.CharField(
+        max_length=10, choices=TriggerKind.choices, help_text="Fixed at creation; create a new trigger to change it."
+    )
+    name = models.CharField(max_length=200, help_text="A label for people.")
+    is_active = models.BooleanField(
+        default=True, help_text="Inactive triggers start nothing (webhook and API-key calls answer 404)."
+    )
+    config = models.JSONField(
+        default=dict, blank=True,
+        help_text="Type specific settings: WEBHOOK {input_mapping}, API {rate_limit}, SCHEDULED {cron, timezone, "
+                  "input}, EVENT {event, filter}. Never holds secrets.",
+    )
+    secret_encrypted = models.TextField(
+        blank=True, default="",
+        help_text="WEBHOOK: the whsec_ signing secret, Fernet-encrypted with PROMPTPILOT_SECRETS_KEY.",
+    )
+    previous_secret_encrypted = models.TextField(
+        blank=True, default="",
+        help_text="WEBHOOK: the secret before the last rotation, still accepted until previous_secret_expires_at.",
+    )
+    previous_secret_expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="WEBHOOK: end of the grace period of the previous secret (null: none)."
+    )
+    api_key_prefix = models.CharField(
+        max_length=16, blank=True, default="", db_index=True,
+        help_text="API: the first characters of the key, to recognise it; the key itself is never stored.",
+    )
+    api_key_hash = models.CharField(
+        max_length=64, blank=True, default="", help_text="API: SHA-256 (hex) of the whole key."
+    )
+    last_triggered_at = models.DateTimeField(null=True, blank=True, help_text="When it last started an execution.")
     created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [models.Index(fields=["workflow", "-created_at"], name="trigger_workflow_created")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.type})"
@@ -32,15 +81,33 @@ class WorkflowTrigger(models.Model):
 class TriggerInvocation(models.Model):
     """Every delivery or firing of a trigger, recorded before any work is queued."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    trigger = models.ForeignKey(WorkflowTrigger, on_delete=models.CASCADE, related_name="invocations")
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False, help_text="Returned as invocation_id.")
+    trigger = models.ForeignKey(
+        WorkflowTrigger, on_delete=models.CASCADE, related_name="invocations", help_text="The trigger that fired."
+    )
     received_at = models.DateTimeField(auto_now_add=True)
-    verified = models.BooleanField(default=False)
-    verification_error = models.TextField(blank=True, default="")
-    delivery_id = models.CharField(max_length=255, null=True, blank=True)
-    payload = models.JSONField(null=True, blank=True)
+    status = models.CharField(
+        max_length=16, choices=InvocationStatus.choices, default=InvocationStatus.ACCEPTED,
+        help_text="What became of the firing.",
+    )
+    verified = models.BooleanField(default=False, help_text="Whether the signature / key / owner check passed.")
+    verification_error = models.TextField(blank=True, default="", help_text="Why the verification failed.")
+    error = models.TextField(blank=True, default="", help_text="Why no execution started (invalid input, bad body...).")
+    delivery_id = models.CharField(
+        max_length=255, null=True, blank=True,
+        help_text="Idempotency key of an accepted firing (webhook-id, Idempotency-Key). Only ACCEPTED invocations "
+                  "hold it, so a rejected delivery can be retried with the same id.",
+    )
+    payload = models.JSONField(
+        null=True, blank=True, help_text="The verified body (trigger.payload in templates); null when not verified."
+    )
+    request_meta = models.JSONField(
+        default=dict, blank=True,
+        help_text="What the request claimed (webhook-id, webhook-timestamp, content type, size, body SHA-256).",
+    )
     execution = models.ForeignKey(
-        "workflows.WorkflowExecution", on_delete=models.SET_NULL, null=True, blank=True, related_name="invocations"
+        "workflows.WorkflowExecution", on_delete=models.SET_NULL, null=True, blank=True, related_name="invocations",
+        help_text="The run it started (for DUPLICATE: the run of the first delivery).",
     )
 
     class Meta:
@@ -51,3 +118,10 @@ class TriggerInvocation(models.Model):
                 name="unique_delivery_per_trigger",
             ),
         ]
+        indexes = [
+            models.Index(fields=["trigger", "-received_at"], name="invocation_trigger_received"),
+            models.Index(fields=["status", "-received_at"], name="invocation_status_received"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.status} · {self.id}"

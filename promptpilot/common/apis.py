@@ -123,3 +123,4 @@ def server_error(request: HttpRequest):
             status=status.HTTP_500_INTERNAL_SERVER_ERROR,
         )
     return defaults.server_error(request)
+

@@ -152,7 +152,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
             "processed_folder": str(_broker_dir / "processed"),
             "control_folder": str(_broker_dir / "control"),
             "store_processed": False,
-            # The filesystem transport polls its folder; 1 s (kombu default) per hop
+            # The filesystem transport polls its folder; 1 s (kombu's default) per hop
             # would make a 3-step demo run take 3+ s.
             "polling_interval": 0.1,
         }
@@ -210,3 +210,35 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
     "StepExecutionStatusEnum": "workflows.models.enums.StepExecutionStatus",
     "TriggerKindEnum": "triggers.models.TriggerKind",
 }
+
+# --- Triggers (docs/TRIGGERS.md) ---------------------------------------------
+# Webhook secrets are Fernet-encrypted with keys derived (HKDF-SHA256) from these
+# strings; the first encrypts, all decrypt. Default: derived from SECRET_KEY.
+PROMPTPILOT_SECRETS_KEYS = env.SECRETS_KEYS or [SECRET_KEY]
+PROMPTPILOT["TRIGGER_DEFAULT_RATE"] = env.TRIGGER_DEFAULT_RATE
+PROMPTPILOT["WEBHOOK_TOLERANCE_SECONDS"] = 300  # Standard Webhooks: 5 minutes either way
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["InvocationStatusEnum"] = "triggers.models.InvocationStatus"
+
+# --- Providers (docs/PROVIDERS.md) -------------------------------------------
+# Keyed by the environment variable's name, so error messages can name it. Read at call
+# time by providers/credentials.py, never at import.
+PROMPTPILOT["PROVIDERS"] = {
+    "OPENAI_API_KEY": env.OPENAI_API_KEY,
+    "OPENAI_BASE_URL": env.OPENAI_BASE_URL,
+    "ANTHROPIC_API_KEY": env.ANTHROPIC_API_KEY,
+    "ANTHROPIC_BASE_URL": env.ANTHROPIC_BASE_URL,
+    "GEMINI_API_KEY": env.GEMINI_API_KEY,
+    "GEMINI_BASE_URL": env.GEMINI_BASE_URL,
+}
+
+# --- Provider operations: prices, shared rate limits, connections (docs/PROVIDER_OPERATIONS.md)
+# Rate limits are shared through Redis when there is one (REDIS_URL, else a redis://
+# broker); without it each worker process enforces them on its own.
+PROMPTPILOT["RATE_LIMIT_REDIS_URL"] = env.REDIS_URL or (
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+)
+# A call waits at most this long (and never past its step's timeout) for a rate-limit
+# slot; then the attempt fails RateLimited and the step's retry policy brings it back.
+PROMPTPILOT["RATE_LIMIT_MAX_WAIT_SECONDS"] = 30.0
+# Workers re-read prices, limits and connections after this many seconds.
+PROMPTPILOT["PROVIDER_CONFIG_CACHE_SECONDS"] = 10.0

@@ -81,3 +81,19 @@ PROVIDER_MODULES = _list("PROMPTPILOT_PROVIDER_MODULES", "")
 DEMO_PASSWORD = _str("PROMPTPILOT_DEMO_PASSWORD")
 METRICS_TOKEN = _str("PROMPTPILOT_METRICS_TOKEN")
 LOG_LEVEL = _str("PROMPTPILOT_LOG_LEVEL", "INFO")
+
+# Triggers (docs/TRIGGERS.md). Keys that encrypt webhook secrets at rest, comma
+# separated: the first encrypts, every one decrypts (rotation). Empty: derived from
+# SECRET_KEY, so changing DJANGO_SECRET_KEY then makes stored webhook secrets unreadable.
+SECRETS_KEYS = _list("PROMPTPILOT_SECRETS_KEY", "")
+# Rate of an API trigger whose config has no rate_limit ("N/s", "N/min", "N/hour", "N/day").
+TRIGGER_DEFAULT_RATE = _str("PROMPTPILOT_TRIGGER_DEFAULT_RATE", "60/min")
+
+# Model providers (docs/PROVIDERS.md). An empty key fails PROMPT steps that use the
+# provider with MissingCredentials; an empty base URL means the vendor's own endpoint.
+OPENAI_API_KEY = _str("OPENAI_API_KEY")
+OPENAI_BASE_URL = _str("OPENAI_BASE_URL")
+ANTHROPIC_API_KEY = _str("ANTHROPIC_API_KEY")
+ANTHROPIC_BASE_URL = _str("ANTHROPIC_BASE_URL")
+GEMINI_API_KEY = _str("GEMINI_API_KEY")
+GEMINI_BASE_URL = _str("GEMINI_BASE_URL")

@@ -20,7 +20,8 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
-from providers.registry import get_adapter
+from providers import pricing
+from providers.ratelimit import limited_adapter
 
 from ..engine import runner
 from ..engine.retry import normalize_retry_config, retry_delay
@@ -196,7 +197,9 @@ def step_attempt_run(*, step_execution_id: uuid.UUID | str, attempt: int) -> str
         "max_loop_iterations": _conf("TEMPLATE_MAX_LOOP_ITERATIONS"),
     }
     with _Heartbeat(step_execution.id, attempt):
-        result = runner.run_step(step, context, providers=get_adapter, limits=limits)
+        # limited_adapter: registry.get_adapter, wrapped in the provider's shared rate limit.
+        result = runner.run_step(step, context, providers=limited_adapter, limits=limits)
+    pricing.annotate_costs(result.model_outputs)  # cost_usd on each model output
     close_old_connections()
     return _checkpoint(step_execution.id, attempt, step, definition, result)
 
@@ -279,18 +282,19 @@ def _checkpoint(step_execution_id, attempt: int, step: StepDefinition, definitio
             return "rejected"
 
         _record_attempt(step_execution, result)
+        _add_tokens(execution, result)  # every attempt's model calls count, retried ones too
         if result.status == runner.FAILED:
             delay = retry_delay(step_execution.retry_config, retry_count=step_execution.retry_count,
                                 result=result, max_backoff=_conf("MAX_BACKOFF_SECONDS"))
             if delay is not None:
                 _schedule_retry(step_execution, result, delay, now)
+                execution.save(update_fields=["aggregate_tokens", "warnings"])
                 return "retry-scheduled"
 
         step_execution.status = result.status
         step_execution.completed_at = now
         step_execution.lease_expires_at = None
         step_execution.save()
-        _add_tokens(execution, result)
 
         if execution.deadline_at and now >= execution.deadline_at:
             _fail_timeout(execution, running_step=None)
@@ -355,7 +359,12 @@ def _sum_tokens(a: dict | None, b: dict | None) -> dict:
 
 
 def _add_tokens(execution: WorkflowExecution, result: StepResult) -> None:
-    execution.aggregate_tokens = _sum_tokens(execution.aggregate_tokens, result.tokens)
+    previous = execution.aggregate_tokens or {}
+    execution.aggregate_tokens = {
+        **_sum_tokens(previous, result.tokens),
+        # null as soon as one model call had no price (providers/pricing.py)
+        "cost_usd": pricing.add_costs(previous.get("cost_usd", 0), pricing.sum_costs(result.model_outputs)),
+    }
     if result.warnings:
         execution.warnings = [*execution.warnings, *result.warnings]
 

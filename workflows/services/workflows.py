@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from promptpilot.common.errors import Conflict, ValidationFailed
-from providers import registry
+from providers.ratelimit import limited_adapter
 
 from ..engine.errors import InputValidationError
 from ..engine.inputs import sample_inputs, validate_inputs
@@ -517,7 +517,7 @@ def workflow_preview(*, workflow: Workflow, inputs: dict[str, Any] | None = None
     started = time.monotonic()
     run = run_workflow(
         WorkflowDefinition.from_dict(definition), validated,
-        providers=providers or registry.get_adapter, trigger=trigger_context, limits=limits,
+        providers=providers or limited_adapter, trigger=trigger_context, limits=limits,  # shared rate limits apply
     )
     duration_ms = int((time.monotonic() - started) * 1000)
 

@@ -1,0 +1,56 @@
+"""SDK clients, created once per process and reused, so calls share connection pools.
+
+Keyed by (provider, base URL, a fingerprint of the key): a changed key or base URL gets
+a new client on the next call; the same ones reuse the pooled connections (TLS
+handshakes and all) of every earlier call. Safe to call from many threads.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# Bounded so that many rotated keys or admin-defined connections cannot grow it forever.
+# An evicted client is not closed: another thread may still be using it; its pooled
+# connections close when it is garbage-collected.
+MAX_CLIENTS = 64
+
+_clients: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
+_lock = threading.Lock()
+
+
+def _fingerprint(api_key: str) -> str:
+    # The cache key never holds the key itself (it may end up in a repr or a log line).
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def get_client(provider: str, base_url: str, api_key: str, factory: Callable[[], T]) -> T:
+    """The cached client for (provider, base_url, api_key), made by ``factory`` the first time."""
+    key = (provider, base_url, _fingerprint(api_key))
+    # NOTE: one lock around look-up and creation, so two threads never build two clients
+    # for the same key; creation happens once per key, so the lock is almost never contended.
+    with _lock:
+        client = _clients.get(key)
+        if client is None:
+            client = factory()
+            _clients[key] = client
+            while len(_clients) > MAX_CLIENTS:
+                _clients.popitem(last=False)
+        else:
+            _clients.move_to_end(key)
+        return client
+
+
+def clear_clients() -> None:
+    """Forget every cached client (tests; or after rotating keys to drop the old pools)."""
+    with _lock:
+        _clients.clear()
+
+
+def cached_client_count() -> int:
+    with _lock:
+        return len(_clients)

@@ -1,0 +1,100 @@
+"""providers/clients.py: one SDK client per (provider, base URL, key), shared by every call."""
+from __future__ import annotations
+
+import threading
+
+from providers import clients
+from providers.registry import get_adapter
+
+from .fakes import Reply
+from .wires import Wire, call
+
+
+def _client_of(wire: Wire):
+    adapter = get_adapter(wire.provider)
+    return adapter.client_for(adapter.credentials())
+
+
+def test_two_calls_reuse_one_client_and_its_connection(wire: Wire, fake_server) -> None:
+    fake_server.queue(Reply(200, wire.success()), Reply(200, wire.success()))
+
+    call(wire)
+    first_client = _client_of(wire)
+    call(wire)
+
+    assert _client_of(wire) is first_client
+    assert clients.cached_client_count() == 1
+    first, second = fake_server.requests
+    assert first.client_port == second.client_port  # the pooled keep-alive connection, no new handshake
+
+
+def test_a_new_key_gets_a_new_client(wire: Wire, fake_server, provider_settings) -> None:
+    before = _client_of(wire)
+    provider_settings(**wire.settings(fake_server, api_key="another-key"))
+
+    after = _client_of(wire)
+
+    assert after is not before
+    assert clients.cached_client_count() == 2
+
+
+def test_concurrent_first_calls_build_one_client() -> None:
+    built: list[object] = []
+    start = threading.Barrier(8)
+    results: list[object] = []
+
+    def factory() -> object:
+        client = object()
+        built.append(client)
+        return client
+
+    def worker() -> None:
+        start.wait()
+        results.append(clients.get_client("p", "http://x", "k", factory))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(built) == 1
+    assert all(result is built[0] for result in results)
+
+
+def test_the_cache_is_bounded(monkeypatch) -> None:
+    monkeypatch.setattr(clients, "MAX_CLIENTS", 3)
+    for index in range(5):
+        clients.get_client("p", "http://x", f"key-{index}", object)
+
+    assert clients.cached_client_count() == 3
+
+
+def test_the_cache_key_does_not_hold_the_api_key() -> None:
+    clients.get_client("p", "http://x", "sk-very-secret", object)
+
+    assert "sk-very-secret" not in repr(clients._clients)
+
+
+def test_threads_sharing_one_client_call_concurrently(wire: Wire, fake_server) -> None:
+    # Parallel model calls share the pooled client: it must not serialise them.
+    fake_server.queue(*(Reply(200, wire.success(), delay=0.3) for _ in range(3)))
+    errors: list[BaseException] = []
+
+    def one_call() -> None:
+        try:
+            call(wire)
+        except BaseException as exc:  # surfaced below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one_call) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+    assert errors == []
+    assert clients.cached_client_count() == 1
+    requests = fake_server.requests
+    assert len(requests) == 3
+    assert max(r.started for r in requests) < min(r.finished for r in requests)  # all three overlapped

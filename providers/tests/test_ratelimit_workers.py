@@ -1,0 +1,85 @@
+"""A provider's shared concurrency limit holds across two real worker processes (Redis)."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from providers.models import ProviderLimit
+from providers.ratelimit import KEY_PREFIX
+from providers.tests.support_limited import LOG_ENV, NAME, read_log
+from workflows.services.executions import execution_start
+from workflows.tests.durability.helpers import wait_finished
+from workflows.tests.factories import make_workflow
+from workflows.tests.support.processes import ServiceProcess, start_worker
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+CALL_MS = 300
+RUNS = 6
+
+
+@pytest.fixture
+def limit_log(tmp_path) -> Path:
+    return tmp_path / "limited-calls.jsonl"
+
+
+@pytest.fixture
+def limited_workers(service_env, tmp_path, beat, limit_log) -> Iterator[Callable[[str], ServiceProcess]]:
+    """Like the root ``workers`` fixture, with the slow limited provider loaded and logging."""
+    env = {
+        **service_env,
+        "PROMPTPILOT_PROVIDER_MODULES": f"{service_env['PROMPTPILOT_PROVIDER_MODULES']},providers.tests.support_limited",
+        LOG_ENV: str(limit_log),
+    }
+    started: list[ServiceProcess] = []
+
+    def start(name: str) -> ServiceProcess:
+        process = start_worker(f"{name}-{uuid.uuid4().hex[:6]}", env, tmp_path, concurrency=1)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def clean_limit_keys(broker_url) -> Iterator[None]:
+    client = redis.Redis.from_url(broker_url)
+
+    def clean() -> None:
+        for key in client.scan_iter(f"{KEY_PREFIX}{{{NAME}}}:*"):
+            client.delete(key)
+
+    clean()
+    yield
+    clean()
+    client.close()
+
+
+def test_max_concurrency_one_is_never_exceeded_across_two_workers(user, limited_workers, limit_log, clean_limit_keys):
+    ProviderLimit.objects.create(provider=NAME, max_concurrency=1)
+    workflow = make_workflow(user, steps=[{
+        "name": "ask", "type": "PROMPT",
+        "config": {"template": "run {{ input.n }}", "model": {"provider": NAME, "model": "slow-1", "delay_ms": CALL_MS}},
+    }], variables=[{"name": "n", "type": "NUMBER", "required": True}])
+    first, second = limited_workers("limit-a"), limited_workers("limit-b")
+
+    executions = [execution_start(workflow=workflow, inputs={"n": n}, started_by=user) for n in range(RUNS)]
+    finished = [wait_finished(execution.id, timeout=90) for execution in executions]
+
+    assert [run.status for run in finished] == ["COMPLETED"] * RUNS, [run.error for run in finished]
+    entries = read_log(limit_log)
+    starts = {e["call"]: e for e in entries if e["event"] == "start"}
+    ends = {e["call"]: e for e in entries if e["event"] == "end"}
+    assert len(starts) == RUNS and set(starts) == set(ends)
+    calls = sorted((starts[call]["t"], ends[call]["t"], starts[call]["pid"]) for call in starts)
+    for (_, previous_end, _), (next_start, _, _) in zip(calls, calls[1:], strict=False):
+        assert next_start >= previous_end, f"two calls overlapped: {calls}"
+    # Both workers called the provider: the limit held across processes, not just within one.
+    worker_pids = {pid for _, _, pid in calls}
+    assert len(worker_pids) == 2, f"only one worker made calls: {calls} (workers {first.pid}, {second.pid})"

@@ -1,0 +1,1 @@
+"""Writes of the triggers domain: one module per concern, ``trigger_fire`` for every type."""
