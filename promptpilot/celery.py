@@ -2,7 +2,7 @@
 import os
 
 from celery import Celery
-from celery.signals import beat_init, worker_init
+from celery.signals import beat_init, task_prerun, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "promptpilot.settings")
 
@@ -21,3 +21,12 @@ def _refuse_to_start_with_unsafe_settings(**kwargs) -> None:
     errors = [e for e in checks.run_checks() if e.is_serious()]
     if errors:
         raise SystemExit("PromptPilot refuses to start:\n" + "\n".join(str(e) for e in errors))
+
+
+@task_prerun.connect
+def _fresh_enough_database_connection(**kwargs) -> None:
+    """Reuse the worker's connection across tasks, but not one that is broken or older
+    than CONN_MAX_AGE (the same rule Django applies at each request)."""
+    from django.db import close_old_connections
+
+    close_old_connections()

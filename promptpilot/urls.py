@@ -2,6 +2,7 @@
 from importlib.util import find_spec
 
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -10,6 +11,9 @@ from workflows.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Builders log in to the pages here (the admin login admits staff only).
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     re_path(r"^healthz/?$", healthz, name="healthz"),
     re_path(r"^metrics/?$", metrics_view, name="metrics"),
     re_path(r"^api/auth/token/?$", AuthTokenApi.as_view(), name="auth-token"),
@@ -19,7 +23,7 @@ urlpatterns = [
 ]
 
 # Routes of parts built alongside this file; each is mounted once its module exists.
-for prefix, module in (("api/", "triggers.api_urls"), ("", "workflows.urls")):
+for prefix, module in (("api/", "triggers.api_urls"), ("triggers/", "triggers.urls"), ("", "workflows.urls")):
     if find_spec(module) is not None:
         urlpatterns.append(path(prefix, include(module)))
 

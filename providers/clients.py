@@ -6,6 +6,7 @@ handshakes and all) of every earlier call. Safe to call from many threads.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 from collections import OrderedDict
@@ -45,10 +46,36 @@ def get_client(provider: str, base_url: str, api_key: str, factory: Callable[[],
         return client
 
 
+# Async SDK clients (AsyncOpenAI, AsyncAnthropic) pool connections that belong to the
+# event loop that opened them: one client per (loop, provider, base URL, key). In
+# practice there is one loop per process (providers/dispatcher.py runs every
+# multi-model dispatch on it), so these pool across steps like the sync ones.
+_async_clients: OrderedDict[tuple[asyncio.AbstractEventLoop, str, str, str], Any] = OrderedDict()
+
+
+def get_async_client(provider: str, base_url: str, api_key: str, factory: Callable[[], T]) -> T:
+    """The cached async client for the running event loop, made by ``factory`` the first time."""
+    loop = asyncio.get_running_loop()
+    key = (loop, provider, base_url, _fingerprint(api_key))
+    with _lock:
+        client = _async_clients.get(key)
+        if client is None:
+            for stale in [k for k in _async_clients if k[0].is_closed()]:
+                del _async_clients[stale]  # a closed loop's pools can never be used again
+            client = factory()
+            _async_clients[key] = client
+            while len(_async_clients) > MAX_CLIENTS:
+                _async_clients.popitem(last=False)
+        else:
+            _async_clients.move_to_end(key)
+        return client
+
+
 def clear_clients() -> None:
     """Forget every cached client (tests; or after rotating keys to drop the old pools)."""
     with _lock:
         _clients.clear()
+        _async_clients.clear()
 
 
 def cached_client_count() -> int:

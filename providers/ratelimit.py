@@ -22,14 +22,15 @@ resolves adapters through ``limited_adapter``, so no adapter knows about any of 
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -403,19 +404,75 @@ def _describe(limit: Limit) -> str:
 # --- the resolver the orchestrator uses ------------------------------------------------------
 
 
+@asynccontextmanager
+async def acquire_async(
+    provider_key: str,
+    timeout: float,
+    *,
+    limit: Limit | None,
+    backend: Backend | None = None,
+    lease_seconds: float = LEASE_SECONDS,
+) -> AsyncIterator[Slot]:
+    """``acquire`` for a coroutine on an event loop: the wait runs in a worker thread so
+    the loop (and every other call on it) goes on meanwhile.
+
+    ``limit`` must be given (None: no limit): looking it up may read the database,
+    which the caller does in its own thread before spawning concurrent work. A task
+    cancelled while waiting still gives back the slot its thread takes afterwards.
+    """
+    if not limit:
+        yield Slot()
+        return
+    held = acquire(provider_key, timeout, limit=limit, backend=backend, lease_seconds=lease_seconds)
+    entering = asyncio.ensure_future(asyncio.to_thread(held.__enter__))
+    try:
+        slot = await asyncio.shield(entering)
+    except asyncio.CancelledError:
+        def give_back(future: asyncio.Future[Slot]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                held.__exit__(None, None, None)
+
+        entering.add_done_callback(give_back)
+        raise
+    try:
+        yield slot
+    finally:
+        # NOTE: synchronous on purpose: a release must happen even while this task is
+        # being cancelled (a race's losers), and it is one quick Redis call at most.
+        held.__exit__(None, None, None)
+
+
 class LimitedAdapter:
     """``adapter``, with each ``complete`` call holding a slot of its provider's budget."""
 
-    def __init__(self, adapter: ProviderAdapter, provider_key: str) -> None:
+    def __init__(self, adapter: ProviderAdapter, provider_key: str, limit: Limit | None = None) -> None:
         self.adapter = adapter
         self.name = provider_key
+        # As it was when resolved: the async path runs on the dispatch loop's threads,
+        # which must not read the database. (The sync path looks it up at each call.)
+        self.limit = limit if limit is not None else limit_for(provider_key)
 
     def complete(self, request: ModelRequest) -> ModelResponse:
         # NOTE: the wait is bounded by the step's timeout and by RATE_LIMIT_MAX_WAIT_SECONDS;
         # past that the attempt gives its worker back and retries as a countdown.
-        wait = min(float(request.timeout_seconds), float(_settings("RATE_LIMIT_MAX_WAIT_SECONDS", 30.0)))
-        with acquire(self.name, wait) as slot:
+        with acquire(self.name, self._max_wait(request)) as slot:
             response = self.adapter.complete(request)
+        return self._with_slot_warnings(response, slot)
+
+    async def acomplete(self, request: ModelRequest) -> ModelResponse:
+        """``complete`` on an event loop (multi-model steps): one slot per model call."""
+        inner = getattr(self.adapter, "acomplete", None)
+        if inner is None:
+            # A sync-only adapter runs in a thread that holds its own slot throughout.
+            return await asyncio.to_thread(self.complete, request)
+        async with acquire_async(self.name, self._max_wait(request), limit=self.limit) as slot:
+            response = await inner(request)
+        return self._with_slot_warnings(response, slot)
+
+    def _max_wait(self, request: ModelRequest) -> float:
+        return min(float(request.timeout_seconds), float(_settings("RATE_LIMIT_MAX_WAIT_SECONDS", 30.0)))
+
+    def _with_slot_warnings(self, response: ModelResponse, slot: Slot) -> ModelResponse:
         warnings = list(slot.warnings)
         if slot.waited_seconds >= WAIT_WARNING_SECONDS:
             # latency_ms is the provider's time; say where the rest of the step's time went.
@@ -428,6 +485,7 @@ class LimitedAdapter:
 def limited_adapter(name: str, *, resolve: Callable[[str], ProviderAdapter] = get_adapter) -> ProviderAdapter:
     """``resolve(name)``, wrapped in its shared rate limit when it has one."""
     adapter = resolve(name)
-    if not limit_for(name):
+    limit = limit_for(name)
+    if not limit:
         return adapter
-    return LimitedAdapter(adapter, name)
+    return LimitedAdapter(adapter, name, limit)

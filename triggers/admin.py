@@ -12,11 +12,13 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.safestring import SafeString
+from django.utils.html import format_html_join
+from django.utils.safestring import SafeString, mark_safe
 
-from workflows.admin import ReadOnlyAdminMixin, admin_link, changelist_link, counted, pretty_json
+from workflows.admin import EMPTY, ReadOnlyAdminMixin, admin_link, changelist_link, counted, pretty_json
 
 from .models import TriggerInvocation, WorkflowTrigger
+from .services.schedules import periodic_task_name, schedule_next_runs
 
 # Config keys and model fields whose values are secrets (or hashes/ciphertexts of them).
 SECRET_NAME = re.compile(r"secret|api_?key|password|token|hash|encrypted|signing", re.IGNORECASE)
@@ -43,13 +45,14 @@ class SecretFieldsHiddenMixin:
 
 @admin.register(WorkflowTrigger)
 class WorkflowTriggerAdmin(SecretFieldsHiddenMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("name", "workflow", "type", "is_active", "last_triggered_at", "created_at")
+    list_display = ("name", "workflow", "type", "is_active", "next_run_at", "last_triggered_at", "created_at")
     list_filter = ("type", "is_active", "created_at")
     list_select_related = ("workflow",)
     search_fields = ("id", "name", "workflow__name")
     date_hierarchy = "created_at"
     exclude = ("config",)
-    readonly_fields = ("id", "workflow_link", "pretty_config", "invocations_link", "created_at")
+    readonly_fields = ("id", "workflow_link", "pretty_config", "next_five_runs", "periodic_task_link",
+                       "invocations_link", "created_at")
 
     @admin.display(description="workflow")
     def workflow_link(self, obj: WorkflowTrigger) -> SafeString | str:
@@ -58,6 +61,19 @@ class WorkflowTriggerAdmin(SecretFieldsHiddenMixin, ReadOnlyAdminMixin, admin.Mo
     @admin.display(description="config")
     def pretty_config(self, obj: WorkflowTrigger) -> SafeString | str:
         return pretty_json(redact(obj.config))
+
+    @admin.display(description="next five runs")
+    def next_five_runs(self, obj: WorkflowTrigger) -> SafeString | str:
+        runs = schedule_next_runs(trigger=obj)
+        if not runs:
+            return obj.paused_reason or EMPTY
+        return format_html_join(mark_safe("<br>"), "{} &nbsp;({} UTC)", ((r["local"], r["utc"]) for r in runs))
+
+    @admin.display(description="periodic task")
+    def periodic_task_link(self, obj: WorkflowTrigger) -> SafeString | str:
+        from django_celery_beat.models import PeriodicTask
+
+        return admin_link(PeriodicTask.objects.filter(name=periodic_task_name(obj.pk)).first())
 
     @admin.display(description="invocations")
     def invocations_link(self, obj: WorkflowTrigger) -> SafeString:

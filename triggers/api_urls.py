@@ -15,4 +15,5 @@ urlpatterns = [
     re_path(rf"^triggers/{ID}/rotate-secret/?$", apis.TriggerRotateSecretApi.as_view(), name="trigger-rotate-secret"),
     re_path(rf"^triggers/{ID}/invocations/?$", apis.TriggerInvocationListApi.as_view(), name="trigger-invocations"),
     re_path(r"^webhooks/(?P<trigger_id>[^/]+)/?$", apis.WebhookReceiveApi.as_view(), name="webhook"),
+    re_path(r"^events/?$", apis.EventEmitApi.as_view(), name="event-emit"),
 ]

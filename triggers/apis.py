@@ -35,6 +35,8 @@ from .authentication import (
 )
 from .errors import TriggerNotFound
 from .serializers import (
+    EventEmitInputSerializer,
+    EventEmittedSerializer,
     InvocationDetailSerializer,
     TriggerCreateInputSerializer,
     TriggerDetailSerializer,
@@ -47,6 +49,7 @@ from .serializers import (
     TriggerWithSecretSerializer,
 )
 from .services import triggers as trigger_services
+from .services.events import event_emit
 from .services.metrics import trigger_metrics
 from .services.webhooks import (
     HEADER_ID,
@@ -300,3 +303,30 @@ class WebhookReceiveApi(BaseApi):
         invocation = webhook_receive(trigger=self.trigger, request=self._delivery(request, request._request.body))
         data, code = _fired(invocation)
         return Response(data, status=code)
+
+
+class EventEmitApi(BaseApi):
+    """Custom events of the signed-in owner: delivered at once to the owner's EVENT triggers."""
+
+    @extend_schema(
+        operation_id="events_emit", tags=["events"], request=EventEmitInputSerializer,
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+                                     description="Repeat an emission safely: a key already used with this event "
+                                                 "name starts nothing new (matched entries say DUPLICATE).")],
+        responses={202: EventEmittedSerializer, **_errors(400, 401)},
+        examples=[OpenApiExample(
+            "matched", response_only=True, status_codes=["202"],
+            value={"event": "order.created", "event_id": "9b2f…", "matched": [
+                {"trigger_id": "3f2c…", "invocation_id": "0f1e…", "execution_id": "5b0c…", "status": "ACCEPTED",
+                 "error": ""}]},
+        )],
+        description="Starts every one of your active EVENT triggers whose `config.event` is `name` and whose "
+                    "`config.filter` holds on `payload`; each run gets `{\"event\": name, **payload}` as "
+                    "`trigger.payload`. Names starting with `execution.` are reserved for the platform.",
+    )
+    def post(self, request: Request) -> Response:
+        data = _validated(EventEmitInputSerializer, request)
+        event, matches = event_emit(owner=request.user, name=data["name"], payload=data.get("payload"),
+                                    idempotency_key=_idempotency_key(request))
+        body = {"event": event.name, "event_id": event.event_id, "matched": [vars(m) for m in matches]}
+        return Response(EventEmittedSerializer(body).data, status=status.HTTP_202_ACCEPTED)

@@ -25,6 +25,7 @@ class InvocationStatus(models.TextChoices):
     DUPLICATE = "DUPLICATE", "Duplicate (delivery id already accepted)"
     REJECTED = "REJECTED", "Rejected (verification or request failed)"
     INVALID_INPUT = "INVALID_INPUT", "Invalid input (the workflow's variables refused it)"
+    SKIPPED = "SKIPPED", "Skipped (schedule overlap policy: the previous run was still going)"
 
 
 class WorkflowTrigger(models.Model):
@@ -67,12 +68,42 @@ class WorkflowTrigger(models.Model):
         max_length=64, blank=True, default="", help_text="API: SHA-256 (hex) of the whole key."
     )
     last_triggered_at = models.DateTimeField(null=True, blank=True, help_text="When it last started an execution.")
+    # SCHEDULED only (see services/schedules.py and docs/TRIGGERS.md "SCHEDULED").
+    next_run_at = models.DateTimeField(
+        null=True, blank=True, verbose_name="next run at",
+        help_text="SCHEDULED: the next scheduled time (UTC) the scheduler will fire; null while inactive.",
+    )
+    buffered_slot_at = models.DateTimeField(
+        null=True, blank=True, verbose_name="buffered run for",
+        help_text="SCHEDULED with overlap buffer_one: the scheduled time of the one run waiting for the current "
+                  "run to end.",
+    )
+    consecutive_failures = models.PositiveIntegerField(
+        default=0, help_text="SCHEDULED: scheduled runs that ended FAILED in a row (reset by a COMPLETED run or "
+                             "by re-enabling).",
+    )
+    paused_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="SCHEDULED: when the scheduler disabled the trigger (pause_after_failures, or a schedule that "
+                  "cannot be computed); null: not paused.",
+    )
+    paused_reason = models.TextField(
+        blank=True, default="", help_text="SCHEDULED: why the trigger was paused; cleared by re-enabling it."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["workflow", "-created_at"], name="trigger_workflow_created")]
+        indexes = [
+            models.Index(fields=["workflow", "-created_at"], name="trigger_workflow_created"),
+            # The scheduler's "what is due" query reads only active schedules.
+            models.Index(fields=["next_run_at"], name="trigger_schedule_due",
+                         condition=models.Q(type="SCHEDULED", is_active=True)),
+            # ... and its backstop for buffer_one runs: rows with a waiting run only (usually none).
+            models.Index(fields=["buffered_slot_at"], name="trigger_schedule_buffered",
+                         condition=models.Q(buffered_slot_at__isnull=False)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.type})"

@@ -14,6 +14,7 @@ from workflows.models import ExecutionStatus
 from workflows.serializers import ExecutionSerializer, JSONObjectField
 
 from .models import TriggerInvocation, TriggerKind, WorkflowTrigger
+from .services.schedules import schedule_next_runs
 
 MAX_DB_INT = 2**63 - 1
 
@@ -28,7 +29,7 @@ class TriggerCreateInputSerializer(serializers.Serializer):
     config = JSONObjectField(
         required=False, allow_null=True,
         help_text='WEBHOOK: {"input_mapping": {"variable": "payload.expression"}}; API: {"rate_limit": "60/min"}; '
-                  "MANUAL: {}.",
+                  'MANUAL: {}; EVENT: {"event": "execution.failed", "filter": {"workflow": 12}, "input_mapping": {...}}.',
     )
 
 
@@ -83,8 +84,15 @@ class TriggerSerializer(serializers.ModelSerializer):
     class Meta:
         model = WorkflowTrigger
         fields = ["id", "workflow", "workflow_name", "type", "name", "is_active", "config", "webhook_url",
-                  "api_key_prefix", "previous_secret_expires_at", "last_triggered_at", "created_at", "updated_at"]
+                  "api_key_prefix", "previous_secret_expires_at", "last_triggered_at", "created_at", "updated_at",
+                  "next_run_at", "paused_at", "paused_reason"]
         read_only_fields = fields
+        extra_kwargs = {
+            "next_run_at": {"help_text": "SCHEDULED: the next time (UTC) it fires; null while inactive or for other "
+                                         "types."},
+            "paused_at": {"help_text": "SCHEDULED: when pause_after_failures disabled it (null: not paused)."},
+            "paused_reason": {"help_text": "SCHEDULED: why it was paused; cleared by enabling it again."},
+        }
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_webhook_url(self, trigger: WorkflowTrigger) -> str | None:
@@ -138,13 +146,26 @@ class TriggerMetricsSerializer(serializers.Serializer):
     last_execution = LastExecutionSerializer(allow_null=True)
 
 
+class ScheduledRunSerializer(serializers.Serializer):
+    utc = serializers.DateTimeField(help_text="The scheduled time in UTC.")
+    local = serializers.CharField(help_text="The same instant in the trigger's time zone, ISO 8601 with its offset.")
+
+
 class TriggerDetailSerializer(TriggerSerializer):
     metrics = serializers.SerializerMethodField()
     recent_invocations = serializers.SerializerMethodField(help_text="The last 10 firings, newest first.")
+    next_runs = serializers.SerializerMethodField(
+        help_text="SCHEDULED: the next five times it fires (the first is next_run_at); empty while inactive, null "
+                  "for other types."
+    )
 
     class Meta(TriggerSerializer.Meta):
-        fields = [*TriggerSerializer.Meta.fields, "metrics", "recent_invocations"]
+        fields = [*TriggerSerializer.Meta.fields, "metrics", "recent_invocations", "next_runs"]
         read_only_fields = fields
+
+    @extend_schema_field(ScheduledRunSerializer(many=True, allow_null=True))
+    def get_next_runs(self, trigger: WorkflowTrigger) -> list[dict[str, str]] | None:
+        return schedule_next_runs(trigger=trigger)
 
     @extend_schema_field(TriggerMetricsSerializer)
     def get_metrics(self, trigger: WorkflowTrigger) -> dict[str, Any]:
@@ -163,3 +184,34 @@ class TriggerFiredSerializer(serializers.Serializer):
 
 class TriggerExecutedSerializer(TriggerFiredSerializer):
     execution = ExecutionSerializer(allow_null=True)
+
+
+# --- events (POST /api/events/) ----------------------------------------------------------
+
+class EventEmitInputSerializer(serializers.Serializer):
+    name = serializers.CharField(
+        max_length=100, trim_whitespace=False,
+        help_text='Lowercase letters, digits, "_", "." and "-", e.g. "order.created". Names starting with '
+                  '"execution." are reserved for the platform.',
+    )
+    payload = JSONObjectField(
+        required=False, allow_null=True,
+        help_text='Any JSON object without a top-level "event" key; with "event": name added, it is trigger.payload '
+                  "of the runs it starts.",
+    )
+
+
+class EventMatchSerializer(serializers.Serializer):
+    trigger_id = serializers.UUIDField()
+    invocation_id = serializers.UUIDField(allow_null=True)
+    execution_id = serializers.UUIDField(allow_null=True, help_text="The run it started; null if it started none.")
+    status = serializers.CharField(
+        help_text="ACCEPTED; DUPLICATE for a repeated Idempotency-Key; INVALID_INPUT or REJECTED (see error)."
+    )
+    error = serializers.CharField(allow_blank=True, help_text="Why no run started, or empty.")
+
+
+class EventEmittedSerializer(serializers.Serializer):
+    event = serializers.CharField(help_text="The event's name.")
+    event_id = serializers.CharField(help_text="The Idempotency-Key if one was sent, else a generated id.")
+    matched = EventMatchSerializer(many=True, help_text="One entry per EVENT trigger whose event and filter matched.")

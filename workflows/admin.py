@@ -169,6 +169,8 @@ class DefinitionCheckedStepFormSet(BaseInlineFormSet):
         super().clean()
         if any(self.errors) or (self.variables_formset is not None and not self.variables_formset.is_valid()):
             return  # field errors first; they are shown next to their fields
+        from providers.flags import live_features
+
         from .engine.runner import validate_definition
 
         steps = [
@@ -191,7 +193,7 @@ class DefinitionCheckedStepFormSet(BaseInlineFormSet):
             ]
         else:
             variables = list(self.instance.variables.values("name", "type", "required", "default", "sample"))
-        errors = validate_definition(steps, variables)
+        errors = validate_definition(steps, variables, features=live_features())
         if errors:
             raise forms.ValidationError(
                 [f"{_where(path, steps, variables)}: {message}" for path, messages in errors.items()

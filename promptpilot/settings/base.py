@@ -60,7 +60,7 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": dj_database_url.parse(env.DATABASE_URL, conn_max_age=60)}
+DATABASES = {"default": dj_database_url.parse(env.DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share one SQLite file in the embedded default: WAL lets
     # readers work beside the writer, IMMEDIATE transactions queue writers instead of
@@ -84,7 +84,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/triggers/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -163,6 +165,11 @@ else:
     CELERY_BROKER_CONNECTION_TIMEOUT = 2
     CELERY_BROKER_TRANSPORT_OPTIONS.update({"max_retries": 1, "socket_connect_timeout": 2})
 CELERY_TASK_PUBLISH_RETRY = False
+# Celery's Django fixup closes the database connection around every task unless this is
+# set, so each step would open a new PostgreSQL connection (the largest single cost in
+# bench/engine.py). Keep them; promptpilot/celery.py drops stale or broken ones before
+# each task via close_old_connections(), which honours CONN_MAX_AGE.
+CELERY_DB_REUSE_MAX = 1000
 CELERY_BEAT_SCHEDULER = env.CELERY_BEAT_SCHEDULER
 CELERY_TIMEZONE = "UTC"
 
@@ -218,6 +225,14 @@ PROMPTPILOT_SECRETS_KEYS = env.SECRETS_KEYS or [SECRET_KEY]
 PROMPTPILOT["TRIGGER_DEFAULT_RATE"] = env.TRIGGER_DEFAULT_RATE
 PROMPTPILOT["WEBHOOK_TOLERANCE_SECONDS"] = 300  # Standard Webhooks: 5 minutes either way
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["InvocationStatusEnum"] = "triggers.models.InvocationStatus"
+# The schedule sweep (triggers/services/schedules.py): fires every due SCHEDULED slot.
+# One entry for all schedules; a tick older than 5 s is dropped (a newer one covers it).
+CELERY_BEAT_SCHEDULE["triggers-scheduler"] = {
+    "task": "triggers.fire_due_schedules",
+    "schedule": 1.0,
+    "options": {"expires": 5},
+}
+PROMPTPILOT["SCHEDULE_MIRROR_TASKS"] = env.SCHEDULE_MIRROR_TASKS
 
 # --- Providers (docs/PROVIDERS.md) -------------------------------------------
 # Keyed by the environment variable's name, so error messages can name it. Read at call
@@ -242,3 +257,13 @@ PROMPTPILOT["RATE_LIMIT_REDIS_URL"] = env.REDIS_URL or (
 PROMPTPILOT["RATE_LIMIT_MAX_WAIT_SECONDS"] = 30.0
 # Workers re-read prices, limits and connections after this many seconds.
 PROMPTPILOT["PROVIDER_CONFIG_CACHE_SECONDS"] = 10.0
+
+# --- EVENT triggers (docs/TRIGGERS.md) ----------------------------------------
+# Loop protection: a run started by an event at this depth starts no further runs.
+PROMPTPILOT["EVENT_MAX_DEPTH"] = env.EVENT_MAX_DEPTH
+
+# --- Feature switches (django-waffle) -----------------------------------------
+# Global on/off switches staff flip in admin → Waffle → Switches, e.g.
+# ``workflow.multiModel`` (docs/PROVIDERS.md#multi-model-steps). Switches need no
+# middleware: they are read server-side, not per request.
+INSTALLED_APPS += ["waffle"]

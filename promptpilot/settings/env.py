@@ -97,3 +97,11 @@ ANTHROPIC_API_KEY = _str("ANTHROPIC_API_KEY")
 ANTHROPIC_BASE_URL = _str("ANTHROPIC_BASE_URL")
 GEMINI_API_KEY = _str("GEMINI_API_KEY")
 GEMINI_BASE_URL = _str("GEMINI_BASE_URL")
+
+# EVENT triggers (docs/TRIGGERS.md): how many event-started runs may follow one another
+# in a chain (A's completion starts B, B's starts C...) before a trigger refuses to fire.
+EVENT_MAX_DEPTH = _int("PROMPTPILOT_EVENT_MAX_DEPTH", 5)
+
+# SCHEDULED triggers (docs/TRIGGERS.md): whether beat also runs the per-trigger
+# trigger:<id> periodic tasks (they are kept in sync as records either way).
+SCHEDULE_MIRROR_TASKS = _bool("PROMPTPILOT_SCHEDULE_MIRROR_TASKS", True)

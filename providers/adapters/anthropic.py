@@ -35,9 +35,37 @@ class AnthropicAdapter(SDKAdapter):
             timeout=DEFAULT_TIMEOUT_SECONDS,  # each call passes the step's own timeout
         )
 
-    def send(self, client: Any, request: ModelRequest, params: dict[str, Any]) -> ModelResponse:
-        from anthropic.types import Message
+    def make_async_client(self, credentials: Credentials) -> Any:
+        import anthropic
 
+        return anthropic.AsyncAnthropic(
+            api_key=credentials.api_key,
+            base_url=credentials.base_url,
+            max_retries=0,
+            timeout=DEFAULT_TIMEOUT_SECONDS,
+        )
+
+    def send(self, client: Any, request: ModelRequest, params: dict[str, Any]) -> ModelResponse:
+        args, dropped = self._create_args(request, params)
+        raw = client.messages.with_raw_response.create(**args)
+        request_id = request_id_from(raw.headers)
+        try:
+            message = raw.parse()
+        except json.JSONDecodeError as exc:
+            raise self._not_json(raw, request_id, exc) from exc
+        return self._checked(raw, message, request_id, dropped)
+
+    async def asend(self, client: Any, request: ModelRequest, params: dict[str, Any]) -> ModelResponse:
+        args, dropped = self._create_args(request, params)
+        raw = await client.messages.with_raw_response.create(**args)
+        request_id = request_id_from(raw.headers)
+        try:
+            message = await raw.parse()  # the async raw response reads its body here
+        except json.JSONDecodeError as exc:
+            raise self._not_json(raw, request_id, exc) from exc
+        return self._checked(raw, message, request_id, dropped)
+
+    def _create_args(self, request: ModelRequest, params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         options: dict[str, Any] = {"max_tokens": params.get("max_tokens", DEFAULT_MAX_TOKENS)}
         if request.system:
             options["system"] = request.system
@@ -52,20 +80,23 @@ class AnthropicAdapter(SDKAdapter):
         if "stop" in params:
             options["stop_sequences"] = params["stop"]
         # An explicit timeout also skips the SDK's refusal of long non-streaming calls.
-        raw = client.messages.with_raw_response.create(
-            model=request.model,
-            messages=[{"role": "user", "content": request.prompt}],
-            timeout=request.timeout_seconds,
+        args = {
+            "model": request.model,
+            "messages": [{"role": "user", "content": request.prompt}],
+            "timeout": request.timeout_seconds,
             **options,
+        }
+        return args, dropped
+
+    def _not_json(self, raw: Any, request_id: str | None, exc: json.JSONDecodeError) -> ProviderError:
+        return malformed_response(
+            self.spec, status=raw.status_code, request_id=request_id, body=raw.http_response.text,
+            reason=f"not valid JSON: {exc}",
         )
-        request_id = request_id_from(raw.headers)
-        try:
-            message = raw.parse()
-        except json.JSONDecodeError as exc:
-            raise malformed_response(
-                self.spec, status=raw.status_code, request_id=request_id, body=raw.http_response.text,
-                reason=f"not valid JSON: {exc}",
-            ) from exc
+
+    def _checked(self, raw: Any, message: Any, request_id: str | None, dropped: list[str]) -> ModelResponse:
+        from anthropic.types import Message
+
         if not isinstance(message, Message) or getattr(message, "content", None) is None:
             raise malformed_response(
                 self.spec, status=raw.status_code, request_id=request_id, body=raw.http_response.text,

@@ -15,7 +15,7 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from ..clients import get_client
+from ..clients import get_async_client, get_client
 from ..credentials import Credentials, ProviderSpec
 from ..errors import (
     BadRequest,
@@ -281,9 +281,13 @@ def translate_stainless_error(
 
 
 class SDKAdapter:
-    """One ``complete`` for every SDK adapter: check, get the pooled client, call, translate.
+    """One ``complete`` (and one ``acomplete``) for every SDK adapter: check, get the
+    pooled client, call, translate.
 
-    Subclasses set ``name`` and ``spec`` and implement the four hooks below.
+    Subclasses set ``name`` and ``spec`` and implement the hooks below: ``credentials``,
+    ``make_client``, ``send`` and ``translate`` for the sync path; ``make_async_client``
+    and ``asend`` for the async one, which multi-model steps use so that concurrent calls
+    share one event loop and a cancelled call aborts its HTTP request.
     """
 
     name: str
@@ -296,8 +300,16 @@ class SDKAdapter:
         """A new SDK client: SDK retries off, a default timeout set."""
         raise NotImplementedError
 
+    def make_async_client(self, credentials: Credentials) -> Any:
+        """A new async SDK client, configured like ``make_client``'s."""
+        raise NotImplementedError
+
     def send(self, client: Any, request: ModelRequest, params: dict[str, Any]) -> ModelResponse:
         """One HTTP call; ``latency_ms`` is filled in by ``complete``."""
+        raise NotImplementedError
+
+    async def asend(self, client: Any, request: ModelRequest, params: dict[str, Any]) -> ModelResponse:
+        """``send`` on the async client."""
         raise NotImplementedError
 
     def translate(self, exc: BaseException, credentials: Credentials, request: ModelRequest) -> ProviderError | None:
@@ -307,6 +319,11 @@ class SDKAdapter:
     def client_for(self, credentials: Credentials) -> Any:
         return get_client(self.name, credentials.base_url, credentials.api_key, lambda: self.make_client(credentials))
 
+    def async_client_for(self, credentials: Credentials) -> Any:
+        return get_async_client(
+            self.name, credentials.base_url, credentials.api_key, lambda: self.make_async_client(credentials)
+        )
+
     def complete(self, request: ModelRequest) -> ModelResponse:
         credentials = self.credentials()  # MissingCredentials before any HTTP call
         params, warnings = check_params(self.spec, request.params)
@@ -314,15 +331,42 @@ class SDKAdapter:
         started = time.monotonic()
         try:
             response = self.send(client, request, params)
-        except ProviderError as exc:
-            self._log_failure(request, exc, started)
-            raise
         except Exception as exc:
-            error = self.translate(exc, credentials, request)
-            if error is None:
+            error = self._failure(exc, credentials, request, started)
+            if error is exc or error is None:
                 raise
-            self._log_failure(request, error, started)
             raise error from exc
+        return self._completed(response, warnings, request, started)
+
+    async def acomplete(self, request: ModelRequest) -> ModelResponse:
+        """``complete`` on the running event loop. Cancelling the task aborts the HTTP
+        request (the SDK closes its connection): race mode relies on that."""
+        credentials = self.credentials()
+        params, warnings = check_params(self.spec, request.params)
+        client = self.async_client_for(credentials)
+        started = time.monotonic()
+        try:
+            response = await self.asend(client, request, params)
+        except Exception as exc:  # not CancelledError: a cancelled call is not a failure
+            error = self._failure(exc, credentials, request, started)
+            if error is exc or error is None:
+                raise
+            raise error from exc
+        return self._completed(response, warnings, request, started)
+
+    def _failure(
+        self, exc: Exception, credentials: Credentials, request: ModelRequest, started: float
+    ) -> ProviderError | None:
+        """The taxonomy error to raise for ``exc`` (``exc`` itself when it already is
+        one), logged; None for a bug, which is re-raised as it is."""
+        error = exc if isinstance(exc, ProviderError) else self.translate(exc, credentials, request)
+        if error is not None:
+            self._log_failure(request, error, started)
+        return error
+
+    def _completed(
+        self, response: ModelResponse, warnings: list[str], request: ModelRequest, started: float
+    ) -> ModelResponse:
         response.latency_ms = elapsed_ms(started)
         response.warnings = warnings + response.warnings
         logger.info(

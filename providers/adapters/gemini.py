@@ -96,10 +96,26 @@ class GeminiAdapter(SDKAdapter):
             ),
         )
 
+    def async_client_for(self, credentials: Credentials) -> Any:
+        # The same client: ``client.aio`` keeps one connection pool per event loop itself.
+        return self.client_for(credentials)
+
     def send(self, client: Any, request: ModelRequest, params: dict[str, Any]) -> ModelResponse:
+        response = client.models.generate_content(
+            model=request.model, contents=request.prompt, config=self._config(request, params)
+        )
+        return self._from_sdk(response)
+
+    async def asend(self, client: Any, request: ModelRequest, params: dict[str, Any]) -> ModelResponse:
+        response = await client.aio.models.generate_content(
+            model=request.model, contents=request.prompt, config=self._config(request, params)
+        )
+        return self._from_sdk(response)
+
+    def _config(self, request: ModelRequest, params: dict[str, Any]) -> Any:
         from google.genai import types
 
-        config = types.GenerateContentConfig(
+        return types.GenerateContentConfig(
             system_instruction=request.system or None,
             temperature=params.get("temperature"),
             top_p=params.get("top_p"),
@@ -109,7 +125,8 @@ class GeminiAdapter(SDKAdapter):
             # No tools are given; this only stops the SDK logging "AFC is enabled" on every call.
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         )
-        response = client.models.generate_content(model=request.model, contents=request.prompt, config=config)
+
+    def _from_sdk(self, response: Any) -> ModelResponse:
         headers = getattr(response.sdk_http_response, "headers", None) or {}
         # Google sends no request-id header as a rule; the body's responseId identifies the call.
         request_id = request_id_from(headers) or getattr(response, "response_id", None)

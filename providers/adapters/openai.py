@@ -39,9 +39,25 @@ class OpenAIAdapter(SDKAdapter):
             timeout=DEFAULT_TIMEOUT_SECONDS,  # each call passes the step's own timeout
         )
 
-    def send(self, client: Any, request: ModelRequest, params: dict[str, Any]) -> ModelResponse:
-        from openai.types.chat import ChatCompletion
+    def make_async_client(self, credentials: Credentials) -> Any:
+        import openai
 
+        return openai.AsyncOpenAI(
+            api_key=credentials.api_key,
+            base_url=credentials.base_url,
+            max_retries=0,
+            timeout=DEFAULT_TIMEOUT_SECONDS,
+        )
+
+    def send(self, client: Any, request: ModelRequest, params: dict[str, Any]) -> ModelResponse:
+        raw = client.chat.completions.with_raw_response.create(**self._create_args(request, params))
+        return self._parse(raw)
+
+    async def asend(self, client: Any, request: ModelRequest, params: dict[str, Any]) -> ModelResponse:
+        raw = await client.chat.completions.with_raw_response.create(**self._create_args(request, params))
+        return self._parse(raw)
+
+    def _create_args(self, request: ModelRequest, params: dict[str, Any]) -> dict[str, Any]:
         messages: list[dict[str, str]] = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
@@ -52,9 +68,12 @@ class OpenAIAdapter(SDKAdapter):
                 options[key] = params[key]
         if "max_tokens" in params:
             options[self.max_tokens_field] = params["max_tokens"]
-        raw = client.chat.completions.with_raw_response.create(
-            model=request.model, messages=messages, timeout=request.timeout_seconds, **options
-        )
+        return {"model": request.model, "messages": messages, "timeout": request.timeout_seconds, **options}
+
+    def _parse(self, raw: Any) -> ModelResponse:
+        # The raw response of both clients has read its body already; parse() is sync.
+        from openai.types.chat import ChatCompletion
+
         request_id = request_id_from(raw.headers)
         try:
             completion = raw.parse()

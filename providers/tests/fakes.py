@@ -8,6 +8,7 @@ server saw (path, headers, JSON body, start and end times, client port).
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
@@ -39,7 +40,13 @@ class Recorded:
     raw_body: bytes
     client_port: int
     started: float
-    finished: float | None = None
+    finished: float | None = None  # when the answer was sent; None if it never was
+    disconnected: float | None = None  # when the client closed the connection before the answer
+
+    @property
+    def aborted(self) -> bool:
+        """The client gave up on this request (closed its connection) before it was answered."""
+        return self.disconnected is not None and self.finished is None
 
     @property
     def json(self) -> Any:
@@ -80,8 +87,19 @@ class FakeServer:
                 return self.replies.popleft()
         return self.default(request)
 
-    def wait_released(self) -> None:
-        self._release.wait(HANG_LIMIT_SECONDS)
+    def wait_released(self, connection: socket.socket | None = None) -> bool:
+        """Wait until ``close()`` (or the hang limit); False when the client of
+        ``connection`` closed it first."""
+        deadline = time.monotonic() + HANG_LIMIT_SECONDS
+        while not self._release.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            if connection is not None and not wait_unless_closed(connection, min(remaining, 0.05)):
+                return False
+            if connection is None:
+                self._release.wait(remaining)
+        return True
 
     def track(self, connection: socket.socket, *, open_: bool) -> None:
         with self._lock:
@@ -109,6 +127,26 @@ def unused_port_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
+def wait_unless_closed(connection: socket.socket, seconds: float) -> bool:
+    """Sleep ``seconds``, watching the connection: False as soon as the client closes it.
+
+    A client that gives up on a request (a cancelled task, a timeout) closes its
+    connection; the server sees it readable with nothing left to read.
+    """
+    deadline = time.monotonic() + seconds
+    try:
+        readable, _, _ = select.select([connection], [], [], seconds)
+        if not readable:
+            return True
+        if connection.recv(1, socket.MSG_PEEK) == b"":
+            return False
+    except OSError:  # reset by the client
+        return False
+    # Bytes waiting (a pipelined request): nothing to watch for until the answer.
+    time.sleep(max(deadline - time.monotonic(), 0))
+    return True
+
+
 def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse is observable
@@ -118,6 +156,9 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
 
         def setup(self) -> None:
             super().setup()
+            # Headers and body go out as separate writes: without this, Nagle's algorithm
+            # holds the body until the client's delayed ACK (~40 ms a response).
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             server.track(self.connection, open_=True)
 
         def finish(self) -> None:
@@ -143,11 +184,14 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             )
             reply = server.next_reply(record)
             if reply.hang:
-                server.wait_released()
+                if not server.wait_released(self.connection):
+                    record.disconnected = time.monotonic()
                 self.close_connection = True
                 return
-            if reply.delay:
-                time.sleep(reply.delay)
+            if reply.delay and not wait_unless_closed(self.connection, reply.delay):
+                record.disconnected = time.monotonic()
+                self.close_connection = True
+                return
             body = reply.body
             if isinstance(body, (dict, list)):
                 payload, content_type = json.dumps(body).encode(), "application/json"

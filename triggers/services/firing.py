@@ -59,6 +59,7 @@ def trigger_fire(
     verified: bool = True,
     actor=None,
     request_meta: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> TriggerInvocation:
     """Record a firing of ``trigger`` and start its workflow.
 
@@ -70,6 +71,9 @@ def trigger_fire(
     Raises TriggerInputInvalid (invocation recorded INVALID_INPUT) when the inputs do
     not fit the workflow's variables, TriggerRejected (recorded REJECTED) when the
     workflow is inactive.
+
+    ``metadata`` adds keys to the execution's metadata (e.g. ``scheduled_for``); the
+    trigger's own keys (``payload``, ``trigger_id``...) win over them.
     """
     if delivery_id:
         first = first_accepted_invocation(trigger, delivery_id)
@@ -90,6 +94,7 @@ def trigger_fire(
                 trigger_type=trigger.type,
                 started_by=actor,
                 metadata={
+                    **(metadata or {}),
                     "payload": payload,
                     "trigger_id": str(trigger.pk),
                     "trigger_name": trigger.name,

@@ -25,17 +25,22 @@ from ..errors import (
 )
 from ..models import TriggerInvocation, TriggerKind, WorkflowTrigger
 from .api_keys import api_key_generate, parse_rate
+from .events import event_config_validate
 from .firing import trigger_fire, trigger_variable_names
+from .schedules import CONFIG_KEYS as SCHEDULE_CONFIG_KEYS
+from .schedules import schedule_config_validate, schedule_sync
 from .secrets import secret_encrypt
 from .webhooks import webhook_secret_generate
 
 logger = logging.getLogger(__name__)
 
-AVAILABLE_TYPES = (TriggerKind.MANUAL, TriggerKind.WEBHOOK, TriggerKind.API)
+AVAILABLE_TYPES = (TriggerKind.MANUAL, TriggerKind.SCHEDULED, TriggerKind.WEBHOOK, TriggerKind.API, TriggerKind.EVENT)
 CONFIG_KEYS = {
     TriggerKind.MANUAL: set(),
     TriggerKind.WEBHOOK: {"input_mapping"},
     TriggerKind.API: {"rate_limit"},
+    TriggerKind.SCHEDULED: SCHEDULE_CONFIG_KEYS,
+    TriggerKind.EVENT: {"event", "filter", "input_mapping"},
 }
 EXECUTABLE_TYPES = (TriggerKind.MANUAL, TriggerKind.API)
 
@@ -59,7 +64,7 @@ def trigger_config_validate(*, type: str, config: Any, workflow: Workflow) -> di
     if unknown:
         allowed = ", ".join(sorted(CONFIG_KEYS[type])) or "none"
         raise _config_error(f"{type} triggers do not take config key(s) {', '.join(unknown)} (allowed: {allowed}).")
-    if type == TriggerKind.WEBHOOK and config.get("input_mapping") is not None:
+    if type in (TriggerKind.WEBHOOK, TriggerKind.EVENT) and config.get("input_mapping") is not None:
         mapping = config["input_mapping"]
         if not isinstance(mapping, dict):
             raise _config_error('input_mapping must be an object {"variable": "expression over payload"}.',
@@ -82,6 +87,10 @@ def trigger_config_validate(*, type: str, config: Any, workflow: Workflow) -> di
             parse_rate(config["rate_limit"])
         except ValueError as exc:
             raise _config_error(str(exc), "config.rate_limit") from None
+    if type == TriggerKind.EVENT:
+        config = event_config_validate(config=config, workflow=workflow)
+    if type == TriggerKind.SCHEDULED:
+        config = schedule_config_validate(config=config, workflow=workflow)
     return config
 
 
@@ -111,7 +120,10 @@ def trigger_create(*, owner, workflow: Any, type: str, name: str, is_active: boo
     config = trigger_config_validate(type=type, config=config, workflow=workflow_obj)
     trigger = WorkflowTrigger(workflow=workflow_obj, type=type, name=name, is_active=is_active, config=config)
     secret = _new_secret(trigger)
-    trigger.save()
+    with transaction.atomic():
+        trigger.save()
+        if trigger.type == TriggerKind.SCHEDULED:
+            schedule_sync(trigger=trigger)  # next_run_at and the beat mirror
     logger.info("trigger.created", extra={"trigger_id": str(trigger.pk), "type": type})
     return trigger, secret
 
@@ -128,6 +140,7 @@ def trigger_update(*, trigger: WorkflowTrigger, data: dict[str, Any]) -> Workflo
             "A trigger's workflow cannot change; create a trigger on the other workflow instead.",
             {"errors": {"workflow": ["Immutable after creation."]}},
         )
+    previous = {"config": dict(trigger.config or {}), "is_active": trigger.is_active}
     fields = ["updated_at"]
     if "config" in data:
         trigger.config = trigger_config_validate(type=trigger.type, config=data["config"], workflow=trigger.workflow)
@@ -136,7 +149,10 @@ def trigger_update(*, trigger: WorkflowTrigger, data: dict[str, Any]) -> Workflo
         if name in data:
             setattr(trigger, name, data[name])
             fields.append(name)
-    trigger.save(update_fields=fields)
+    with transaction.atomic():
+        trigger.save(update_fields=fields)
+        if trigger.type == TriggerKind.SCHEDULED:
+            schedule_sync(trigger=trigger, previous=previous)  # enable/disable, new cron or time zone
     return trigger
 
 

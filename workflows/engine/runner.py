@@ -9,7 +9,7 @@ from __future__ import annotations
 import keyword
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,11 @@ ON_ERROR_CONTINUE = "continue"
 def run_step(
     step: StepDefinition, context: RunContext, *, providers: ProviderResolver, limits: dict[str, Any] | None = None
 ) -> StepResult:
-    """Run one attempt of ``step``. Never raises: every failure is a FAILED result."""
+    """Run one attempt of ``step``. Never raises: every failure is a FAILED result.
+
+    ``limits``: template limits, and under ``"features"`` the feature switches that are on
+    (a container of names; absent means none, so multi-model steps fail).
+    """
     try:
         result = get_handler(step.type).run(step, context, providers=providers, limits=limits or {})
     except (EngineError, ProviderError) as exc:
@@ -177,10 +181,14 @@ def _is_order(value: Any) -> bool:
 IDENTIFIER_HINT = "letters, digits and _, not starting with a digit, and not a Python keyword (e.g. customer_name)"
 
 
-def validate_definition(steps: list[dict[str, Any]], variables: list[dict[str, Any]]) -> dict[str, list[str]]:
+def validate_definition(
+    steps: list[dict[str, Any]], variables: list[dict[str, Any]], *, features: Container[str] = frozenset()
+) -> dict[str, list[str]]:
     """Every problem in a definition, keyed by where to fix it (``steps[1].config.expression``).
 
-    An empty dict means the definition can run.
+    An empty dict means the definition can run. ``features``: the feature switches that
+    are on (e.g. ``workflow.multiModel``); the services pass ``providers.flags.live_features()``.
+    Without them, everything a switch gates is refused.
     """
     errors: dict[str, list[str]] = {}
 
@@ -218,9 +226,16 @@ def validate_definition(steps: list[dict[str, Any]], variables: list[dict[str, A
         if step.get("type") not in registered_types():
             add(f"{prefix}.type", f"{step.get('type')!r} is not a step type; use one of {', '.join(registered_types())}.")
         else:
-            for key, messages in get_handler(step["type"]).config_errors(step, names_by_order).items():
+            handler = get_handler(step["type"])
+            for key, messages in handler.config_errors(step, names_by_order).items():
                 for message in messages:
                     add(f"{prefix}.{key}", message)
+            # Optional hook: what a switch that is off forbids (PROMPT: several models).
+            feature_errors = getattr(handler, "feature_errors", None)
+            if feature_errors is not None:
+                for key, messages in feature_errors(step, features).items():
+                    for message in messages:
+                        add(f"{prefix}.{key}", message)
         _validate_on_error(step, names_by_order, lambda message, p=prefix: add(f"{p}.on_error", message))
         for message in validate_retry_config(step.get("retry_config")):
             add(f"{prefix}.retry_config", message)

@@ -69,7 +69,7 @@ def _comparable(definition: dict[str, Any]) -> dict[str, Any]:
 @transaction.atomic
 def workflow_version_create(*, workflow: Workflow, user=None, note: str = "", force: bool = False) -> WorkflowVersion:
     """Snapshot the workflow as a new version, unless the latest already matches it."""
-    Workflow.objects.select_for_update().filter(pk=workflow.pk).first()  # serialise numbering
+    Workflow.objects.select_for_update().filter(pk=workflow.pk).order_by("pk").first()  # serialise numbering
     snapshot = workflow_definition_snapshot(workflow=workflow)
     latest = workflow.versions.order_by("-number").first()
     if latest and not force and _comparable(latest.definition) == _comparable(snapshot):

@@ -14,6 +14,7 @@ import socket
 import threading
 import uuid
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
@@ -21,6 +22,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from providers import pricing
+from providers.flags import live_features
 from providers.ratelimit import limited_adapter
 
 from ..engine import runner
@@ -33,6 +35,7 @@ from ..models import (
     WorkflowExecution,
     WorkflowStep,
     WorkflowStepExecution,
+    WorkflowVersion,
 )
 from ..signals import execution_finished
 from .dispatch import enqueue_step
@@ -46,8 +49,15 @@ def _conf(key: str) -> Any:
     return settings.PROMPTPILOT[key]
 
 
+@lru_cache(maxsize=512)
+def _version_snapshot(version_id: int) -> tuple[dict[str, Any], WorkflowDefinition]:
+    """Versions are immutable, so each process parses a definition once, not on every step."""
+    raw = WorkflowVersion.objects.values_list("definition", flat=True).get(pk=version_id)
+    return raw, WorkflowDefinition.from_dict(raw)
+
+
 def _definition(execution: WorkflowExecution) -> WorkflowDefinition:
-    return WorkflowDefinition.from_dict(execution.version.definition)
+    return _version_snapshot(execution.version_id)[1]
 
 
 def error_payload(type_: str, message: str, step: str | None = None, details: dict | None = None) -> dict:
@@ -69,10 +79,12 @@ def execution_admit(*, execution_id: uuid.UUID | str) -> None:
         workflow_admit_pending(workflow_id=execution.workflow_id)
         return
     with transaction.atomic():
+        # NOTE: order_by("pk"): a pk lookup must not inherit Meta.ordering (the planner
+        # could walk the created_at index under FOR UPDATE).
         locked = (
             WorkflowExecution.objects.select_for_update()
-            .select_related("version")
             .filter(pk=execution_id, status=ExecutionStatus.PENDING)
+            .order_by("pk")
             .first()
         )
         if locked is not None:
@@ -82,10 +94,10 @@ def execution_admit(*, execution_id: uuid.UUID | str) -> None:
 def workflow_admit_pending(*, workflow_id: int) -> int:
     """Admit the oldest PENDING runs of a capped workflow while slots are free."""
     with transaction.atomic():
-        workflow = Workflow.objects.select_for_update().filter(pk=workflow_id).first()
+        workflow = Workflow.objects.select_for_update().filter(pk=workflow_id).order_by("pk").first()
         if workflow is None:
             return 0
-        pending = WorkflowExecution.objects.select_related("version").filter(
+        pending = WorkflowExecution.objects.filter(
             workflow_id=workflow_id, status=ExecutionStatus.PENDING
         ).order_by("created_at")
         if workflow.max_concurrent_executions:
@@ -125,7 +137,8 @@ def _begin(execution: WorkflowExecution) -> None:
 def _schedule_step(execution: WorkflowExecution, step: StepDefinition) -> WorkflowStepExecution:
     now = timezone.now()
     step_id = None
-    snapshot_id = next((s.get("id") for s in execution.version.definition["steps"] if s["name"] == step.name), None)
+    raw = _version_snapshot(execution.version_id)[0]
+    snapshot_id = next((s.get("id") for s in raw["steps"] if s["name"] == step.name), None)
     if snapshot_id and WorkflowStep.objects.filter(pk=snapshot_id, workflow_id=execution.workflow_id).exists():
         step_id = snapshot_id
     step_execution = WorkflowStepExecution.objects.create(
@@ -195,6 +208,7 @@ def step_attempt_run(*, step_execution_id: uuid.UUID | str, attempt: int) -> str
     limits = {
         "max_output_chars": _conf("TEMPLATE_MAX_OUTPUT_CHARS"),
         "max_loop_iterations": _conf("TEMPLATE_MAX_LOOP_ITERATIONS"),
+        "features": live_features(),  # admin switches (workflow.multiModel), read when a step asks
     }
     with _Heartbeat(step_execution.id, attempt):
         # limited_adapter: registry.get_adapter, wrapped in the provider's shared rate limit.
@@ -210,6 +224,7 @@ def _claim(step_execution_id, attempt: int):
         step_execution = (
             WorkflowStepExecution.objects.select_for_update()
             .filter(pk=step_execution_id)
+            .order_by("pk")  # not Meta.ordering, which joins (and would lock) the run
             .first()
         )
         if step_execution is None:
@@ -222,7 +237,7 @@ def _claim(step_execution_id, attempt: int):
                        "current_attempt": step_execution.attempt, "status": step_execution.status},
             )
             return None
-        execution = WorkflowExecution.objects.select_related("version").get(pk=step_execution.execution_id)
+        execution = WorkflowExecution.objects.get(pk=step_execution.execution_id)
         if execution.status != ExecutionStatus.RUNNING:
             return None
         if execution.deadline_at and now >= execution.deadline_at:
@@ -270,10 +285,7 @@ def _checkpoint(step_execution_id, attempt: int, step: StepDefinition, definitio
             logger.warning("step.result_rejected", extra={"step_execution_id": str(step_execution_id),
                                                            "attempt": attempt})
             return "rejected"
-        execution = (
-            WorkflowExecution.objects.select_for_update().select_related("version")
-            .get(pk=step_execution.execution_id)
-        )
+        execution = WorkflowExecution.objects.select_for_update().get(pk=step_execution.execution_id)
         if execution.status != ExecutionStatus.RUNNING:
             step_execution.status = StepExecutionStatus.CANCELLED
             step_execution.completed_at = now
@@ -399,7 +411,7 @@ def _announce_finished(execution_id) -> None:
 
 def _fail_timeout(execution: WorkflowExecution, *, running_step: WorkflowStepExecution | None) -> None:
     now = timezone.now()
-    timeout = (execution.version.definition.get("workflow") or {}).get("timeout_seconds")
+    timeout = _definition(execution).timeout_seconds
     step_name = running_step.step_name if running_step else None
     WorkflowStepExecution.objects.filter(
         execution_id=execution.id, status__in=[StepExecutionStatus.PENDING, StepExecutionStatus.RUNNING]

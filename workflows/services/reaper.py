@@ -44,7 +44,9 @@ def reaper_sweep() -> SweepReport:
 
 
 def _locked(queryset):
-    return queryset.select_for_update(skip_locked=True)
+    # of=("self",): lock only the rows swept, never the runs joined in by a filter or
+    # by Meta.ordering; order_by("pk") drops that ordering's join altogether.
+    return queryset.select_for_update(skip_locked=True, of=("self",)).order_by("pk")
 
 
 def _reclaim_expired_leases(report: SweepReport) -> None:
@@ -122,9 +124,7 @@ def _time_out_overdue_runs(report: SweepReport) -> None:
     now = timezone.now()
     with transaction.atomic():
         overdue = _locked(
-            WorkflowExecution.objects.select_related("version").filter(
-                status=ExecutionStatus.RUNNING, deadline_at__lt=now
-            )
+            WorkflowExecution.objects.filter(status=ExecutionStatus.RUNNING, deadline_at__lt=now)
         )[:BATCH]
         for execution in overdue:
             report.timed_out += 1

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from promptpilot.common.errors import Conflict, ValidationFailed
+from providers.flags import live_features
 from providers.ratelimit import limited_adapter
 
 from ..engine.errors import InputValidationError
@@ -57,7 +58,8 @@ def _concurrent_change(exc: IntegrityError) -> ConcurrentChange:
 
 def _validate_definition(steps: list[dict[str, Any]], variables: list[dict[str, Any]]) -> dict[str, list[str]]:
     # The engine owns the rules of a runnable definition; the API adds ownership checks.
-    return validate_definition(steps, variables) or {}
+    # live_features: the admin switches that are on (workflow.multiModel gates multi-model steps).
+    return validate_definition(steps, variables, features=live_features()) or {}
 
 
 def _add(errors: dict[str, list[str]], path: str, message: str) -> None:
@@ -513,6 +515,7 @@ def workflow_preview(*, workflow: Workflow, inputs: dict[str, Any] | None = None
     limits = {
         "max_output_chars": settings.PROMPTPILOT["TEMPLATE_MAX_OUTPUT_CHARS"],
         "max_loop_iterations": settings.PROMPTPILOT["TEMPLATE_MAX_LOOP_ITERATIONS"],
+        "features": live_features(),  # admin switches: workflow.multiModel
     }
     started = time.monotonic()
     run = run_workflow(

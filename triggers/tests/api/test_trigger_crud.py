@@ -56,14 +56,6 @@ def test_workflow_of_another_user_is_refused(api, other_user):
     assert not WorkflowTrigger.objects.exists()
 
 
-@pytest.mark.parametrize("type", ["SCHEDULED", "EVENT"])
-def test_scheduled_and_event_are_refused_with_a_clear_message(api, workflow, type):
-    response = create(api, workflow, type, config={"cron": "* * * * *"})
-    assert response.status_code == 400
-    assert "not available yet" in response.json()["message"]
-    assert response.json()["code"] == "trigger_type_not_available"
-
-
 @pytest.mark.parametrize(
     ("type", "config", "needle"),
     [

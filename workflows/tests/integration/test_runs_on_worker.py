@@ -129,6 +129,8 @@ def test_idempotency_key_returns_the_first_execution(api, user, shared_worker):
     assert first.status_code == 202 and second.status_code == 200
     assert first.json()["id"] == second.json()["id"]
     assert WorkflowExecution.objects.filter(workflow=workflow).count() == 1
+    # Let the run end before the test's tables are wiped under the worker's feet.
+    assert wait_finished(first.json()["id"], timeout=30).status == "COMPLETED"
 
 
 def test_transient_provider_errors_are_retried_with_backoff_and_counted(api, user, shared_worker, probe_log):

@@ -1,0 +1,1 @@
+"""Benchmarks. ``python bench/engine.py`` (see bench/README.md)."""
