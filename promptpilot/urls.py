@@ -1,9 +1,8 @@
 """Root URLs. API paths answer with or without a trailing slash (APPEND_SLASH is off)."""
-from importlib.util import find_spec
-
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from promptpilot.common.apis import AuthTokenApi, healthz
@@ -20,12 +19,10 @@ urlpatterns = [
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
     re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/", include("workflows.api_urls")),
+    path("api/", include("triggers.api_urls")),
+    path("triggers/", include("triggers.urls")),
+    path("", RedirectView.as_view(pattern_name="triggers:list", permanent=False)),
 ]
-
-# Routes of parts built alongside this file; each is mounted once its module exists.
-for prefix, module in (("api/", "triggers.api_urls"), ("triggers/", "triggers.urls"), ("", "workflows.urls")):
-    if find_spec(module) is not None:
-        urlpatterns.append(path(prefix, include(module)))
 
 # JSON error bodies under /api/ (unknown paths, malformed requests); Django's pages elsewhere.
 handler400 = "promptpilot.common.apis.bad_request"

@@ -81,5 +81,11 @@ def workflow_version_create(*, workflow: Workflow, user=None, note: str = "", fo
 
 
 def workflow_current_version(*, workflow: Workflow) -> WorkflowVersion:
-    """The version a new execution pins: the latest, made now if edits were not snapshotted."""
-    return workflow_version_create(workflow=workflow)
+    """The version a new execution pins: the latest one (made now if there is none).
+
+    Every service that changes a definition (API, admin, restore, prompt edits) snapshots
+    it with ``workflow_version_create``; starts only read. Re-snapshotting here would lock
+    the workflow row on every start and serialise all runs of a workflow (bench/webhooks.py).
+    """
+    latest = WorkflowVersion.objects.filter(workflow=workflow).order_by("-number").first()
+    return latest or workflow_version_create(workflow=workflow)

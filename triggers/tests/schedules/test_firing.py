@@ -14,6 +14,7 @@ from triggers.services.schedules import schedule_fire_due
 from triggers.tasks import fire_due_schedules, fire_schedule
 from triggers.tests.helpers import customer_workflow
 from workflows.models import WorkflowExecution, WorkflowVariable
+from workflows.services.definitions import workflow_version_create
 
 from .support import LATE, T0, finish_all, fired_slots, iso, run_scheduler, scheduled_trigger
 
@@ -160,6 +161,7 @@ def test_after_scheduler_downtime_only_the_latest_missed_slot_fires(workflow):
 def test_input_that_no_longer_fits_is_recorded_and_the_schedule_goes_on(workflow):
     trigger = scheduled_trigger(workflow, "0 9 * * *")
     WorkflowVariable.objects.create(workflow=workflow, name="region", type="STRING", required=True)
+    workflow_version_create(workflow=workflow)  # the builder's edit, as the API and admin record it
     report = schedule_fire_due(now=NINE + LATE)
     assert report.failed == 1 and not WorkflowExecution.objects.exists()
     invocation = TriggerInvocation.objects.get()

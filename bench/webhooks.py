@@ -1,0 +1,409 @@
+"""Webhook benchmark: signed deliveries per second against gunicorn, beside a trivial view.
+
+    python bench/webhooks.py [--duration 10] [--connections 32] [--procs 4] [--workers 4]
+
+Starts gunicorn (``promptpilot.wsgi``, sync workers) with ``bench.webhooks_settings`` on
+its own PostgreSQL database (``benchhooks``) and Redis database (7, the Celery broker;
+flushed at start and end). No Celery worker runs: accepted deliveries are enqueued, not
+run. For each of the trivial JSON view (``/bench/trivial``) and signed Standard Webhooks
+deliveries (unique ``webhook-id``, fresh timestamp, valid signature over the exact body),
+it runs a fixed-duration load with N concurrent connections from a few client processes
+and reports requests/s, p50/p99 latency and status codes; then checks that every 202 has
+an ACCEPTED TriggerInvocation and a PENDING execution in the database. See bench/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/benchhooks"
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/7"
+GOAL_RATIO = 0.35
+GOAL_P99_MS = 100.0
+HOST = "127.0.0.1"
+
+
+def _configure_env() -> None:
+    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.webhooks_settings"
+    os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
+    os.environ.setdefault("CELERY_BROKER_URL", DEFAULT_BROKER_URL)
+    os.environ.setdefault("PROMPTPILOT_LOG_LEVEL", "WARNING")
+
+
+# --------------------------------------------------------------------------- load client
+# (module level and Django-free, so multiprocessing children do not set Django up)
+
+
+def _thread_load(port, requests, start_at, stop_at, out):
+    """Send ``requests`` (path, body, headers) one after another on one connection until
+    ``stop_at``; record (latency ms, status) of each response that finished in the window."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    latencies, statuses, errors = [], Counter(), Counter()
+    index = 0
+    while time.time() < start_at:
+        time.sleep(0.001)
+    while True:
+        now = time.time()
+        if now >= stop_at:
+            break
+        if index >= len(requests):
+            errors["ran out of precomputed requests"] += 1
+            break
+        method, path, body, headers = requests[index]
+        index += 1
+        t0 = time.perf_counter()
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            status = response.status
+            if response.getheader("connection", "").lower() == "close":
+                conn.close()  # gunicorn's sync workers close after every response
+        except (OSError, http.client.HTTPException) as exc:
+            errors[type(exc).__name__] += 1
+            conn.close()
+            continue
+        elapsed = (time.perf_counter() - t0) * 1000
+        if time.time() <= stop_at:
+            latencies.append(elapsed)
+            statuses[status] += 1
+        elif status == 202:
+            statuses["202 after window"] += 1  # still accepted: counts for durability
+    conn.close()
+    out.append((latencies, statuses, errors, index))
+
+
+def _make_requests(kind, count, trigger_id, secret, tag):
+    if kind == "trivial":
+        return [("GET", "/bench/trivial", None, {"Host": "localhost"})] * count
+    from triggers.services.webhooks import webhook_signature  # pure function, no database
+
+    path = f"/api/webhooks/{trigger_id}"
+    timestamp = str(int(time.time()))
+    requests = []
+    for n in range(count):
+        msg_id = f"msg_{tag}_{n}_{uuid.uuid4().hex[:12]}"
+        body = json.dumps({"customer": f"c-{tag}-{n}", "amount": n, "order": {"id": msg_id}}).encode()
+        requests.append(("POST", path, body, {
+            "Host": "localhost",
+            "Content-Type": "application/json",
+            "webhook-id": msg_id,
+            "webhook-timestamp": timestamp,
+            "webhook-signature": webhook_signature(secret=secret, msg_id=msg_id, timestamp=timestamp, body=body),
+        }))
+    return requests
+
+
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler: terminate() must just end us
+
+
+def _process_load(args):
+    """One client process: precompute its requests, then ``threads`` connections."""
+    kind, port, threads, per_thread, start_at, duration, trigger_id, secret, tag = args
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    if kind == "webhook":
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.webhooks_settings")
+        import django
+
+        django.setup()
+    plans = [_make_requests(kind, per_thread, trigger_id, secret, f"{tag}t{i}") for i in range(threads)]
+    out: list = []
+    workers = [threading.Thread(target=_thread_load, args=(port, plan, start_at, start_at + duration, out))
+               for plan in plans]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=duration + 30)
+    latencies, statuses, errors, sent = [], Counter(), Counter(), 0
+    for lat, st, err, n in out:
+        latencies.extend(lat)
+        statuses.update(st)
+        errors.update(err)
+        sent += n
+    return latencies, dict(statuses), dict(errors), sent
+
+
+def run_load(pool, kind, *, port, connections, procs, duration, trigger_id="", secret="", per_thread, tag):
+    threads = max(1, connections // procs)
+    # Precomputing (signing) happens before start_at, outside the timed window.
+    start_at = time.time() + (3.0 if kind == "webhook" else 1.0) + per_thread * threads * 0.00005
+    jobs = [(kind, port, threads, per_thread, start_at, duration, trigger_id, secret, f"{tag}p{i}")
+            for i in range(procs)]
+    result = pool.map_async(_process_load, jobs)
+    parts = result.get(timeout=duration + 120)
+    latencies, statuses, errors = [], Counter(), Counter()
+    for lat, st, err, _ in parts:
+        latencies.extend(lat)
+        statuses.update(st)
+        errors.update(err)
+    return {"kind": kind, "latencies": latencies, "statuses": statuses, "errors": errors, "duration": duration,
+            "connections": threads * procs}
+
+
+def summary(result):
+    lat = sorted(result["latencies"])
+
+    def pct(q):
+        return lat[min(len(lat) - 1, int(round(q * (len(lat) - 1))))] if lat else float("nan")
+
+    return {
+        "rps": len(lat) / result["duration"],
+        "p50": statistics.median(lat) if lat else float("nan"),
+        "p99": pct(0.99),
+        "max": lat[-1] if lat else float("nan"),
+        "n": len(lat),
+        "statuses": {str(k): v for k, v in sorted(result["statuses"].items(), key=lambda kv: str(kv[0]))},
+        "errors": dict(result["errors"]),
+        "connections": result["connections"],
+    }
+
+
+# --------------------------------------------------------------------------- server side
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def machine(connection) -> dict[str, str]:
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        pg = cursor.fetchone()[0]
+        cursor.execute("SHOW synchronous_commit")
+        sync = cursor.fetchone()[0]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        head = "?"
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "code": head or "?",
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "python": platform.python_version(),
+        "postgres": f"{pg} (synchronous_commit={sync})",
+    }
+
+
+def ensure_database():
+    import django
+    from django.db import connection
+
+    try:
+        import psycopg
+
+        psycopg.connect(os.environ["DATABASE_URL"], connect_timeout=5).close()
+    except Exception:
+        if os.environ["DATABASE_URL"] == DEFAULT_DATABASE_URL:
+            print("Creating database benchhooks...", flush=True)
+            subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", "benchhooks"], check=True, timeout=30)
+        else:
+            raise
+    django.setup()
+    from django.core.management import call_command
+    from django.db.migrations.executor import MigrationExecutor
+
+    if connection.vendor != "postgresql":
+        raise SystemExit("The benchmark needs PostgreSQL.")
+    executor = MigrationExecutor(connection)
+    if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+        print("Migrating benchhooks...", flush=True)
+        call_command("migrate", interactive=False, verbosity=0)
+    return connection
+
+
+def redis_client():
+    import redis
+
+    url = os.environ["CELERY_BROKER_URL"]
+    if not url.startswith("redis://"):
+        raise SystemExit(f"The benchmark needs a Redis broker; CELERY_BROKER_URL is {url!r}.")
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10)
+    client.ping()
+    return client
+
+
+def setup_trigger():
+    from django.contrib.auth import get_user_model
+
+    from triggers.services.triggers import trigger_create
+    from workflows.models import Workflow, WorkflowStep, WorkflowVariable
+    from workflows.services.definitions import workflow_version_create
+
+    user, _ = get_user_model().objects.get_or_create(username="bench-webhooks")
+    workflow = Workflow.objects.create(owner=user, name=f"bench webhooks {datetime.now(UTC):%H:%M:%S}")
+    WorkflowVariable.objects.create(workflow=workflow, name="customer", type="STRING", required=True)
+    WorkflowStep.objects.create(workflow=workflow, order=1, name="greet", type="TRANSFORM",
+                                config={"template": "Hello {{ input.customer }}"})
+    workflow_version_create(workflow=workflow, note="bench/webhooks.py")
+    trigger, secret = trigger_create(owner=user, workflow=workflow.pk, type="WEBHOOK", name="bench", config={})
+    assert secret and secret.startswith("whsec_")
+    return trigger, secret
+
+
+class Gunicorn:
+    def __init__(self, port: int, workers: int):
+        self.log_dir = tempfile.mkdtemp(prefix="bench-webhooks-")
+        self.log = open(Path(self.log_dir) / "gunicorn.log", "wb")
+        cmd = [str(Path(sys.executable).parent / "gunicorn"), "promptpilot.wsgi", "--workers", str(workers),
+               "--threads", "1", "-b", f"{HOST}:{port}", "--log-level", "warning", "--timeout", "30"]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=os.environ.copy(), stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        print(f"gunicorn pid {self.proc.pid}: {' '.join(cmd[1:])} (log in {self.log_dir})", flush=True)
+
+    def wait_ready(self, port: int, timeout: float = 30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"gunicorn exited ({self.proc.returncode}); see {self.log_dir}/gunicorn.log")
+            try:
+                conn = http.client.HTTPConnection(HOST, port, timeout=2)
+                conn.request("GET", "/bench/trivial", headers={"Host": "localhost"})
+                if conn.getresponse().status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit(f"gunicorn not ready within {timeout} s")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: gunicorn and its workers
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+            except ProcessLookupError:
+                pass
+        self.log.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per timed load (default 10)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per target (default 3)")
+    parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
+    parser.add_argument("--procs", type=int, default=4, help="client processes (default 4)")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers (default 4)")
+    parser.add_argument("--per-thread", type=int, default=2500,
+                        help="signed requests precomputed per connection (default 2500)")
+    parser.add_argument("--json", help="also write the figures as JSON to this file")
+    args = parser.parse_args()
+
+    _configure_env()
+    connection = ensure_database()
+    info = machine(connection)
+    broker = redis_client()
+    broker.flushdb()  # our own database number only
+    trigger, secret = setup_trigger()
+    connection.close()  # gunicorn workers must not inherit it (they are separate processes anyway)
+
+    port = free_port()
+    server = Gunicorn(port, args.workers)
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    ctx = multiprocessing.get_context("fork")
+    pool = ctx.Pool(args.procs, initializer=_ignore_sigint)  # Ctrl-C is the parent's to handle
+    results = {}
+    accepted_total = 0
+    try:
+        server.wait_ready(port)
+        print(f"Machine: {info}", flush=True)
+        for kind in ("trivial", "webhook"):
+            common = dict(port=port, connections=args.connections, procs=args.procs, trigger_id=str(trigger.pk),
+                          secret=secret, per_thread=args.per_thread)
+            warm = run_load(pool, kind, duration=args.warmup, tag=f"w{kind[0]}", **common)
+            accepted_total += warm["statuses"].get(202, 0) + warm["statuses"].get("202 after window", 0)
+            timed = run_load(pool, kind, duration=args.duration, tag=f"t{kind[0]}", **common)
+            accepted_total += timed["statuses"].get(202, 0) + timed["statuses"].get("202 after window", 0)
+            results[kind] = summary(timed)
+            s = results[kind]
+            print(f"{kind:8s} {s['rps']:8.1f} req/s  p50 {s['p50']:6.1f} ms  p99 {s['p99']:6.1f} ms  "
+                  f"max {s['max']:6.1f} ms  statuses {s['statuses']}  errors {s['errors']}", flush=True)
+    except KeyboardInterrupt:
+        print("Interrupted.", flush=True)
+        pool.terminate()
+        server.stop()
+        broker.flushdb()
+        return 130
+    finally:
+        pool.terminate()
+        pool.join()
+        server.stop()
+
+    from django.db import connection as conn
+
+    from triggers.models import InvocationStatus, TriggerInvocation
+    from workflows.models import WorkflowExecution
+
+    conn.close()
+    invocations = Counter(TriggerInvocation.objects.filter(trigger=trigger).values_list("status", flat=True))
+    pending = WorkflowExecution.objects.filter(trigger=trigger, status="PENDING").count()
+    executions = WorkflowExecution.objects.filter(trigger=trigger).count()
+    queued = broker.llen("celery")
+    broker.flushdb()
+
+    trivial, hook = results["trivial"], results["webhook"]
+    ratio = hook["rps"] / trivial["rps"] if trivial["rps"] else float("nan")
+    all_202 = set(hook["statuses"]) <= {"202", "202 after window"} and not hook["errors"]
+    durable = invocations.get(InvocationStatus.ACCEPTED, 0) == accepted_total == pending == executions
+    print()
+    print(f"date {info['date']}, {info['nproc']} CPUs ({info['cpu']}), load {info['load']}, "
+          f"Python {info['python']}, PostgreSQL {info['postgres']}, code {info['code']}")
+    print(f"gunicorn {args.workers} sync workers; client {args.procs} processes x "
+          f"{args.connections // args.procs} connections on the same machine; {args.duration:.0f} s per target")
+    print("| target | req/s | p50 ms | p99 ms | max ms | statuses |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for name, s in (("trivial JSON view", trivial), ("signed webhook delivery", hook)):
+        print(f"| {name} | {s['rps']:.0f} | {s['p50']:.1f} | {s['p99']:.1f} | {s['max']:.1f} | {s['statuses']} |")
+    print(f"ratio webhook/trivial: {ratio:.2f}x (goal >= {GOAL_RATIO}x: {'met' if ratio >= GOAL_RATIO else 'NOT met'})")
+    print(f"webhook p99: {hook['p99']:.1f} ms (goal < {GOAL_P99_MS:.0f} ms: "
+          f"{'met' if hook['p99'] < GOAL_P99_MS else 'NOT met'})")
+    print(f"all webhook answers 202: {all_202}")
+    print(f"durability: 202s (warm-up + timed) {accepted_total}; invocations {dict(invocations)}; executions "
+          f"{executions} of which PENDING {pending}; broker messages queued {queued}: "
+          f"{'OK' if durable else 'MISMATCH'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": info, "results": results, "ratio": ratio,
+                                               "accepted": accepted_total, "invocations": dict(invocations),
+                                               "pending": pending, "queued": queued}, indent=2))
+    return 0 if durable and all_202 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
