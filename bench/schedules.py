@@ -98,7 +98,7 @@ def machine() -> dict[str, str]:
     redis_version = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).info("server").get("redis_version", "?")
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "load average (1/5 min)": "{:.2f} / {:.2f}".format(*os.getloadavg()[:2]),  # others sharing the machine
+        "load avg 1/5 min": "{:.2f} / {:.2f}".format(*os.getloadavg()[:2]),  # others sharing the machine
         "cpus": str(os.cpu_count()),
         "cpu": model,
         "python": platform.python_version(),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 
@@ -157,3 +158,25 @@ def test_retries_stop_at_max_retries_and_the_run_fails_with_the_provider_error(a
     assert finished.status == "FAILED"
     assert finished.error["type"] == "ProviderUnavailable"
     assert len(calls_for(probe_log, f"down {tag}")) == 2
+
+
+def test_multi_model_race_on_a_real_worker_keeps_the_fast_answer_and_cancels_the_slow_one(api, user, shared_worker):
+    from waffle import get_waffle_switch_model
+
+    get_waffle_switch_model().objects.update_or_create(name="workflow.multiModel", defaults={"active": True})
+    workflow = make_workflow(user, steps=[{
+        "name": "race", "type": "PROMPT",
+        "config": {"template": "hello {{ input.who }}", "mode": "race", "models": [
+            {"provider": "echo", "model": "slow", "delay_ms": 3000},
+            {"provider": "echo", "model": "fast", "delay_ms": 50},
+        ]},
+    }], variables=[{"name": "who", "type": "STRING", "required": True}])
+    finished = wait_finished(_execute(api, workflow, {"input": {"who": "world"}})["id"], timeout=30)
+
+    assert finished.status == "COMPLETED", finished.error
+    assert finished.output == "hello world"
+    run = step_run(finished.id, "race")
+    by_model = {m["model"]: m for m in run.model_outputs}
+    assert by_model["fast"]["status"] == "ok"
+    assert by_model["slow"]["status"] == "error" and by_model["slow"]["error"]["type"] == "Cancelled"
+    assert run.completed_at - run.started_at < timedelta(seconds=2.5), "the slow model was not waited for"
