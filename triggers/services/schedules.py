@@ -428,6 +428,7 @@ class SweepReport:
     buffered: int = 0
     failed: int = 0
     paused: int = 0
+    missed: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(vars(self))
@@ -493,6 +494,22 @@ def _pause(trigger: WorkflowTrigger, reason: str, now: datetime) -> None:
     logger.warning("schedule.paused", extra={"trigger_id": str(trigger.pk), "reason": reason})
 
 
+def _record_missed(trigger: WorkflowTrigger, schedule: Schedule, first: datetime, latest: datetime, source: str,
+                   report: SweepReport) -> None:
+    """One SKIPPED invocation for all the times the scheduler missed before ``latest``
+    (it was down, or more than a period behind): they are not replayed."""
+    payload, meta = _slot_facts(schedule, first, source)
+    payload["missed_until"] = iso_utc(latest)
+    TriggerInvocation.objects.create(
+        trigger=trigger, status=InvocationStatus.SKIPPED, verified=True, payload=payload, request_meta=meta,
+        error=f"Scheduled times from {payload['scheduled_for']} to before {payload['missed_until']} were missed while "
+              "the scheduler was down or behind; they are not replayed, only the latest one fires.",
+    )
+    report.missed += 1
+    logger.warning("schedule.missed", extra={"trigger_id": str(trigger.pk), "from": payload["scheduled_for"],
+                                             "until": payload["missed_until"]})
+
+
 def _due_slot(schedule: Schedule, next_run_at: datetime, now: datetime) -> tuple[datetime, datetime]:
     """``(slot to fire, next_run_at after it)``. On time, the slot is ``next_run_at``; if
     the scheduler itself was down across several slots, only the latest missed one."""
@@ -517,7 +534,10 @@ def _process(trigger: WorkflowTrigger, now: datetime, source: str, report: Sweep
             slot, trigger.buffered_slot_at = trigger.buffered_slot_at, None
             _fire_slot(trigger, schedule, slot, source="buffer", report=report, may_buffer=False)
         if fire_due and trigger.next_run_at is not None and trigger.next_run_at <= now:
-            slot, trigger.next_run_at = _due_slot(schedule, trigger.next_run_at, now)
+            first = trigger.next_run_at
+            slot, trigger.next_run_at = _due_slot(schedule, first, now)
+            if slot != first:
+                _record_missed(trigger, schedule, first, slot, source, report)
             _fire_slot(trigger, schedule, slot, source=source, report=report)
     except (ScheduleInvalid, CroniterError) as exc:
         # Config written around the services (admin, SQL): stop instead of failing every second.
