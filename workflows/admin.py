@@ -400,7 +400,31 @@ class WorkflowVersionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 # --- Executions ---------------------------------------------------------------
 
 
-class StepExecutionInline(admin.TabularInline):
+class StepExecutionDisplay:
+    """Read-only columns shared by the step-execution inline and its own admin."""
+
+    @admin.display(description="status", ordering="status")
+    def badge(self, obj: WorkflowStepExecution) -> SafeString:
+        return status_badge(obj.status)
+
+    @admin.display(description="duration")
+    def duration(self, obj: WorkflowStepExecution) -> str:
+        return format_duration(obj.duration_ms)
+
+    @admin.display(description="input")
+    def pretty_input(self, obj: WorkflowStepExecution) -> SafeString | str:
+        return pretty_json(obj.input)
+
+    @admin.display(description="output")
+    def pretty_output(self, obj: WorkflowStepExecution) -> SafeString | str:
+        return pretty_json(obj.output)
+
+    @admin.display(description="error")
+    def pretty_error(self, obj: WorkflowStepExecution) -> SafeString | str:
+        return pretty_json(obj.error)
+
+
+class StepExecutionInline(StepExecutionDisplay, admin.TabularInline):
     model = WorkflowStepExecution
     extra = 0
     can_delete = False
@@ -420,26 +444,6 @@ class StepExecutionInline(admin.TabularInline):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
-
-    @admin.display(description="status")
-    def badge(self, obj: WorkflowStepExecution) -> SafeString:
-        return status_badge(obj.status)
-
-    @admin.display(description="duration")
-    def duration(self, obj: WorkflowStepExecution) -> str:
-        return format_duration(obj.duration_ms)
-
-    @admin.display(description="input")
-    def pretty_input(self, obj: WorkflowStepExecution) -> SafeString | str:
-        return pretty_json(obj.input)
-
-    @admin.display(description="output")
-    def pretty_output(self, obj: WorkflowStepExecution) -> SafeString | str:
-        return pretty_json(obj.output)
-
-    @admin.display(description="error")
-    def pretty_error(self, obj: WorkflowStepExecution) -> SafeString | str:
-        return pretty_json(obj.error)
 
 
 @admin.register(WorkflowExecution)
@@ -560,7 +564,7 @@ class WorkflowExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(WorkflowStepExecution)
-class WorkflowStepExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class WorkflowStepExecutionAdmin(StepExecutionDisplay, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "id", "execution_link", "step_order", "step_name", "step_type", "badge", "retry_count", "attempt",
         "duration", "started_at",
@@ -586,29 +590,9 @@ class WorkflowStepExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def execution_link(self, obj: WorkflowStepExecution) -> SafeString | str:
         return admin_link(obj.execution, f"{obj.execution.workflow} · {obj.execution_id}")
 
-    @admin.display(description="status", ordering="status")
-    def badge(self, obj: WorkflowStepExecution) -> SafeString:
-        return status_badge(obj.status)
-
-    @admin.display(description="duration")
-    def duration(self, obj: WorkflowStepExecution) -> str:
-        return format_duration(obj.duration_ms)
-
-    @admin.display(description="input")
-    def pretty_input(self, obj: WorkflowStepExecution) -> SafeString | str:
-        return pretty_json(obj.input)
-
-    @admin.display(description="output")
-    def pretty_output(self, obj: WorkflowStepExecution) -> SafeString | str:
-        return pretty_json(obj.output)
-
     @admin.display(description="outputs (multi-model)")
     def pretty_outputs(self, obj: WorkflowStepExecution) -> SafeString | str:
         return pretty_json(obj.outputs)
-
-    @admin.display(description="error")
-    def pretty_error(self, obj: WorkflowStepExecution) -> SafeString | str:
-        return pretty_json(obj.error)
 
     @admin.display(description="model outputs")
     def pretty_model_outputs(self, obj: WorkflowStepExecution) -> SafeString | str:
