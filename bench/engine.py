@@ -679,7 +679,8 @@ def _query_kind(sql: str) -> str:
 
 
 # The functions of one step attempt (and of admission), timed and tagged separately.
-PROFILED = ("execution_admit", "_claim", "_run_context", "_checkpoint", "_schedule_step", "_finish")
+PROFILED = ("execution_admit", "_attempt", "_claim", "_run_context", "_checkpoint", "_schedule_step", "_finish")
+FAST_PATH = ("claim", "checkpoint")  # workflows/services/fast_path.py, on PostgreSQL
 
 
 def profile_in_process(workflow, user, runs: int = 30, out_dir: Path | None = None):
@@ -690,7 +691,7 @@ def profile_in_process(workflow, user, runs: int = 30, out_dir: Path | None = No
     functions in PROFILED are wrapped with timers; both are restored afterwards.
     """
     from workflows.engine import runner
-    from workflows.services import dispatch, orchestration
+    from workflows.services import dispatch, fast_path, orchestration
     from workflows.services.executions import execution_start
 
     queue: list[tuple[str, list]] = []
@@ -698,6 +699,7 @@ def profile_in_process(workflow, user, runs: int = 30, out_dir: Path | None = No
     calls: dict[str, list[float]] = defaultdict(list)
     recording = {"on": False}
     originals = {name: getattr(orchestration, name) for name in PROFILED}
+    fast_originals = {name: getattr(fast_path, name) for name in FAST_PATH}
     original_run_step = runner.run_step
     original_send = dispatch._send
 
@@ -720,12 +722,13 @@ def profile_in_process(workflow, user, runs: int = 30, out_dir: Path | None = No
             if name == "workflows.advance_execution":
                 orchestration.execution_admit(execution_id=args[0])
             else:
-                timed("step_attempt_run", orchestration.step_attempt_run)(
-                    step_execution_id=args[0], attempt=int(args[1]))
+                orchestration.step_attempt_run(step_execution_id=args[0], attempt=int(args[1]))
 
     dispatch._send = lambda name, args, countdown=None: queue.append((name, args)) or True
     for name, func in originals.items():
         setattr(orchestration, name, timed(name, func))
+    for name, func in fast_originals.items():
+        setattr(fast_path, name, timed(f"fast_path.{name}", func))
     runner.run_step = timed("runner.run_step", original_run_step)
     try:
         for i in range(5):
@@ -745,6 +748,8 @@ def profile_in_process(workflow, user, runs: int = 30, out_dir: Path | None = No
         runner.run_step = original_run_step
         for name, func in originals.items():
             setattr(orchestration, name, func)
+        for name, func in fast_originals.items():
+            setattr(fast_path, name, func)
     stream = io.StringIO()
     pstats.Stats(profiler, stream=stream).sort_stats("cumulative").print_stats(60)
     if out_dir is not None:
@@ -760,7 +765,7 @@ def profile_in_process(workflow, user, runs: int = 30, out_dir: Path | None = No
         sql_count[tag] += 1
         by_kind_ms[(tag, kind)] += ms
         by_kind_count[(tag, kind)] += 1
-    steps = len(calls["step_attempt_run"]) or 1
+    steps = len(calls["_attempt"]) or 1  # one per step attempt, inline or delivered
     functions = {}
     for name, values in calls.items():
         n = len(values)
@@ -802,13 +807,13 @@ def profile_in_process(workflow, user, runs: int = 30, out_dir: Path | None = No
 
 def print_profile(result) -> None:
     print(f"\nIn-process profile of PromptPilot's services ({result['runs']} runs x {STEPS} steps, no broker):")
-    print(f"  {'function':18} {'calls/step':>10} {'mean ms':>8} {'p50 ms':>7} {'in SQL ms':>9} {'statements':>10}")
-    order = ["execution_start", "execution_admit", "step_attempt_run", "_claim", "_run_context",
-             "runner.run_step", "_checkpoint", "_schedule_step", "_finish"]
+    print(f"  {'function':20} {'calls/step':>10} {'mean ms':>8} {'p50 ms':>7} {'in SQL ms':>9} {'statements':>10}")
+    order = ["execution_start", "execution_admit", "_attempt", "fast_path.claim", "_claim", "_run_context",
+             "runner.run_step", "fast_path.checkpoint", "_checkpoint", "_schedule_step", "_finish"]
     for name in order:
         f = result["functions"].get(name)
         if f:
-            print(f"  {name:18} {f['calls_per_step']:10.2f} {f['mean_ms']:8.2f} {f['p50_ms']:7.2f} "
+            print(f"  {name:20} {f['calls_per_step']:10.2f} {f['mean_ms']:8.2f} {f['p50_ms']:7.2f} "
                   f"{f['sql_ms']:9.2f} {f['statements']:10.1f}")
     print("  (a function's SQL excludes the statements of the functions it calls that are listed above)")
     print(f"  statements per step (admission included, execution_start excluded): "

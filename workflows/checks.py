@@ -26,4 +26,12 @@ def check_backoff_below_visibility_timeout(app_configs, **kwargs):
                 id="promptpilot.E002",
             )
         )
+    if conf["INLINE_STEP_BUDGET_SECONDS"] * 2 > visibility:
+        # The message of the task that goes on with later steps stays unacknowledged meanwhile.
+        errors.append(
+            Error(
+                "PROMPTPILOT_INLINE_STEP_BUDGET_SECONDS must be at most half of CELERY_VISIBILITY_TIMEOUT.",
+                id="promptpilot.E003",
+            )
+        )
     return errors

@@ -3,15 +3,77 @@
 Every send happens after the transaction that recorded the work commits, and a failed
 send is logged, not raised: the work is already durable as a PENDING row, and the
 reaper sends it again (see ``services/reaper.py``).
+
+A task that is running steps may open a ``continuation``: the next step due at once is
+then handed to that task instead of the broker (after the same commit), and the task
+claims it exactly as it would claim a delivered message. Nothing else changes: the step
+row is PENDING and committed first, so if the task dies before claiming it, the reaper
+finds a PENDING step without a message and sends it.
 """
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
+_local = threading.local()
+
+
+class Continuation:
+    """The one next step a running task keeps for itself, while its time budget lasts."""
+
+    def __init__(self, budget_seconds: float) -> None:
+        self.deadline = time.monotonic() + budget_seconds
+        self.next: object | None = None  # (step execution id, attempt), or a fast_path.Claimed
+
+    def offer(self, step_execution_id: uuid.UUID | str, attempt: int) -> bool:
+        if self.next is not None or time.monotonic() >= self.deadline:
+            return False
+        self.next = (str(step_execution_id), attempt)
+        return True
+
+    def can_keep(self) -> bool:
+        """Whether the next step may be claimed for this task in advance (see fast_path)."""
+        return self.next is None and time.monotonic() < self.deadline
+
+    def keep(self, claimed: object) -> None:
+        """Keep a step this task already claimed (its row is RUNNING with this task's lease)."""
+        self.next = claimed
+
+    def take(self) -> object | None:
+        taken, self.next = self.next, None
+        return taken
+
+
+def current_continuation() -> Continuation | None:
+    return getattr(_local, "continuation", None)
+
+
+@contextmanager
+def continuation(budget_seconds: float) -> Iterator[Continuation | None]:
+    """Within this block, the first step sent without a countdown goes to the caller
+    (``Continuation.take``) instead of the broker. A budget of 0 (or a nested block)
+    changes nothing: every step is sent."""
+    if budget_seconds <= 0 or getattr(_local, "continuation", None) is not None:
+        yield None
+        return
+    _local.continuation = holder = Continuation(budget_seconds)
+    try:
+        yield holder
+    finally:
+        _local.continuation = None
+        leftover = holder.take()
+        # The caller stopped early (an exception): don't strand a PENDING step. (A step claimed
+        # in advance is RUNNING under this worker's lease: when the lease lapses, the reaper
+        # sends it again.)
+        if isinstance(leftover, tuple):
+            _send("workflows.run_step", list(leftover))
 
 
 def _send(task_name: str, args: list, *, countdown: float | None = None) -> bool:
@@ -31,7 +93,13 @@ def enqueue_execution(execution_id: uuid.UUID) -> None:
 
 
 def enqueue_step(step_execution_id: uuid.UUID, attempt: int, *, countdown: float = 0) -> None:
-    """Ask a worker to run one attempt of one step, once this transaction commits."""
-    transaction.on_commit(
-        lambda: _send("workflows.run_step", [str(step_execution_id), attempt], countdown=countdown)
-    )
+    """Ask a worker to run one attempt of one step, once this transaction commits (or
+    keep it for the running task's continuation, when it has one and the step is due now)."""
+
+    def send() -> None:
+        holder = getattr(_local, "continuation", None)
+        if not countdown and holder is not None and holder.offer(step_execution_id, attempt):
+            return
+        _send("workflows.run_step", [str(step_execution_id), attempt], countdown=countdown)
+
+    transaction.on_commit(send)

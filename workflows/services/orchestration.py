@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import uuid
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from providers import pricing
@@ -38,7 +37,9 @@ from ..models import (
     WorkflowVersion,
 )
 from ..signals import execution_finished
-from .dispatch import enqueue_step
+from . import fast_path
+from .dispatch import Continuation, continuation, current_continuation, enqueue_step
+from .leases import keeper
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,25 @@ def error_payload(type_: str, message: str, step: str | None = None, details: di
 
 
 def execution_admit(*, execution_id: uuid.UUID | str) -> None:
-    """Start a PENDING execution if its workflow has a free slot (arrival order)."""
+    """Start a PENDING execution if its workflow has a free slot (arrival order), then
+    run its first steps in this task while the inline budget lasts (see ``_go_on``)."""
+    with continuation(_conf("INLINE_STEP_BUDGET_SECONDS")) as holder:
+        if fast_path.available():
+            begun, first = fast_path.admit(
+                execution_id, now=timezone.now(), worker=WORKER_ID, lease_seconds=_conf("STEP_LEASE_SECONDS"),
+                claim_next=holder is not None and holder.can_keep(), definition_of=_version_snapshot)
+            if begun:
+                logger.info("execution.started", extra={"execution_id": str(execution_id)})
+                if first is not None:
+                    holder.keep(first)
+        else:
+            begun = False
+        if not begun:  # capped workflow, resumed retry, not PENDING, or not PostgreSQL
+            _admit(execution_id)
+        _go_on(holder)
+
+
+def _admit(execution_id: uuid.UUID | str) -> None:
     execution = WorkflowExecution.objects.select_related("workflow").filter(pk=execution_id).first()
     if execution is None:
         logger.info("execution.admit.missing", extra={"execution_id": str(execution_id)})
@@ -159,63 +178,78 @@ def _schedule_step(execution: WorkflowExecution, step: StepDefinition) -> Workfl
 # --- one step attempt ----------------------------------------------------------------
 
 
-class _Heartbeat:
-    """Renews the lease of a running attempt; stops when the attempt is fenced off."""
-
-    def __init__(self, step_execution_id: uuid.UUID, attempt: int) -> None:
-        self.step_execution_id = step_execution_id
-        self.attempt = attempt
-        self.lease = float(_conf("STEP_LEASE_SECONDS"))
-        self._stop = threading.Event()
-        self.fenced = False
-        self._thread = threading.Thread(target=self._run, name="step-heartbeat", daemon=True)
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.wait(self.lease / 3):
-                renewed = WorkflowStepExecution.objects.filter(
-                    pk=self.step_execution_id, attempt=self.attempt, status=StepExecutionStatus.RUNNING
-                ).update(lease_expires_at=timezone.now() + timedelta(seconds=self.lease))
-                if not renewed:
-                    self.fenced = True
-                    return
-        except Exception:  # a heartbeat must never kill the step; the lease just lapses
-            logger.exception("step.heartbeat_failed", extra={"step_execution_id": str(self.step_execution_id)})
-        finally:
-            connection.close()
-
-
 def step_attempt_run(*, step_execution_id: uuid.UUID | str, attempt: int) -> str:
-    """Run one attempt of one step: claim, compute (outside any transaction), checkpoint.
+    """Run one attempt of one step: claim, compute (outside any transaction), checkpoint;
+    then go on with the steps that follow while the inline budget lasts (``_go_on``).
 
-    Returns what happened ("claimed-and-checkpointed", "not-claimed", "rejected") for logs
-    and tests; a duplicate or late delivery is a no-op.
+    Returns what happened to the delivered attempt ("checkpointed", "retry-scheduled",
+    "not-claimed", "rejected") for logs and tests; a duplicate or late delivery is a no-op.
     """
-    claimed = _claim(step_execution_id, attempt)
-    if claimed is None:
-        return "not-claimed"
-    step_execution, execution, definition = claimed
-    step = definition.step(step_execution.step_name)
-    context = _run_context(execution)
+    with continuation(_conf("INLINE_STEP_BUDGET_SECONDS")) as holder:
+        outcome = _attempt(step_execution_id, attempt)
+        _go_on(holder)
+    return outcome
+
+
+def _go_on(holder: Continuation | None) -> None:
+    """Run the next step here instead of sending it to the broker, while the task's budget
+    lasts. Each one is claimed (from its committed PENDING row, exactly like a delivered
+    message, or in advance by the checkpoint that created it), leased and checkpointed on
+    its own; a worker lost in the middle leaves a PENDING row, or a RUNNING one whose lease
+    lapses, and the reaper sends it again."""
+    while holder is not None and (following := holder.take()) is not None:
+        if isinstance(following, fast_path.Claimed):
+            _run_claimed(following)
+        else:
+            _attempt(*following)
+
+
+def _attempt(step_execution_id: uuid.UUID | str, attempt: int) -> str:
+    claimed = None
+    if fast_path.available():
+        claimed = fast_path.claim(step_execution_id, attempt, worker=WORKER_ID,
+                                  lease_seconds=_conf("STEP_LEASE_SECONDS"), now=timezone.now())
+    if claimed is None:  # not claimable, or not PostgreSQL: the ORM path decides and says why
+        orm_claimed = _claim(step_execution_id, attempt)
+        if orm_claimed is None:
+            return "not-claimed"
+        step_execution, execution, _ = orm_claimed
+        claimed = fast_path.Claimed(
+            step_execution_id=str(step_execution.id), attempt=attempt, step_name=step_execution.step_name,
+            execution_id=execution.id, workflow_id=execution.workflow_id, version_id=execution.version_id,
+            step_tokens=step_execution.tokens or {}, context=_run_context(execution),
+        )
+    return _run_claimed(claimed)
+
+
+def _run_claimed(claimed: fast_path.Claimed) -> str:
+    attempt = claimed.attempt
+    raw, definition = _version_snapshot(claimed.version_id)
+    step = definition.step(claimed.step_name)
     limits = {
         "max_output_chars": _conf("TEMPLATE_MAX_OUTPUT_CHARS"),
         "max_loop_iterations": _conf("TEMPLATE_MAX_LOOP_ITERATIONS"),
         "features": live_features(),  # admin switches (workflow.multiModel), read when a step asks
     }
-    with _Heartbeat(step_execution.id, attempt):
+    with keeper.holding(claimed.step_execution_id, attempt):
         # limited_adapter: registry.get_adapter, wrapped in the provider's shared rate limit.
-        result = runner.run_step(step, context, providers=limited_adapter, limits=limits)
+        result = runner.run_step(step, claimed.context, providers=limited_adapter, limits=limits)
     pricing.annotate_costs(result.model_outputs)  # cost_usd on each model output
     close_old_connections()
-    return _checkpoint(step_execution.id, attempt, step, definition, result)
+    if fast_path.available():
+        holder = current_continuation()
+        done = fast_path.checkpoint(
+            claimed, step, definition, result, raw_definition=raw, now=timezone.now(), worker=WORKER_ID,
+            lease_seconds=_conf("STEP_LEASE_SECONDS"), claim_next=holder is not None and holder.can_keep(),
+            add_tokens=_add_tokens, sum_tokens=_sum_tokens,
+        )
+        if done is not None:
+            if done.finished:
+                _after_finish(claimed.execution_id, claimed.workflow_id, ExecutionStatus.COMPLETED)
+            elif done.next_claimed is not None:
+                holder.keep(done.next_claimed)
+            return "checkpointed"
+    return _checkpoint(claimed.step_execution_id, attempt, step, definition, result)
 
 
 def _claim(step_execution_id, attempt: int):
@@ -391,13 +425,16 @@ def _finish(execution: WorkflowExecution, status: str, *, output: Any = None, er
         execution.output = output
     execution.error = error
     execution.save()
-    workflow_id = execution.workflow_id
+    _after_finish(execution.id, execution.workflow_id, status)
+
+
+def _after_finish(execution_id, workflow_id: int, status: str) -> None:
+    """Once the run's end commits: free its slot for the oldest waiting run, tell the receivers."""
     capped = Workflow.objects.filter(pk=workflow_id).values_list("max_concurrent_executions", flat=True).first()
     if capped:  # a slot is free now: start the oldest waiting run
         transaction.on_commit(lambda: workflow_admit_pending(workflow_id=workflow_id))
-    execution_id = execution.id
     transaction.on_commit(lambda: _announce_finished(execution_id))
-    logger.info("execution.finished", extra={"execution_id": str(execution.id), "status": status})
+    logger.info("execution.finished", extra={"execution_id": str(execution_id), "status": status})
 
 
 def _announce_finished(execution_id) -> None:

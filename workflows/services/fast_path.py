@@ -1,0 +1,292 @@
+"""The common path of a step attempt in a few PostgreSQL statements.
+
+Claiming an attempt and checkpointing a COMPLETED step happen for every step of every
+run, so on PostgreSQL they are single statements rather than ORM round trips:
+
+- the claim is one conditional ``UPDATE … RETURNING`` (same attempt, step PENDING, run
+  RUNNING and before its deadline) that also returns the run context, in autocommit;
+- the checkpoint of a COMPLETED step is one transaction: lock the run (as cancel does),
+  add the step's tokens (finishing the run on the last step), write the step under the
+  same fencing condition as the ORM path (same attempt, still RUNNING), insert the next
+  step PENDING.
+
+Whenever a condition does not hold (no row claimed, run cancelled or past its deadline,
+attempt fenced off) or the step did anything but complete and go on (failure, retry,
+skips), these functions answer ``None`` and the caller runs the general ORM code in
+``orchestration``, which decides and records why. The rules are the same; only the
+number of statements differs. Other databases (SQLite for the embedded default) always
+use the ORM code.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+
+from ..engine import runner
+from ..engine.retry import normalize_retry_config
+from ..engine.types import COMPLETED, RunContext, StepDefinition, StepResult, WorkflowDefinition
+from ..models import (
+    ExecutionStatus,
+    StepExecutionStatus,
+    Workflow,
+    WorkflowExecution,
+    WorkflowStep,
+    WorkflowStepExecution,
+    WorkflowVersion,
+)
+
+RUNS = WorkflowExecution._meta.db_table
+STEPS = WorkflowStepExecution._meta.db_table
+
+
+def available() -> bool:
+    return connection.vendor == "postgresql"
+
+
+@dataclass
+class Claimed:
+    """What a claimed attempt needs to run and to be checkpointed."""
+
+    step_execution_id: str
+    attempt: int
+    step_name: str
+    execution_id: uuid.UUID
+    workflow_id: int
+    version_id: int
+    step_tokens: dict
+    context: RunContext
+
+
+CLAIM_SQL = f"""
+WITH claimed AS (
+    UPDATE {STEPS} s
+       SET status = %(running)s, lease_expires_at = %(lease)s, worker = %(worker)s,
+           started_at = COALESCE(s.started_at, %(now)s)
+      FROM {RUNS} e
+     WHERE s.id = %(id)s AND s.attempt = %(attempt)s AND s.status = %(pending)s
+       AND e.id = s.execution_id AND e.status = %(run_running)s
+       AND (e.deadline_at IS NULL OR e.deadline_at > %(now)s)
+    RETURNING s.step_name, s.execution_id, s.tokens, e.workflow_id, e.version_id, e.input, e.metadata,
+              e.trigger_type
+)
+SELECT c.step_name, c.execution_id, c.tokens, c.workflow_id, c.version_id, c.input, c.metadata, c.trigger_type,
+       (SELECT COALESCE(json_agg(json_build_array(p.step_name, p.output, p.outputs, p.status)
+                                 ORDER BY p.step_order), '[]'::json)
+          FROM {STEPS} p
+         WHERE p.execution_id = c.execution_id AND p.status IN (%(completed)s, %(failed)s))
+  FROM claimed c
+"""
+
+
+def _loads(value: Any) -> Any:
+    # Django has psycopg return jsonb as text (JSONField decodes it); json comes decoded.
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def claim(step_execution_id: uuid.UUID | str, attempt: int, *, worker: str, lease_seconds: float,
+          now: datetime) -> Claimed | None:
+    with connection.cursor() as cursor:
+        cursor.execute(CLAIM_SQL, {
+            "id": str(step_execution_id), "attempt": attempt, "now": now, "worker": worker,
+            "lease": now + timedelta(seconds=lease_seconds),
+            "running": StepExecutionStatus.RUNNING, "pending": StepExecutionStatus.PENDING,
+            "run_running": ExecutionStatus.RUNNING,
+            # Skipped steps stay out of the context, as in previews: templates can test `is defined`.
+            "completed": StepExecutionStatus.COMPLETED, "failed": StepExecutionStatus.FAILED,
+        })
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    step_name, execution_id, tokens, workflow_id, version_id, inputs, metadata, trigger_type, done = row
+    metadata = _loads(metadata) or {}
+    steps = {name: {"output": output, "outputs": outputs, "status": status}
+             for name, output, outputs, status in _loads(done)}
+    return Claimed(
+        step_execution_id=str(step_execution_id), attempt=attempt, step_name=step_name,
+        execution_id=execution_id, workflow_id=workflow_id, version_id=version_id,
+        step_tokens=_loads(tokens) or {},
+        context=RunContext(inputs=_loads(inputs) or {}, steps=steps,
+                           trigger={"type": trigger_type, "payload": metadata.get("payload")}),
+    )
+
+
+RUN_LOCK_SQL = f"""
+SELECT aggregate_tokens, warnings FROM {RUNS}
+ WHERE id = %(execution_id)s AND status = %(run_running)s AND (deadline_at IS NULL OR deadline_at > %(now)s)
+   FOR UPDATE
+"""
+
+RUN_UPDATE_SQL = f"UPDATE {RUNS} SET aggregate_tokens = %(aggregate)s::jsonb, warnings = %(warnings)s::jsonb"
+RUN_FINISH_SQL = ", status = %(completed)s, completed_at = %(now)s, output = %(output)s::jsonb, error = NULL"
+
+STEP_UPDATE_SQL = f"""
+UPDATE {STEPS}
+   SET status = %(completed)s, completed_at = %(now)s, lease_expires_at = NULL,
+       input = %(input)s::jsonb, output = %(output)s::jsonb, outputs = %(outputs)s::jsonb,
+       error = %(error)s::jsonb, model_outputs = %(model_outputs)s::jsonb, tokens = %(tokens)s::jsonb,
+       warnings = warnings || %(new_warnings)s::jsonb
+ WHERE id = %(id)s AND attempt = %(attempt)s AND status = %(running)s
+"""
+
+
+class _NotCommonPath(Exception):
+    """Roll the transaction back; the ORM path decides what happened."""
+
+
+INSERT_STEP_SQL = f"""
+INSERT INTO {STEPS} (
+    id, execution_id, step_id, step_name, step_order, step_type, status, retry_count, retry_config,
+    model_outputs, tokens, warnings, attempt, lost_attempts, available_at, worker, created_at,
+    lease_expires_at, started_at)
+VALUES (%(id)s, %(execution_id)s,
+        (SELECT id FROM {WorkflowStep._meta.db_table} WHERE id = %(snapshot_id)s AND workflow_id = %(workflow_id)s),
+        %(name)s, %(order)s, %(type)s, %(status)s, 0, %(retry_config)s::jsonb,
+        '[]'::jsonb, '{{}}'::jsonb, '[]'::jsonb, 1, 0, %(now)s, %(worker)s, %(now)s,
+        %(lease)s, %(started_at)s)
+"""
+
+
+@dataclass
+class Checkpointed:
+    finished: bool  # the run COMPLETED with this step
+    next_claimed: Claimed | None  # the next step, already claimed for this task (RUNNING)
+
+
+def checkpoint(claimed: Claimed, step: StepDefinition, definition: WorkflowDefinition, result: StepResult,
+               *, raw_definition: dict[str, Any], now: datetime, worker: str, lease_seconds: float,
+               claim_next: bool, add_tokens, sum_tokens) -> Checkpointed | None:
+    """Checkpoint a COMPLETED step that goes on to its next step or ends the run.
+
+    The next step is inserted PENDING and sent after commit (``enqueue_step``), or, with
+    ``claim_next``, inserted already RUNNING under this worker's lease and returned as
+    ``next_claimed`` for this task to run next: the same state a claim would have written,
+    without the claim's statement and commit. ``add_tokens(run, result)`` and
+    ``sum_tokens(a, b)`` are the ORM path's own arithmetic, so both paths count tokens and
+    cost alike."""
+    if result.status != COMPLETED:
+        return None
+    transition = runner.next_transition(definition, step, result)
+    if transition.fail_run or transition.skipped:
+        return None
+    last = transition.next_step is None
+    params = {"execution_id": claimed.execution_id, "now": now, "run_running": ExecutionStatus.RUNNING,
+              "completed": StepExecutionStatus.COMPLETED, "running": StepExecutionStatus.RUNNING}
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(RUN_LOCK_SQL, params)
+            row = cursor.fetchone()
+            if row is None:  # cancelled, failed, or past its deadline
+                raise _NotCommonPath
+            run = _RunTotals(aggregate_tokens=_loads(row[0]) or {}, warnings=_loads(row[1]) or [])
+            add_tokens(run, result)
+            cursor.execute(
+                RUN_UPDATE_SQL + (RUN_FINISH_SQL if last else "") + " WHERE id = %(execution_id)s",
+                {**params, "aggregate": json.dumps(run.aggregate_tokens), "warnings": json.dumps(run.warnings),
+                 "output": json.dumps(result.output)},
+            )
+            cursor.execute(STEP_UPDATE_SQL, {
+                **params, "id": claimed.step_execution_id, "attempt": claimed.attempt,
+                "input": json.dumps(result.input), "output": json.dumps(result.output),
+                "outputs": json.dumps(result.outputs), "error": json.dumps(result.error),
+                "model_outputs": json.dumps(result.model_outputs),
+                "tokens": json.dumps(sum_tokens(claimed.step_tokens, result.tokens)),
+                "new_warnings": json.dumps(list(result.warnings or [])),
+            })
+            if cursor.rowcount != 1:  # fenced off: a newer attempt owns the step
+                raise _NotCommonPath
+            if last:
+                return Checkpointed(finished=True, next_claimed=None)
+            context = claimed.context
+            next_claimed = _insert_step(
+                cursor, transition.next_step, execution_id=claimed.execution_id, workflow_id=claimed.workflow_id,
+                version_id=claimed.version_id, raw_definition=raw_definition, now=now, worker=worker,
+                lease_seconds=lease_seconds, claim_next=claim_next,
+                # what a claim would read back: the finished steps' outputs, this one's included
+                context=RunContext(inputs=context.inputs,
+                                   steps={**context.steps, step.name: runner.context_entry(step, result)},
+                                   trigger=context.trigger),
+            )
+            return Checkpointed(finished=False, next_claimed=next_claimed)
+    except _NotCommonPath:
+        return None
+
+
+def _insert_step(cursor, step: StepDefinition, *, execution_id, workflow_id: int, version_id: int,
+                 raw_definition: dict[str, Any], now: datetime, worker: str, lease_seconds: float,
+                 claim_next: bool, context: RunContext) -> Claimed | None:
+    """Insert the run's next step: PENDING and sent after commit, or (``claim_next``)
+    RUNNING under this worker's lease, returned for the running task to go on with."""
+    from .dispatch import enqueue_step
+
+    snapshot_id = next((s.get("id") for s in raw_definition["steps"] if s["name"] == step.name), None)
+    new_id = uuid.uuid4()
+    cursor.execute(INSERT_STEP_SQL, {
+        "id": new_id, "execution_id": execution_id, "snapshot_id": snapshot_id, "workflow_id": workflow_id,
+        "name": step.name, "order": step.order, "type": step.type,
+        "retry_config": json.dumps(normalize_retry_config(step.retry_config)), "now": now,
+        "status": StepExecutionStatus.RUNNING if claim_next else StepExecutionStatus.PENDING,
+        "worker": worker if claim_next else "",
+        "lease": now + timedelta(seconds=lease_seconds) if claim_next else None,
+        "started_at": now if claim_next else None,
+    })
+    if not claim_next:
+        enqueue_step(new_id, 1)
+        return None
+    return Claimed(step_execution_id=str(new_id), attempt=1, step_name=step.name, execution_id=execution_id,
+                   workflow_id=workflow_id, version_id=version_id, step_tokens={}, context=context)
+
+
+ADMIT_SQL = f"""
+UPDATE {RUNS} e
+   SET status = %(run_running)s, started_at = COALESCE(e.started_at, %(now)s),
+       deadline_at = COALESCE(e.started_at, %(now)s)
+                     + make_interval(secs => NULLIF((v.definition -> 'workflow' ->> 'timeout_seconds')::float8, 0))
+  FROM {Workflow._meta.db_table} w, {WorkflowVersion._meta.db_table} v
+ WHERE e.id = %(execution_id)s AND e.status = %(pending)s
+   AND w.id = e.workflow_id AND COALESCE(w.max_concurrent_executions, 0) = 0
+   AND v.id = e.version_id
+   AND jsonb_typeof(e.metadata -> 'resume_from') IS DISTINCT FROM 'string'
+RETURNING e.workflow_id, e.version_id, e.input, e.metadata, e.trigger_type
+"""
+
+
+def admit(execution_id: uuid.UUID | str, *, now: datetime, worker: str, lease_seconds: float, claim_next: bool,
+          definition_of) -> tuple[bool, Claimed | None]:
+    """Start a PENDING run of an uncapped workflow from its first step: one UPDATE (status,
+    start, deadline from the pinned version's timeout) and the first step's INSERT.
+
+    Answers ``(False, None)`` when the run is not PENDING, its workflow is capped (arrival
+    order needs the workflow lock), it resumes a retry, or it has no step: the ORM path
+    handles those. ``definition_of(version_id)`` returns ``(raw, WorkflowDefinition)``."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(ADMIT_SQL, {"execution_id": str(execution_id), "now": now,
+                                       "run_running": ExecutionStatus.RUNNING, "pending": ExecutionStatus.PENDING})
+            row = cursor.fetchone()
+            if row is None:
+                raise _NotCommonPath
+            workflow_id, version_id, inputs, metadata, trigger_type = row
+            raw, definition = definition_of(version_id)
+            first = runner.first_step(definition)
+            if first is None:
+                raise _NotCommonPath
+            metadata = _loads(metadata) or {}
+            context = RunContext(inputs=_loads(inputs) or {}, steps={},
+                                 trigger={"type": trigger_type, "payload": metadata.get("payload")})
+            claimed = _insert_step(cursor, first, execution_id=execution_id, workflow_id=workflow_id,
+                                   version_id=version_id, raw_definition=raw, now=now, worker=worker,
+                                   lease_seconds=lease_seconds, claim_next=claim_next, context=context)
+            return True, claimed
+    except _NotCommonPath:
+        return False, None
+
+
+@dataclass
+class _RunTotals:
+    aggregate_tokens: dict
+    warnings: list
