@@ -679,8 +679,8 @@ def _query_kind(sql: str) -> str:
 
 
 # The functions of one step attempt (and of admission), timed and tagged separately.
-PROFILED = ("execution_admit", "_attempt", "_claim", "_run_context", "_checkpoint", "_schedule_step", "_finish")
-FAST_PATH = ("claim", "checkpoint")  # workflows/services/fast_path.py, on PostgreSQL
+PROFILED = ("execution_admit", "_attempt", "_run_claimed", "_claim", "_run_context", "_checkpoint", "_schedule_step", "_finish")
+FAST_PATH = ("admit", "claim", "checkpoint")  # workflows/services/fast_path.py, on PostgreSQL
 
 
 def profile_in_process(workflow, user, runs: int = 30, out_dir: Path | None = None):
@@ -765,10 +765,12 @@ def profile_in_process(workflow, user, runs: int = 30, out_dir: Path | None = No
         sql_count[tag] += 1
         by_kind_ms[(tag, kind)] += ms
         by_kind_count[(tag, kind)] += 1
-    steps = len(calls["_attempt"]) or 1  # one per step attempt, inline or delivered
+    steps = len(calls["_run_claimed"]) or 1  # one per step attempt, inline or delivered
     functions = {}
     for name, values in calls.items():
         n = len(values)
+        if not n:
+            continue
         own = [tag for tag in sql_ms if tag == name]
         functions[name] = {
             "calls_per_step": n / steps, "mean_ms": statistics.fmean(values), "p50_ms": p50(values),
@@ -808,7 +810,7 @@ def profile_in_process(workflow, user, runs: int = 30, out_dir: Path | None = No
 def print_profile(result) -> None:
     print(f"\nIn-process profile of PromptPilot's services ({result['runs']} runs x {STEPS} steps, no broker):")
     print(f"  {'function':20} {'calls/step':>10} {'mean ms':>8} {'p50 ms':>7} {'in SQL ms':>9} {'statements':>10}")
-    order = ["execution_start", "execution_admit", "_attempt", "fast_path.claim", "_claim", "_run_context",
+    order = ["execution_start", "execution_admit", "fast_path.admit", "_attempt", "_run_claimed", "fast_path.claim", "_claim", "_run_context",
              "runner.run_step", "fast_path.checkpoint", "_checkpoint", "_schedule_step", "_finish"]
     for name in order:
         f = result["functions"].get(name)

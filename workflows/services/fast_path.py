@@ -143,12 +143,21 @@ INSERT INTO {STEPS} (
     id, execution_id, step_id, step_name, step_order, step_type, status, retry_count, retry_config,
     model_outputs, tokens, warnings, attempt, lost_attempts, available_at, worker, created_at,
     lease_expires_at, started_at)
-VALUES (%(id)s, %(execution_id)s,
-        (SELECT id FROM {WorkflowStep._meta.db_table} WHERE id = %(snapshot_id)s AND workflow_id = %(workflow_id)s),
-        %(name)s, %(order)s, %(type)s, %(status)s, 0, %(retry_config)s::jsonb,
-        '[]'::jsonb, '{{}}'::jsonb, '[]'::jsonb, 1, 0, %(now)s, %(worker)s, %(now)s,
-        %(lease)s, %(started_at)s)
+SELECT %(next_id)s, %(execution_id)s,
+       (SELECT id FROM {WorkflowStep._meta.db_table} WHERE id = %(next_snapshot_id)s AND workflow_id = %(workflow_id)s),
+       %(next_name)s, %(next_order)s, %(next_type)s, %(next_status)s, 0, %(next_retry_config)s::jsonb,
+       '[]'::jsonb, '{{}}'::jsonb, '[]'::jsonb, 1, 0, %(now)s, %(next_worker)s, %(now)s,
+       %(next_lease)s, %(next_started_at)s
 """
+
+
+def _checkpoint_sql(*, last: bool) -> str:
+    """One statement for the run, the step and the next step (all or nothing: the caller
+    rolls back when the step was fenced off, which the count of ``step`` tells)."""
+    run = f"{RUN_UPDATE_SQL}{RUN_FINISH_SQL if last else ''} WHERE id = %(execution_id)s"
+    following = "" if last else f", following AS ({INSERT_STEP_SQL} WHERE EXISTS (SELECT 1 FROM step))"
+    return (f"WITH run AS ({run} RETURNING 1), step AS ({STEP_UPDATE_SQL} RETURNING 1){following} "
+            "SELECT count(*) FROM step")
 
 
 @dataclass
@@ -184,61 +193,62 @@ def checkpoint(claimed: Claimed, step: StepDefinition, definition: WorkflowDefin
                 raise _NotCommonPath
             run = _RunTotals(aggregate_tokens=_loads(row[0]) or {}, warnings=_loads(row[1]) or [])
             add_tokens(run, result)
-            cursor.execute(
-                RUN_UPDATE_SQL + (RUN_FINISH_SQL if last else "") + " WHERE id = %(execution_id)s",
-                {**params, "aggregate": json.dumps(run.aggregate_tokens), "warnings": json.dumps(run.warnings),
-                 "output": json.dumps(result.output)},
-            )
-            cursor.execute(STEP_UPDATE_SQL, {
-                **params, "id": claimed.step_execution_id, "attempt": claimed.attempt,
+            values = {
+                **params, "aggregate": json.dumps(run.aggregate_tokens), "warnings": json.dumps(run.warnings),
+                "id": claimed.step_execution_id, "attempt": claimed.attempt,
                 "input": json.dumps(result.input), "output": json.dumps(result.output),
                 "outputs": json.dumps(result.outputs), "error": json.dumps(result.error),
                 "model_outputs": json.dumps(result.model_outputs),
                 "tokens": json.dumps(sum_tokens(claimed.step_tokens, result.tokens)),
                 "new_warnings": json.dumps(list(result.warnings or [])),
-            })
-            if cursor.rowcount != 1:  # fenced off: a newer attempt owns the step
+            }
+            if not last:
+                values.update(_next_step_values(transition.next_step, workflow_id=claimed.workflow_id,
+                                                raw_definition=raw_definition, now=now, worker=worker,
+                                                lease_seconds=lease_seconds, claim_next=claim_next))
+            cursor.execute(_checkpoint_sql(last=last), values)
+            if cursor.fetchone()[0] != 1:  # fenced off: a newer attempt owns the step
                 raise _NotCommonPath
-            if last:
-                return Checkpointed(finished=True, next_claimed=None)
-            context = claimed.context
-            next_claimed = _insert_step(
-                cursor, transition.next_step, execution_id=claimed.execution_id, workflow_id=claimed.workflow_id,
-                version_id=claimed.version_id, raw_definition=raw_definition, now=now, worker=worker,
-                lease_seconds=lease_seconds, claim_next=claim_next,
-                # what a claim would read back: the finished steps' outputs, this one's included
-                context=RunContext(inputs=context.inputs,
-                                   steps={**context.steps, step.name: runner.context_entry(step, result)},
-                                   trigger=context.trigger),
-            )
-            return Checkpointed(finished=False, next_claimed=next_claimed)
+        if last:
+            return Checkpointed(finished=True, next_claimed=None)
+        context = claimed.context
+        return Checkpointed(finished=False, next_claimed=_handed_on(
+            values, claim_next, transition.next_step, claimed.execution_id, claimed.workflow_id, claimed.version_id,
+            # what a claim would read back: the finished steps' outputs, this one's included
+            RunContext(inputs=context.inputs, steps={**context.steps, step.name: runner.context_entry(step, result)},
+                       trigger=context.trigger),
+        ))
     except _NotCommonPath:
         return None
 
 
-def _insert_step(cursor, step: StepDefinition, *, execution_id, workflow_id: int, version_id: int,
-                 raw_definition: dict[str, Any], now: datetime, worker: str, lease_seconds: float,
-                 claim_next: bool, context: RunContext) -> Claimed | None:
-    """Insert the run's next step: PENDING and sent after commit, or (``claim_next``)
-    RUNNING under this worker's lease, returned for the running task to go on with."""
+def _next_step_values(step: StepDefinition, *, workflow_id: int, raw_definition: dict[str, Any], now: datetime,
+                      worker: str, lease_seconds: float, claim_next: bool) -> dict[str, Any]:
+    """The next step's row: PENDING, or (``claim_next``) RUNNING under this worker's lease."""
+    snapshot_id = next((s.get("id") for s in raw_definition["steps"] if s["name"] == step.name), None)
+    return {
+        "next_id": uuid.uuid4(), "workflow_id": workflow_id, "now": now, "next_snapshot_id": snapshot_id,
+        "next_name": step.name, "next_order": step.order, "next_type": step.type,
+        "next_retry_config": json.dumps(normalize_retry_config(step.retry_config)),
+        "next_status": StepExecutionStatus.RUNNING if claim_next else StepExecutionStatus.PENDING,
+        "next_worker": worker if claim_next else "",
+        "next_lease": now + timedelta(seconds=lease_seconds) if claim_next else None,
+        "next_started_at": now if claim_next else None,
+    }
+
+
+def _handed_on(values: dict[str, Any], claim_next: bool, step: StepDefinition, execution_id, workflow_id: int,
+               version_id: int, context: RunContext) -> Claimed | None:
+    """After commit: the claimed next step for this task, or the PENDING one sent to the
+    broker (``enqueue_step`` sends on commit; we are past it, so it sends now)."""
     from .dispatch import enqueue_step
 
-    snapshot_id = next((s.get("id") for s in raw_definition["steps"] if s["name"] == step.name), None)
-    new_id = uuid.uuid4()
-    cursor.execute(INSERT_STEP_SQL, {
-        "id": new_id, "execution_id": execution_id, "snapshot_id": snapshot_id, "workflow_id": workflow_id,
-        "name": step.name, "order": step.order, "type": step.type,
-        "retry_config": json.dumps(normalize_retry_config(step.retry_config)), "now": now,
-        "status": StepExecutionStatus.RUNNING if claim_next else StepExecutionStatus.PENDING,
-        "worker": worker if claim_next else "",
-        "lease": now + timedelta(seconds=lease_seconds) if claim_next else None,
-        "started_at": now if claim_next else None,
-    })
     if not claim_next:
-        enqueue_step(new_id, 1)
+        enqueue_step(values["next_id"], 1)
         return None
-    return Claimed(step_execution_id=str(new_id), attempt=1, step_name=step.name, execution_id=execution_id,
-                   workflow_id=workflow_id, version_id=version_id, step_tokens={}, context=context)
+    return Claimed(step_execution_id=str(values["next_id"]), attempt=1, step_name=step.name,
+                   execution_id=execution_id, workflow_id=workflow_id, version_id=version_id, step_tokens={},
+                   context=context)
 
 
 ADMIT_SQL = f"""
@@ -275,13 +285,13 @@ def admit(execution_id: uuid.UUID | str, *, now: datetime, worker: str, lease_se
             first = runner.first_step(definition)
             if first is None:
                 raise _NotCommonPath
-            metadata = _loads(metadata) or {}
-            context = RunContext(inputs=_loads(inputs) or {}, steps={},
-                                 trigger={"type": trigger_type, "payload": metadata.get("payload")})
-            claimed = _insert_step(cursor, first, execution_id=execution_id, workflow_id=workflow_id,
-                                   version_id=version_id, raw_definition=raw, now=now, worker=worker,
-                                   lease_seconds=lease_seconds, claim_next=claim_next, context=context)
-            return True, claimed
+            values = _next_step_values(first, workflow_id=workflow_id, raw_definition=raw, now=now, worker=worker,
+                                       lease_seconds=lease_seconds, claim_next=claim_next)
+            cursor.execute(INSERT_STEP_SQL, {**values, "execution_id": execution_id})
+        metadata = _loads(metadata) or {}
+        context = RunContext(inputs=_loads(inputs) or {}, steps={},
+                             trigger={"type": trigger_type, "payload": metadata.get("payload")})
+        return True, _handed_on(values, claim_next, first, execution_id, workflow_id, version_id, context)
     except _NotCommonPath:
         return False, None
 

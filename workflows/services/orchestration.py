@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 from datetime import timedelta
 from functools import lru_cache
@@ -44,6 +45,7 @@ from .leases import keeper
 logger = logging.getLogger(__name__)
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+CONNECTION_CHECK_AFTER_SECONDS = 1.0
 
 
 def _conf(key: str) -> Any:
@@ -231,11 +233,15 @@ def _run_claimed(claimed: fast_path.Claimed) -> str:
         "max_loop_iterations": _conf("TEMPLATE_MAX_LOOP_ITERATIONS"),
         "features": live_features(),  # admin switches (workflow.multiModel), read when a step asks
     }
+    began = time.monotonic()
     with keeper.holding(claimed.step_execution_id, attempt):
         # limited_adapter: registry.get_adapter, wrapped in the provider's shared rate limit.
         result = runner.run_step(step, claimed.context, providers=limited_adapter, limits=limits)
     pricing.annotate_costs(result.model_outputs)  # cost_usd on each model output
-    close_old_connections()
+    if time.monotonic() - began > CONNECTION_CHECK_AFTER_SECONDS:
+        # The connection sat idle through a long step: drop it if broken or too old, as Django
+        # does between requests (a check costs a round trip, so not after every short step).
+        close_old_connections()
     if fast_path.available():
         holder = current_continuation()
         done = fast_path.checkpoint(
