@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from knox.auth import TokenAuthentication
@@ -251,29 +252,54 @@ class TriggerExecuteApi(BaseApi):
 
 
 class WebhookReceiveApi(BaseApi):
-    """Standard Webhooks receiver. No user auth (the signature is the auth), CSRF exempt."""
+    """Standard Webhooks receiver. No user auth (the signature is the auth), CSRF exempt.
+
+    A POST skips DRF's request and response wrapping (content negotiation, parsers,
+    renderers): the receiver is the hottest path of the API and needs none of it
+    (bench/README.md, "Webhooks benchmark"). Errors still go through DRF's exception
+    handler, so their JSON bodies and status codes are those of every other API view.
+    """
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
     throttle_classes: list = []
 
-    def initial(self, request: Request, *args, **kwargs) -> None:
+    def dispatch(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if request.method != "POST":
+            return super().dispatch(request, *args, **kwargs)  # 405 / OPTIONS, as DRF answers them
+        self.args, self.kwargs = args, kwargs
+        try:
+            return self._receive(request, kwargs.get("trigger_id"))
+        except Exception as exc:
+            return self._error_response(request, exc)
+
+    def _receive(self, request: HttpRequest, trigger_id: str | None) -> HttpResponse:
         # NOTE: the trigger is looked up before the body is read, so an unknown trigger is a
         # 404 whatever the body, and an oversize delivery to a real one is still recorded.
-        self.trigger = webhook_trigger_for_delivery(kwargs.get("trigger_id"))
-        if self.trigger is None:
-            raise TriggerNotFound(f"No active webhook trigger with id {kwargs.get('trigger_id')}.")
+        trigger = webhook_trigger_for_delivery(trigger_id)
+        if trigger is None:
+            raise TriggerNotFound(f"No active webhook trigger with id {trigger_id}.")
         try:
-            super().initial(request, *args, **kwargs)
+            body = request.body  # applies DATA_UPLOAD_MAX_MEMORY_SIZE
         except RequestDataTooBig:
-            webhook_record_too_large(trigger=self.trigger, request=self._delivery(request, b""),
+            webhook_record_too_large(trigger=trigger, request=self._delivery(request, b""),
                                      limit=settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+        invocation = webhook_receive(trigger=trigger, request=self._delivery(request, body))
+        data, code = _fired(invocation)
+        return JsonResponse(data, status=code)
+
+    def _error_response(self, request: HttpRequest, exc: Exception) -> HttpResponse:
+        """The response DRF's dispatch would give for ``exc`` (the project's exception handler)."""
+        self.request = self.initialize_request(request, *self.args, **self.kwargs)
+        self.headers = self.default_response_headers
+        response = self.handle_exception(exc)
+        return self.finalize_response(self.request, response, *self.args, **self.kwargs)
 
     @staticmethod
-    def _delivery(request: Request, body: bytes) -> WebhookRequest:
-        meta = request._request.META
+    def _delivery(request: HttpRequest, body: bytes) -> WebhookRequest:
+        meta = request.META
         return WebhookRequest(
-            headers=dict(request._request.headers), body=body, remote_addr=meta.get("REMOTE_ADDR", ""),
+            headers=dict(request.headers), body=body, remote_addr=meta.get("REMOTE_ADDR", ""),
             content_type=meta.get("CONTENT_TYPE", ""), content_length=meta.get("CONTENT_LENGTH", ""),
         )
 
@@ -299,10 +325,9 @@ class WebhookReceiveApi(BaseApi):
         description="Body keys that are variable names become inputs (plus the trigger's `input_mapping`); the whole "
                     "body is `trigger.payload`. Every delivery is recorded as an invocation.",
     )
-    def post(self, request: Request, trigger_id: str) -> Response:
-        invocation = webhook_receive(trigger=self.trigger, request=self._delivery(request, request._request.body))
-        data, code = _fired(invocation)
-        return Response(data, status=code)
+    def post(self, request: Request, trigger_id: str) -> HttpResponse:
+        # Documents the endpoint; ``dispatch`` answers POSTs without reaching it.
+        return self._receive(request._request, trigger_id)
 
 
 class EventEmitApi(BaseApi):

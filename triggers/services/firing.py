@@ -1,17 +1,18 @@
 """``trigger_fire``: the one way every trigger type starts a run.
 
-It records the invocation and starts the execution in one transaction (the execution
-is enqueued after commit by ``execution_start``), so an accepted firing is durable
-before anyone is told it was accepted, and a firing that starts nothing is still on
-record with the reason.
+It records the invocation and starts the execution in one statement (the execution is
+enqueued after commit by ``execution_start``), so an accepted firing is durable before
+anyone is told it was accepted, and a firing that starts nothing is still on record
+with the reason.
 """
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.db import IntegrityError
+from django.db.models import Q
 
 from workflows.errors import InputValidationFailed, WorkflowInactive
 from workflows.models import Workflow, WorkflowVariable
@@ -50,6 +51,22 @@ def record_duplicate(*, trigger: WorkflowTrigger, first: TriggerInvocation, veri
     return first
 
 
+# last_triggered_at is shown to people; writing it once a second at most keeps the
+# deliveries of a busy trigger from queueing on its row lock.
+LAST_TRIGGERED_RESOLUTION = timedelta(seconds=1)
+
+
+def _touch_last_triggered(trigger: WorkflowTrigger, now) -> None:
+    """Set ``last_triggered_at`` unless a value less than a second old is already stored.
+    The filter makes the UPDATE match (and lock) nothing once a recent value is committed."""
+    if trigger.last_triggered_at is not None and trigger.last_triggered_at > now - LAST_TRIGGERED_RESOLUTION:
+        return
+    WorkflowTrigger.objects.filter(
+        Q(last_triggered_at__isnull=True) | Q(last_triggered_at__lte=now - LAST_TRIGGERED_RESOLUTION), pk=trigger.pk,
+    ).update(last_triggered_at=now)
+    trigger.last_triggered_at = now
+
+
 def trigger_fire(
     *,
     trigger: WorkflowTrigger,
@@ -60,6 +77,7 @@ def trigger_fire(
     actor=None,
     request_meta: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
+    version_id: int | None = None,
 ) -> TriggerInvocation:
     """Record a firing of ``trigger`` and start its workflow.
 
@@ -73,60 +91,62 @@ def trigger_fire(
     workflow is inactive.
 
     ``metadata`` adds keys to the execution's metadata (e.g. ``scheduled_for``); the
-    trigger's own keys (``payload``, ``trigger_id``...) win over them.
+    trigger's own keys (``payload``, ``trigger_id``...) win over them. ``version_id``:
+    the workflow's latest version when the caller read it with the trigger.
     """
-    if delivery_id:
-        first = first_accepted_invocation(trigger, delivery_id)
-        if first is not None:
-            return record_duplicate(trigger=trigger, first=first, verified=verified, request_meta=request_meta)
+    invocation = TriggerInvocation(
+        trigger=trigger, status=InvocationStatus.ACCEPTED, verified=verified, delivery_id=delivery_id or None,
+        payload=payload, request_meta=request_meta or {},
+    )
+
+    def with_invocation(execution):
+        invocation.execution = execution
+        return [invocation]
+
     try:
-        with transaction.atomic():
-            # NOTE: the invocation is inserted first so that a concurrent delivery with the
-            # same id waits on the unique index here, before any execution exists.
-            invocation = TriggerInvocation.objects.create(
-                trigger=trigger, status=InvocationStatus.ACCEPTED, verified=verified, delivery_id=delivery_id or None,
-                payload=payload, request_meta=request_meta or {},
-            )
-            execution = execution_start(
-                workflow=trigger.workflow,
-                inputs=inputs,
-                trigger=trigger,
-                trigger_type=trigger.type,
-                started_by=actor,
-                metadata={
-                    **(metadata or {}),
-                    "payload": payload,
-                    "trigger_id": str(trigger.pk),
-                    "trigger_name": trigger.name,
-                    "invocation_id": str(invocation.pk),
-                    "delivery_id": delivery_id or None,
-                },
-            )
-            invocation.execution = execution
-            invocation.save(update_fields=["execution"])
-            now = timezone.now()
-            # Last on purpose: the trigger row lock is then held only until commit.
-            WorkflowTrigger.objects.filter(pk=trigger.pk).update(last_triggered_at=now)
-            trigger.last_triggered_at = now
+        # NOTE: no look-up of the delivery id first: the invocation is written in the same
+        # statement as the execution, and the unique index on (trigger, delivery_id) turns a
+        # repeat into an IntegrityError that rolls both back (a concurrent repeat waits on
+        # the index until the first commits). Repeats are rare; every delivery saves a query.
+        execution = execution_start(
+            workflow=trigger.workflow,
+            inputs=inputs,
+            trigger=trigger,
+            trigger_type=trigger.type,
+            started_by=actor,
+            version_id=version_id,
+            metadata={
+                **(metadata or {}),
+                "payload": payload,
+                "trigger_id": str(trigger.pk),
+                "trigger_name": trigger.name,
+                "invocation_id": str(invocation.pk),
+                "delivery_id": delivery_id or None,
+            },
+            along=with_invocation,
+        )
     except IntegrityError:
         first = first_accepted_invocation(trigger, delivery_id) if delivery_id else None
         if first is None:
             raise
         return record_duplicate(trigger=trigger, first=first, verified=verified, request_meta=request_meta)
-    except InputValidationFailed as exc:
-        # The savepoint above rolled back; this row is written outside it, so it stays.
+    except (InputValidationFailed, WorkflowInactive) as exc:
+        # A repeat of an accepted delivery is answered as such, whatever its content.
+        first = first_accepted_invocation(trigger, delivery_id) if delivery_id else None
+        if first is not None:
+            return record_duplicate(trigger=trigger, first=first, verified=verified, request_meta=request_meta)
+        invalid = isinstance(exc, InputValidationFailed)
         rejected = TriggerInvocation.objects.create(
-            trigger=trigger, status=InvocationStatus.INVALID_INPUT, verified=verified, payload=payload,
-            error=exc.message, request_meta={**(request_meta or {}), "delivery_id": delivery_id or None},
+            trigger=trigger, status=InvocationStatus.INVALID_INPUT if invalid else InvocationStatus.REJECTED,
+            verified=verified, payload=payload, error=exc.message,
+            request_meta={**(request_meta or {}), "delivery_id": delivery_id or None},
         )
-        logger.info("trigger.invalid_input", extra={"trigger_id": str(trigger.pk), "invocation_id": str(rejected.pk)})
-        raise TriggerInputInvalid(exc.message, exc.extra, invocation=rejected) from None
-    except WorkflowInactive as exc:
-        rejected = TriggerInvocation.objects.create(
-            trigger=trigger, status=InvocationStatus.REJECTED, verified=verified, payload=payload,
-            error=exc.message, request_meta={**(request_meta or {}), "delivery_id": delivery_id or None},
-        )
+        if invalid:
+            logger.info("trigger.invalid_input",
+                        extra={"trigger_id": str(trigger.pk), "invocation_id": str(rejected.pk)})
+            raise TriggerInputInvalid(exc.message, exc.extra, invocation=rejected) from None
         raise TriggerRejected(exc.message, exc.extra, invocation=rejected) from None
+    _touch_last_triggered(trigger, execution.created_at)
     invocation.was_duplicate = False
     logger.info("trigger.fired", extra={"trigger_id": str(trigger.pk), "invocation_id": str(invocation.pk),
                                         "execution_id": str(execution.pk)})

@@ -19,13 +19,17 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from workflows.engine.errors import TemplateError
 from workflows.engine.templating import evaluate_expression
+from workflows.models import Workflow, WorkflowVersion
+from workflows.services.definitions import workflow_version_variables
 
 from ..errors import (
     SecretUnreadable,
@@ -290,20 +294,24 @@ def webhook_receive(*, trigger: WorkflowTrigger, request: WebhookRequest) -> Tri
             {"reason": str(exc)}, invocation=invocation,
         ) from None
 
-    first = first_accepted_invocation(trigger, msg_id)
-    if first is not None:  # a retry of an accepted delivery: answered before anything else is checked
-        return record_duplicate(trigger=trigger, first=first, verified=True, request_meta=_request_meta(request))
-
+    # NOTE: a repeated webhook-id is found by trigger_fire (the unique index), not looked up
+    # first; only a delivery about to be refused checks whether it repeats an accepted one,
+    # which is answered as such whatever its body.
     try:
         payload = parse_json_object(request.body)
     except ValueError as exc:
+        first = first_accepted_invocation(trigger, msg_id)
+        if first is not None:
+            return record_duplicate(trigger=trigger, first=first, verified=True, request_meta=_request_meta(request))
         invocation = _record_rejection(trigger=trigger, request=request, verified=True, error=str(exc))
         raise WebhookBodyInvalid(f"{exc} Send a JSON object.", invocation=invocation) from None
 
     try:
-        inputs = webhook_inputs(trigger=trigger, payload=payload,
-                                variables=trigger_variable_names(workflow=trigger.workflow))
+        inputs = webhook_inputs(trigger=trigger, payload=payload, variables=_variable_names(trigger))
     except TemplateError as exc:
+        first = first_accepted_invocation(trigger, msg_id)
+        if first is not None:
+            return record_duplicate(trigger=trigger, first=first, verified=True, request_meta=_request_meta(request))
         invocation = TriggerInvocation.objects.create(
             trigger=trigger, status=InvocationStatus.INVALID_INPUT, verified=True, payload=payload,
             error=exc.message, request_meta=_request_meta(request),
@@ -315,19 +323,88 @@ def webhook_receive(*, trigger: WorkflowTrigger, request: WebhookRequest) -> Tri
 
     try:
         return trigger_fire(trigger=trigger, inputs=inputs, payload=payload, delivery_id=msg_id,
-                            verified=True, request_meta=_request_meta(request))
+                            verified=True, request_meta=_request_meta(request),
+                            version_id=getattr(trigger, "latest_version_id", None))
     except TriggerInputInvalid as exc:
         raise WebhookInputInvalid(exc.message, exc.extra, invocation=exc.invocation) from None
 
 
+def _variable_names(trigger: WorkflowTrigger) -> list[str]:
+    """The variables a payload may fill: those of the version the run will pin (read once
+    per version and process), else of the workflow as it stands."""
+    version_id = getattr(trigger, "latest_version_id", None)
+    if version_id is None:
+        return trigger_variable_names(workflow=trigger.workflow)
+    return [variable["name"] for variable in workflow_version_variables(version_id=version_id)]
+
+
+# What the receiver reads of a trigger and its workflow (nothing else is touched on the
+# way to a 202; anything else would be loaded lazily, one query per field).
+_DELIVERY_TRIGGER_FIELDS = ("id", "workflow", "type", "name", "is_active", "config", "secret_encrypted",
+                            "previous_secret_encrypted", "previous_secret_expires_at", "last_triggered_at")
+_DELIVERY_WORKFLOW_FIELDS = ("id", "name", "is_active")
+
+
+def _selected(model, names):
+    """``model``'s concrete fields among ``names``, in the order ``Model.from_db`` expects."""
+    wanted = {model._meta.get_field(name) for name in names}
+    return [f for f in model._meta.concrete_fields if f in wanted]
+
+
+@lru_cache(maxsize=1)
+def _delivery_query() -> tuple[str, list, list]:
+    quote = connection.ops.quote_name
+    trigger_fields = _selected(WorkflowTrigger, _DELIVERY_TRIGGER_FIELDS)
+    workflow_fields = _selected(Workflow, _DELIVERY_WORKFLOW_FIELDS)
+    version = WorkflowVersion._meta
+    columns = [f"t.{quote(f.column)}" for f in trigger_fields] + [f"w.{quote(f.column)}" for f in workflow_fields]
+    sql = (
+        f"SELECT {', '.join(columns)}, "
+        f"(SELECT v.{quote(version.pk.column)} FROM {quote(version.db_table)} v "
+        f"WHERE v.{quote(version.get_field('workflow').column)} = t.{quote(WorkflowTrigger._meta.get_field('workflow').column)} "
+        f"ORDER BY v.{quote(version.get_field('number').column)} DESC LIMIT 1) "
+        f"FROM {quote(WorkflowTrigger._meta.db_table)} t "
+        f"JOIN {quote(Workflow._meta.db_table)} w ON w.{quote(Workflow._meta.pk.column)} = "
+        f"t.{quote(WorkflowTrigger._meta.get_field('workflow').column)} "
+        f"WHERE t.{quote(WorkflowTrigger._meta.pk.column)} = %s AND t.{quote('type')} = %s "
+        f"AND t.{quote('is_active')}"
+    )
+    return sql, trigger_fields, workflow_fields
+
+
+def _from_row(model, fields, values):
+    values = [
+        value if value is None else _convert(field, value) for field, value in zip(fields, values, strict=True)
+    ]
+    return model.from_db(connection.alias, [f.attname for f in fields], values)
+
+
+def _convert(field, value):
+    for converter in field.get_db_converters(connection):
+        value = converter(value, field, connection)
+    return value
+
+
 def webhook_trigger_for_delivery(trigger_id: Any) -> WorkflowTrigger | None:
-    """The active WEBHOOK trigger a delivery is addressed to, or None (the caller answers 404)."""
+    """The active WEBHOOK trigger a delivery is addressed to, or None (the caller answers 404).
+
+    One query reads the trigger, its workflow and the id of the workflow's latest version
+    (``trigger.latest_version_id``: the version the run will pin; None if there is none
+    yet). It is hand-written because the ORM spent more CPU compiling this query than the
+    whole rest of a delivery's Python (bench/README.md, "Webhooks benchmark"). Fields
+    outside ``_DELIVERY_*_FIELDS`` are deferred.
+    """
     pk = parse_uuid(trigger_id)
     if pk is None:
         return None
-    return (
-        WorkflowTrigger.objects.select_related("workflow")
-        .filter(pk=pk, type=TriggerKind.WEBHOOK, is_active=True)
-        .first()
-    )
-
+    sql, trigger_fields, workflow_fields = _delivery_query()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [pk, TriggerKind.WEBHOOK])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    split = len(trigger_fields)
+    trigger = _from_row(WorkflowTrigger, trigger_fields, row[:split])
+    trigger.workflow = _from_row(Workflow, workflow_fields, row[split:-1])
+    trigger.latest_version_id = row[-1]
+    return trigger

@@ -5,6 +5,7 @@ a new immutable WorkflowVersion exists before any execution can start on it.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from django.db import transaction
@@ -89,3 +90,11 @@ def workflow_current_version(*, workflow: Workflow) -> WorkflowVersion:
     """
     latest = WorkflowVersion.objects.filter(workflow=workflow).order_by("-number").first()
     return latest or workflow_version_create(workflow=workflow)
+
+
+@lru_cache(maxsize=1024)
+def workflow_version_variables(*, version_id: int) -> tuple[dict[str, Any], ...]:
+    """The variables of a version's definition. Versions are immutable, so each process
+    reads a definition once, not on every start (starts are the webhook hot path)."""
+    definition = WorkflowVersion.objects.values_list("definition", flat=True).get(pk=version_id)
+    return tuple(definition.get("variables", []))

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from functools import lru_cache
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from ..engine.errors import InputValidationError
@@ -18,7 +21,7 @@ from ..models import (
     WorkflowExecution,
     WorkflowStepExecution,
 )
-from .definitions import workflow_current_version
+from .definitions import workflow_current_version, workflow_version_variables
 from .dispatch import enqueue_execution
 from .orchestration import _finish, error_payload
 
@@ -34,11 +37,19 @@ def execution_start(
     started_by=None,
     idempotency_key: str | None = None,
     metadata: dict[str, Any] | None = None,
+    version_id: int | None = None,
+    along: Callable[[WorkflowExecution], Sequence[models.Model]] | None = None,
 ) -> WorkflowExecution:
     """Validate inputs, create a PENDING execution pinned to the current version and
     enqueue it after commit. Raises InputValidationFailed (400) / WorkflowInactive (409).
     With an already used ``idempotency_key`` returns the first execution, with
-    ``execution.was_replayed = True`` (False otherwise)."""
+    ``execution.was_replayed = True`` (False otherwise).
+
+    ``version_id``: the version to pin when the caller has just read the latest one (the
+    webhook receiver reads it with the trigger); default: the latest. ``along(execution)``
+    returns rows (e.g. the trigger's invocation) written in the same statement as the
+    execution, so they commit together or not at all.
+    """
     if idempotency_key:
         existing = WorkflowExecution.objects.filter(workflow=workflow, idempotency_key=idempotency_key).first()
         if existing is not None:
@@ -49,41 +60,81 @@ def execution_start(
             f'Workflow "{workflow.name}" is inactive; set is_active to true before executing it.',
             {"workflow": workflow.pk},
         )
+    version = workflow_current_version(workflow=workflow) if version_id is None else None
+    version_id = version.pk if version is not None else version_id
     try:
-        with transaction.atomic():
-            version = workflow_current_version(workflow=workflow)
-            try:
-                validated = validate_inputs(version.definition.get("variables", []), inputs if inputs is not None else {})
-            except InputValidationError as exc:
-                raise InputValidationFailed(
-                    "The input is invalid: " + "; ".join(f"{k}: {v}" for k, v in exc.errors.items()),
-                    {"errors": exc.errors},
-                ) from None
-            execution = WorkflowExecution.objects.create(
-                workflow=workflow,
-                version=version,
-                trigger=trigger,
-                trigger_type=trigger_type,
-                status=ExecutionStatus.PENDING,
-                input=validated,
-                metadata=metadata or {},
-                aggregate_tokens={"input": 0, "output": 0, "total": 0},
-                idempotency_key=idempotency_key or None,
-                started_by=started_by,
-                enqueued_at=timezone.now(),
-            )
+        validated = validate_inputs(list(workflow_version_variables(version_id=version_id)),
+                                    inputs if inputs is not None else {})
+    except InputValidationError as exc:
+        raise InputValidationFailed(
+            "The input is invalid: " + "; ".join(f"{k}: {v}" for k, v in exc.errors.items()),
+            {"errors": exc.errors},
+        ) from None
+    execution = WorkflowExecution(
+        workflow=workflow,
+        version_id=version_id,
+        trigger=trigger,
+        trigger_type=trigger_type,
+        status=ExecutionStatus.PENDING,
+        input=validated,
+        metadata=metadata or {},
+        aggregate_tokens={"input": 0, "output": 0, "total": 0},
+        idempotency_key=idempotency_key or None,
+        started_by=started_by,
+        enqueued_at=timezone.now(),
+    )
+    if version is not None:
+        execution.version = version  # already read: serializers need not read it again
+    try:
+        # One statement is atomic on its own (no BEGIN/COMMIT round trips); inside a caller's
+        # transaction, a savepoint lets the caller go on after an IntegrityError.
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            _insert_together([execution, *(along(execution) if along else ())])
             # NOTE: sent only after commit, so a worker never looks for a row that is not there yet.
             enqueue_execution(execution.id)
     except IntegrityError:
-        if not idempotency_key:
+        existing = (WorkflowExecution.objects.filter(workflow=workflow, idempotency_key=idempotency_key).first()
+                    if idempotency_key else None)
+        if existing is None:  # not the idempotency key (e.g. a row written ``along``): the caller decides
             raise
         # Two requests raced with the same key: the other one won; answer with its run.
-        existing = WorkflowExecution.objects.get(workflow=workflow, idempotency_key=idempotency_key)
         existing.was_replayed = True
         return existing
     execution.was_replayed = False
     logger.info("execution.created", extra={"execution_id": str(execution.id), "workflow_id": workflow.pk})
     return execution
+
+
+@lru_cache(maxsize=32)
+def _insert_sql(model: type[models.Model]) -> tuple[str, tuple[models.Field, ...]]:
+    fields = tuple(model._meta.local_concrete_fields)
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    return f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})", fields
+
+
+def _insert_together(rows: Sequence[models.Model]) -> None:
+    """INSERT ``rows`` (primary keys set in Python, e.g. UUIDs) in ONE statement: atomic on
+    its own and one round trip. Values go through each field's own pre_save/prep (defaults,
+    auto_now_add, JSON adaptation), as ``Model.objects.create`` would; it sends no signals.
+
+    Why not the ORM: one delivery is two rows, and compiling two ORM INSERTs cost more CPU
+    than everything else on the webhook path (bench/README.md, "Webhooks benchmark").
+    """
+    statements, params = [], []
+    for row in rows:
+        if row.pk is None:
+            raise ValueError(f"{type(row).__name__} needs its primary key set before _insert_together.")
+        sql, fields = _insert_sql(type(row))
+        statements.append(sql)
+        params.extend(f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields)
+    *first, last = statements
+    sql = (f"WITH {', '.join(f'_row{i} AS ({s})' for i, s in enumerate(first))} {last}") if first else last
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+    for row in rows:
+        row._state.adding = False
+        row._state.db = connection.alias
 
 
 def execution_cancel(*, execution: WorkflowExecution, user=None) -> WorkflowExecution:

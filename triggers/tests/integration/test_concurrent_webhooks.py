@@ -53,27 +53,22 @@ def assert_one_run(responses) -> None:
     assert TriggerInvocation.objects.filter(status=InvocationStatus.DUPLICATE).count() == 1
 
 
-def test_two_deliveries_racing_past_the_duplicate_check_make_one_execution(hook, monkeypatch):
-    """Both requests are held until both have looked for an earlier delivery and found
-    none, so both INSERT: the second waits on the unique index, then loses."""
+def test_two_deliveries_racing_to_write_make_one_execution(hook, monkeypatch):
+    """Both requests are held until both are about to write the run, so both INSERT: the
+    second waits on the unique index until the first commits, then loses and answers
+    with the first run."""
     trigger, secret = hook
-    real_lookup = firing.first_accepted_invocation
-    both_checked = threading.Barrier(2, timeout=10)
-    seen: set[int] = set()
+    real_start = firing.execution_start
+    both_ready = threading.Barrier(2, timeout=10)
 
-    def lookup_then_wait(trigger, delivery_id):
-        found = real_lookup(trigger, delivery_id)
-        if threading.get_ident() not in seen:  # the pre-check, not the lookup after IntegrityError
-            seen.add(threading.get_ident())
-            assert found is None
-            both_checked.wait()
-        return found
+    def start_when_both_are_ready(**kwargs):
+        both_ready.wait()  # breaks (and the test fails) unless both requests get here
+        return real_start(**kwargs)
 
-    monkeypatch.setattr(firing, "first_accepted_invocation", lookup_then_wait)
+    monkeypatch.setattr(firing, "execution_start", start_when_both_are_ready)
     body = body_bytes({"customer": "Ada"})
     responses = deliver_concurrently(trigger, body, signed_headers(secret, body, msg_id="msg_race"))
     assert_one_run(responses)
-    assert len(seen) == 2, "both requests went past the pre-check"
 
 
 def test_two_simultaneous_deliveries_of_the_same_id_make_one_execution(hook):
