@@ -21,6 +21,13 @@ def test_backoff_longer_than_half_the_visibility_timeout_fails_manage_check():
     assert "promptpilot.E001" in done.stderr
 
 
+def test_an_inline_budget_longer_than_half_the_visibility_timeout_fails_manage_check():
+    env = _env(PROMPTPILOT_INLINE_STEP_BUDGET_SECONDS="1900", CELERY_VISIBILITY_TIMEOUT="3600")
+    done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "promptpilot.E003" in done.stderr
+
+
 def test_worker_refuses_to_start_when_the_lease_outlives_the_visibility_timeout():
     env = _env(PROMPTPILOT_STEP_LEASE_SECONDS="3000", CELERY_VISIBILITY_TIMEOUT="3600")
     done = subprocess.run(celery_argv("worker", "--pool", "solo", "-l", "warning"), cwd=ROOT, env=env,
