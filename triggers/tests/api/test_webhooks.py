@@ -300,3 +300,50 @@ def test_unreadable_stored_secret_answers_401_and_is_recorded(anon, webhook, set
     assert response.status_code == 401
     assert "PROMPTPILOT_SECRETS_KEY" in TriggerInvocation.objects.get().verification_error
     assert_nothing_started()
+
+
+def test_repeat_of_an_accepted_delivery_answers_the_first_run_even_with_a_broken_body(anon, webhook):
+    """Repeats are found by the unique delivery id, not looked up first: one that would be
+    refused (here: not JSON) must still be answered as the repeat it is."""
+    trigger, secret = webhook
+    body = body_bytes(ORDER)
+    first = deliver(anon, trigger.pk, body, signed_headers(secret, body, msg_id="msg_b"))
+    broken = b"not json"
+    again = deliver(anon, trigger.pk, broken, signed_headers(secret, broken, msg_id="msg_b"))
+    assert first.status_code == 202 and again.status_code == 200, again.content
+    assert again.json()["execution_id"] == first.json()["execution_id"]
+    assert WorkflowExecution.objects.count() == 1
+
+
+def test_a_new_version_of_the_workflow_is_used_by_the_next_delivery(anon, webhook, workflow):
+    """Each process reads a version's variables once: a definition change (a new version)
+    must still reach the very next delivery."""
+    from workflows.models import WorkflowVariable
+    from workflows.services.definitions import workflow_version_create
+
+    trigger, secret = webhook
+    body = body_bytes({"customer": "Ada", "region": "eu"})
+    before = deliver(anon, trigger.pk, body, signed_headers(secret, body))
+    assert before.status_code == 202
+    assert WorkflowExecution.objects.get(pk=before.json()["execution_id"]).input == {"customer": "Ada", "amount": None}
+    WorkflowVariable.objects.create(workflow=workflow, name="region", type="STRING", required=True)
+    version = workflow_version_create(workflow=workflow, note="region added")
+    response = deliver(anon, trigger.pk, body, signed_headers(secret, body))
+    assert response.status_code == 202, response.json()
+    execution = WorkflowExecution.objects.get(pk=response.json()["execution_id"])
+    assert execution.version_id == version.pk
+    assert execution.input == {"customer": "Ada", "amount": None, "region": "eu"}
+    body = body_bytes({"customer": "Bob"})
+    assert deliver(anon, trigger.pk, body, signed_headers(secret, body)).status_code == 422, "region is required now"
+
+
+def test_a_delivery_reads_the_trigger_once(anon, webhook, django_assert_max_num_queries):
+    """The receiver loads only some of the trigger's fields; one it forgot would be read
+    lazily, one query per use. Inside the test's transaction an accepted delivery is: the
+    trigger, the version's variables (first time in this process), a savepoint around the
+    one INSERT statement, and last_triggered_at."""
+    trigger, secret = webhook
+    body = body_bytes(ORDER)
+    with django_assert_max_num_queries(6):
+        response = deliver(anon, trigger.pk, body, signed_headers(secret, body))
+    assert response.status_code == 202

@@ -1,7 +1,10 @@
 """``trigger_fire`` (``triggers/services/firing.py``): one service for every trigger type."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from triggers.errors import TriggerInputInvalid, TriggerRejected
 from triggers.models import InvocationStatus, TriggerInvocation
@@ -73,3 +76,23 @@ def test_trigger_type_is_recorded_on_the_execution(webhook, api_trigger):
     for trigger, _ in (webhook, api_trigger):
         invocation = trigger_fire(trigger=trigger, inputs={"customer": "Ada"}, payload={})
         assert invocation.execution.trigger_type == trigger.type
+
+
+def test_last_triggered_at_is_kept_when_recent_and_moved_on_when_older(manual, monkeypatch):
+    """Written at most once per LAST_TRIGGERED_RESOLUTION, so the deliveries of a busy
+    trigger do not all queue on its row."""
+    import triggers.services.firing as firing
+    from triggers.models import WorkflowTrigger
+
+    recent = timezone.now() - timedelta(minutes=10)
+    WorkflowTrigger.objects.filter(pk=manual.pk).update(last_triggered_at=recent)
+    manual.refresh_from_db()
+    monkeypatch.setattr(firing, "LAST_TRIGGERED_RESOLUTION", timedelta(hours=1))
+    trigger_fire(trigger=manual, inputs={"customer": "Ada"}, payload={})
+    manual.refresh_from_db()
+    assert manual.last_triggered_at == recent, "ten minutes is recent at a one-hour resolution"
+
+    monkeypatch.setattr(firing, "LAST_TRIGGERED_RESOLUTION", timedelta(seconds=1))
+    invocation = trigger_fire(trigger=manual, inputs={"customer": "Bob"}, payload={})
+    manual.refresh_from_db()
+    assert manual.last_triggered_at == invocation.execution.created_at
