@@ -1,6 +1,6 @@
 """Engine benchmark: PromptPilot against a plain loop and a raw Celery chain, in one run.
 
-    python bench/engine.py [--n 200] [--idle 20] [--rounds 2] [--profile] [--what-if [LIST]]
+    python bench/engine.py [--n 200] [--idle 20] [--rounds 2] [--profile]
 
 Three modes do the same work per step (render the step's template with the project's
 sandboxed Jinja2, call the ``echo`` adapter) for a 5-step workflow:
@@ -295,14 +295,11 @@ def _seed_history(workflow, user) -> None:
 class Worker:
     """Our own Celery worker (prefork, 2 children), in its own process group."""
 
-    def __init__(self, concurrency: int, log_dir: Path, what_if: str | None = None) -> None:
+    def __init__(self, concurrency: int, log_dir: Path) -> None:
         self.log_path = log_dir / "worker.log"
         self._log = self.log_path.open("ab")
         env = dict(os.environ)
         includes = "bench.raw_chain"
-        if what_if:
-            includes += ",bench.whatif"
-            env.update(BENCH_WHATIF=what_if, BENCH_WHATIF_WORKER="1")
         argv = [
             sys.executable, "-m", "celery", "-A", "promptpilot", "worker",
             "-I", includes,
@@ -852,9 +849,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="sample pg_locks for lock waits during PromptPilot's first batch (slows it a little)")
     parser.add_argument("--stale-stats", action="store_true",
                         help="delete the bench history and analyse the emptied tables first (plan hazard demo)")
-    parser.add_argument("--what-if", nargs="?", const="all", default=None, metavar="LIST",
-                        help="run PromptPilot with the prototypes of bench/whatif.py (conn,claim,ckpt,admit,version "
-                             "= all, and inline; default all) -- NOT PromptPilot as shipped")
     parser.add_argument("--json", type=Path, help="write the figures to this file as JSON")
     args = parser.parse_args(argv)
     if args.n < 1 or args.idle < 1 or args.rounds < 1:
@@ -866,14 +860,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _terminate)  # also when started in the background, where SIGINT is ignored
 
-    if args.what_if:
-        os.environ["BENCH_WHATIF"] = args.what_if
-        from bench import whatif
-
-        whatif.enabled()  # validates the list
-        whatif.apply_client()
-        if args.profile:
-            whatif.apply_worker()  # the in-process profile drives the worker-side code here
     ensure_database()
     claim_database()
     ensure_broker()
@@ -890,8 +876,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     info = machine()
-    print("PromptPilot engine benchmark" + (f"  ** WHAT-IF: {args.what_if} (bench/whatif.py), "
-                                            "NOT PromptPilot as shipped **" if args.what_if else ""))
+    print("PromptPilot engine benchmark")
     for key, value in info.items():
         print(f"  {key:9} {value}")
     print(f"  database  {connection.settings_dict['NAME']} @ {connection.settings_dict.get('HOST') or 'local'}")
@@ -912,7 +897,7 @@ def _run(args) -> int:
         results["engine"] = run_engine_in_process(args.n, workflow)
 
         print("Starting the worker...", flush=True)
-        worker = Worker(args.concurrency, log_dir, what_if=args.what_if)
+        worker = Worker(args.concurrency, log_dir)
         # readiness + warm-up: both pool children import, connect, compile templates
         raw_batch(10, worker, label="warm")
         pp_batch(10, workflow, user, worker)
@@ -965,8 +950,6 @@ def _run(args) -> int:
     ratio = results["pp"]["throughput"] / results["raw"]["throughput"]
     pp_overhead = overhead(results["pp"]["latencies"])
 
-    if args.what_if:
-        print(f"\n** WHAT-IF run: bench/whatif.py prototypes [{args.what_if}] were active in the worker and client. **")
     print(f"\nResults ({info['date']}, {info['cpus']} CPUs, {info['cpu']}), N={args.n}, idle runs={args.idle}:\n")
     header = f"{'mode':44} | {'executions/s':>12} | {'p50 latency/run (ms)':>20} | {'overhead/step p50 (ms)':>22} | {'step-to-step p50 (ms)':>21}"
     print(header)
@@ -1025,7 +1008,7 @@ def _run(args) -> int:
 
     if args.json:
         summary = {
-            "machine": info, "n": args.n, "idle": args.idle, "what_if": args.what_if,
+            "machine": info, "n": args.n, "idle": args.idle,
             "rows": [{"mode": name.strip(), "executions_per_s": t, "p50_latency_ms": lat,
                       "step_overhead_p50_ms": o, "step_to_step_p50_ms": h} for name, t, lat, o, h in rows],
             "lock_plans": plans, "ratio": ratio, "pp_step_overhead_ms": pp_overhead, "pp_minus_raw_per_step_ms": extra,
