@@ -1,13 +1,15 @@
 """Schedule benchmark: how late SCHEDULED triggers fire, with N active schedules.
 
     python bench/schedules.py [--triggers 5000] [--minutes 3] [--mix realistic|every-minute]
-                              [--scheduler database|persistent] [--mirrors on|off] [--concurrency 2]
+                              [--scheduler promptpilot|database|persistent] [--mirrors on|off]
+                              [--sweepers 2] [--concurrency 2]
 
 Seeds N active SCHEDULED triggers in bulk (with their ``trigger:<id>`` periodic tasks,
 then ``PeriodicTasks.update_changed()``) in a private database, starts the real Celery
-beat (django-celery-beat's DatabaseScheduler by default, as in production; with
-``--mirrors on`` the per-trigger periodic tasks run in it too) and one worker, and lets
-the ``triggers-scheduler`` entry fire them for a few minutes. Lateness of a firing = ``invocation.received_at -
+beat (PromptPilot's DatabaseScheduler by default, as in production: it leaves the
+``trigger:<id>`` records out of beat's heap; ``--scheduler database`` is
+django-celery-beat's stock one, which with ``--mirrors on`` runs every record too) and
+one worker, and lets the ``triggers-scheduler`` entry fire them for a few minutes. Lateness of a firing = ``invocation.received_at -
 scheduled_for`` (both on this machine's clock). It also checks that every scheduled time
 in the window was handled exactly once (fired or skipped by the overlap policy).
 
@@ -48,7 +50,9 @@ WORKFLOWS = 20
 TIMEZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata")
 GOAL_P99_S = 2.0
 DRAIN_S = 150  # after the window, how long the last scheduled times may take to fire
-SCHEDULERS = {"database": "django_celery_beat.schedulers:DatabaseScheduler", "persistent": "celery.beat:PersistentScheduler"}
+SCHEDULERS = {"promptpilot": "triggers.beat:DatabaseScheduler",
+              "database": "django_celery_beat.schedulers:DatabaseScheduler",
+              "persistent": "celery.beat:PersistentScheduler"}
 
 
 def _configure_env() -> None:
@@ -96,8 +100,15 @@ def machine() -> dict[str, str]:
     import redis
 
     redis_version = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).info("server").get("redis_version", "?")
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--untracked-files=no")
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if dirty else ""),
         "load avg 1/5 min": "{:.2f} / {:.2f}".format(*os.getloadavg()[:2]),  # others sharing the machine
         "cpus": str(os.cpu_count()),
         "cpu": model,
@@ -235,8 +246,10 @@ def expected_slots(start: datetime, end: datetime) -> Counter:
 # --------------------------------------------------------------------------- run
 
 
-def start_services(scheduler: str, concurrency: int, log_dir: Path) -> tuple[ServiceProcess, ServiceProcess]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", CELERY_BEAT_SCHEDULER=SCHEDULERS[scheduler])
+def start_services(scheduler: str, concurrency: int, sweepers: int, log_dir: Path,
+                   ) -> tuple[ServiceProcess, ServiceProcess]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", CELERY_BEAT_SCHEDULER=SCHEDULERS[scheduler],
+               PROMPTPILOT_SCHEDULE_SWEEPERS=str(sweepers))
     worker = ServiceProcess(
         "worker",
         celery_argv("worker", "-l", "warning", "-n", f"bench-sched-{os.getpid()}@%h", "--concurrency",
@@ -245,8 +258,8 @@ def start_services(scheduler: str, concurrency: int, log_dir: Path) -> tuple[Ser
         env, log_dir,
     )
     beat_args = ["beat", "-l", "info", "-s", str(log_dir / "beat-schedule")]
-    if scheduler == "database":
-        beat_args += ["-S", SCHEDULERS["database"]]
+    if scheduler != "persistent":
+        beat_args += ["-S", SCHEDULERS[scheduler]]
     else:
         beat_args += ["-S", SCHEDULERS["persistent"], "--max-interval", "1"]
     beat = ServiceProcess("beat", celery_argv(*beat_args), env, log_dir)
@@ -270,10 +283,12 @@ def main() -> None:
     parser.add_argument("--triggers", type=int, default=5000)
     parser.add_argument("--minutes", type=int, default=3, help="measured window (scheduled minute boundaries)")
     parser.add_argument("--mix", choices=("hourly", "realistic", "every-minute"), default="hourly")
-    parser.add_argument("--scheduler", choices=tuple(SCHEDULERS), default="database")
+    parser.add_argument("--scheduler", choices=tuple(SCHEDULERS), default="promptpilot")
+    parser.add_argument("--sweepers", type=int, default=2, help="PROMPTPILOT_SCHEDULE_SWEEPERS")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--mirrors", choices=("on", "off"), default="on",
-                        help="PROMPTPILOT_SCHEDULE_MIRROR_TASKS: enable the trigger:<id> periodic tasks in beat")
+                        help="PROMPTPILOT_SCHEDULE_MIRROR_TASKS: the trigger:<id> periodic tasks enabled (only "
+                             "--scheduler database runs them)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON too")
     args = parser.parse_args()
 
@@ -288,7 +303,7 @@ def main() -> None:
     expected = expected_slots(first_slot, end)
     print(f"{sum(expected.values())} scheduled times in the window {first_slot:%H:%M}-{end:%H:%M} UTC", flush=True)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-schedules-"))
-    worker, beat = start_services(args.scheduler, args.concurrency, log_dir)
+    worker, beat = start_services(args.scheduler, args.concurrency, args.sweepers, log_dir)
     window = TriggerInvocation.objects.filter(
         trigger__name__startswith="bench ", status__in=["ACCEPTED", "SKIPPED"],
         payload__scheduled_for__gte=first_slot.isoformat().replace("+00:00", "Z"),
@@ -316,6 +331,7 @@ def main() -> None:
     )
     handled: Counter = Counter()
     lateness: list[float] = []
+    by_boundary: dict[str, list[float]] = {}
     by_status: Counter = Counter()
     for trigger_id, status, payload, received_at in rows:
         slot = payload["scheduled_for"]
@@ -323,7 +339,9 @@ def main() -> None:
             continue
         handled[(str(trigger_id), slot)] += 1
         by_status[status] += 1
-        lateness.append((received_at - datetime.fromisoformat(slot.replace("Z", "+00:00"))).total_seconds())
+        late = (received_at - datetime.fromisoformat(slot.replace("Z", "+00:00"))).total_seconds()
+        lateness.append(late)
+        by_boundary.setdefault(slot, []).append(late)
     missing = sum(1 for key in expected if key not in handled)
     doubled = sum(1 for count in handled.values() if count > 1)
     per_boundary = Counter(slot for _, slot in expected)
@@ -333,6 +351,7 @@ def main() -> None:
         "mix": args.mix,
         "scheduler": args.scheduler,
         "worker_concurrency": args.concurrency,
+        "sweepers": args.sweepers,
         "mirror_tasks": args.mirrors,
         "window": f"{first_slot.isoformat()} .. {end.isoformat()}",
         "scheduled_times": sum(expected.values()),
@@ -348,18 +367,26 @@ def main() -> None:
             "max": round(max(lateness), 3) if lateness else None,
             "min": round(min(lateness), 3) if lateness else None,
         },
+        # Each minute boundary on its own: the first one comes right after the worker started.
+        "per_boundary_s": {
+            slot: {"times": len(values), "p50": round(statistics.median(values), 3),
+                   "p99": round(percentile(values, 0.99), 3), "max": round(max(values), 3)}
+            for slot, values in sorted(by_boundary.items())
+        },
     }
     p99 = result["lateness_s"]["p99"]
     print()
     for key, value in result["machine"].items():
         print(f"  {key:<22}{value}")
     print(f"  {'triggers / mix':<22}{args.triggers} / {args.mix} (largest boundary: {result['largest_boundary']})")
-    print(f"  {'beat scheduler':<22}{args.scheduler}; mirror tasks {args.mirrors}; worker concurrency "
-          f"{args.concurrency}")
+    print(f"  {'beat scheduler':<22}{args.scheduler}; mirror tasks {args.mirrors}; sweepers {args.sweepers}; "
+          f"worker concurrency {args.concurrency}")
     print(f"  {'scheduled times':<22}{result['scheduled_times']} (handled {result['handled']}, {dict(by_status)})")
     print(f"  {'missing / twice':<22}{missing} / {doubled}")
     late = result["lateness_s"]
     print(f"  {'lateness (s)':<22}p50 {late['p50']}  p95 {late['p95']}  p99 {late['p99']}  max {late['max']}")
+    for slot, stats in result["per_boundary_s"].items():
+        print(f"    {slot[11:16]} ({stats['times']:>5}){'':<7}p50 {stats['p50']}  p99 {stats['p99']}  max {stats['max']}")
     print(f"  {'goal p99 <= 2 s':<22}{'met' if p99 is not None and p99 <= GOAL_P99_S else 'NOT met'}")
     if args.json:
         print(json.dumps(result, indent=2))

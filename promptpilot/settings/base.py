@@ -234,6 +234,7 @@ CELERY_BEAT_SCHEDULE["triggers-scheduler"] = {
     "options": {"expires": 5},
 }
 PROMPTPILOT["SCHEDULE_MIRROR_TASKS"] = env.SCHEDULE_MIRROR_TASKS
+PROMPTPILOT["SCHEDULE_SWEEPERS"] = env.SCHEDULE_SWEEPERS
 
 # --- Providers (docs/PROVIDERS.md) -------------------------------------------
 # Keyed by the environment variable's name, so error messages can name it. Read at call

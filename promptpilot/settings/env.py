@@ -64,9 +64,8 @@ REDIS_URL = _str("REDIS_URL")
 CELERY_BROKER_URL = _str("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
 CELERY_VISIBILITY_TIMEOUT = _int("CELERY_VISIBILITY_TIMEOUT", 3600)
 CELERY_TASK_ALWAYS_EAGER = _bool("CELERY_TASK_ALWAYS_EAGER", False)
-CELERY_BEAT_SCHEDULER = _str(
-    "CELERY_BEAT_SCHEDULER", "django_celery_beat.schedulers:DatabaseScheduler"
-)
+# django-celery-beat's DatabaseScheduler minus the trigger:<id> records (triggers/beat.py).
+CELERY_BEAT_SCHEDULER = _str("CELERY_BEAT_SCHEDULER", "triggers.beat:DatabaseScheduler")
 
 # Durable execution knobs (see docs/WORKFLOW_ENGINE.md, "Durability").
 STEP_LEASE_SECONDS = _float("PROMPTPILOT_STEP_LEASE_SECONDS", 30.0)
@@ -105,6 +104,8 @@ GEMINI_BASE_URL = _str("GEMINI_BASE_URL")
 # in a chain (A's completion starts B, B's starts C...) before a trigger refuses to fire.
 EVENT_MAX_DEPTH = _int("PROMPTPILOT_EVENT_MAX_DEPTH", 5)
 
-# SCHEDULED triggers (docs/TRIGGERS.md): whether beat also runs the per-trigger
-# trigger:<id> periodic tasks (they are kept in sync as records either way).
+# SCHEDULED triggers (docs/TRIGGERS.md): whether the per-trigger trigger:<id> periodic
+# tasks are enabled while their trigger is active (they are kept in sync either way), and
+# how many schedule sweeps may fire due times at once.
 SCHEDULE_MIRROR_TASKS = _bool("PROMPTPILOT_SCHEDULE_MIRROR_TASKS", True)
+SCHEDULE_SWEEPERS = _int("PROMPTPILOT_SCHEDULE_SWEEPERS", 2)

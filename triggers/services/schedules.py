@@ -3,17 +3,23 @@
 How it fires (docs/TRIGGERS.md, "SCHEDULED"):
 
 - Each active schedule stores ``next_run_at`` (UTC). One beat entry,
-  ``triggers-scheduler``, runs ``triggers.fire_due_schedules`` every second; it locks the
-  due rows (``SKIP LOCKED``, in batches), fires each due slot through ``trigger_fire``
-  with ``delivery_id = "schedule:<slot in UTC>"`` and advances ``next_run_at``, in one
-  transaction per batch. One full sweep runs at a time (a PostgreSQL advisory lock).
+  ``triggers-scheduler``, runs ``triggers.fire_due_schedules`` every second; a sweep
+  locks the due rows (``SKIP LOCKED``, in batches), fires each due slot through
+  ``trigger_fire`` with ``delivery_id = "schedule:<slot in UTC>"`` and advances
+  ``next_run_at``, in one transaction per batch. Up to PROMPTPILOT_SCHEDULE_SWEEPERS
+  sweeps run at once (PostgreSQL advisory locks), so a busy minute is fired by several
+  worker processes, each taking batches the others have not locked.
 - Times come from croniter only: the preview (``schedule_next_runs``) and the firing
   walk the same chain of ``Schedule.next_after``, so what is shown is what fires.
-- Each trigger also has a django-celery-beat ``PeriodicTask`` named ``trigger:<id>``
-  (the admin-visible record the issue asks for), enabled while the trigger is active
-  unless PROMPTPILOT_SCHEDULE_MIRROR_TASKS is off. It calls ``triggers.fire_schedule``,
-  which fires only what croniter says is due, with the same delivery id; a slot fired
-  by both paths, or by two beat processes, is one execution (row lock + unique key).
+- Each trigger also has a django-celery-beat ``PeriodicTask`` named ``trigger:<id>``:
+  the admin-visible record the issue asks for (crontab and time zone as configured,
+  enabled while the trigger is active, last run and run count as the sweep fires it).
+  PromptPilot's beat scheduler (``triggers.beat.DatabaseScheduler``) leaves these
+  records out of its heap: the ``triggers-scheduler`` entry is their one coalesced
+  wakeup, so a slot costs beat nothing and is fired once. Under django-celery-beat's
+  stock scheduler the records run too: ``triggers.fire_schedule`` then fires only what
+  croniter says is due, with the same delivery id; a slot fired by both paths, or by
+  two beat processes, is one execution (row lock + unique key).
 
 Cron semantics are croniter's (POSIX: when both day-of-month and day-of-week are
 restricted, a day matching EITHER fires), plus Vixie cron's rule for fixed-time jobs in
@@ -25,7 +31,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,7 +42,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, CroniterError, croniter
 from django.conf import settings
 from django.db import connection, models, transaction
-from django.db.models import Q
+from django.db.models import F, OuterRef, Q, Subquery
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
@@ -64,7 +70,8 @@ PERIODIC_TASK_EXPIRE_SECONDS = 50
 SWEEP_BATCH = 100
 # A sweep stops taking new batches after this long; the next tick (1 s later) goes on.
 SWEEP_BUDGET_SECONDS = 20.0
-SWEEP_LOCK_KEY = 0x7C4ED5  # pg advisory lock id of the full sweep (see _sole_sweeper)
+# pg advisory lock ids of the sweeper slots: SWEEP_LOCK_KEY + 0 .. + sweepers - 1 (see _sweeper_slot)
+SWEEP_LOCK_KEY = 0x7C4ED5
 CRON_MACROS = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
@@ -305,11 +312,17 @@ def _beat_fields(schedule: Schedule) -> dict[str, str]:
 
 
 def mirror_tasks_enabled() -> bool:
-    """PROMPTPILOT_SCHEDULE_MIRROR_TASKS: whether beat runs the ``trigger:<id>`` tasks too.
-    Off, they stay in sync as records but disabled: celery beat compares its whole
-    schedule on every tick that sends something, so thousands of enabled entries cost
-    beat milliseconds per entry at every busy minute (bench/README.md, "Schedules")."""
+    """PROMPTPILOT_SCHEDULE_MIRROR_TASKS: whether the ``trigger:<id>`` records are enabled
+    while their trigger is active. PromptPilot's beat scheduler never runs them either
+    way; off is for a beat on django-celery-beat's stock scheduler, which would otherwise
+    send one task per record per scheduled time, comparing its whole schedule each time
+    (milliseconds per entry at every busy minute: bench/README.md, "Schedules")."""
     return bool(settings.PROMPTPILOT.get("SCHEDULE_MIRROR_TASKS", True))
+
+
+def schedule_sweepers() -> int:
+    """PROMPTPILOT_SCHEDULE_SWEEPERS: how many sweeps may fire due slots at once."""
+    return max(1, int(settings.PROMPTPILOT.get("SCHEDULE_SWEEPERS", 2)))
 
 
 def schedule_periodic_task_sync(*, trigger: WorkflowTrigger, schedule: Schedule | None = None) -> None:
@@ -333,10 +346,11 @@ def schedule_periodic_task_sync(*, trigger: WorkflowTrigger, schedule: Schedule 
             "enabled": trigger.is_active and mirror_tasks_enabled(),
             "expire_seconds": PERIODIC_TASK_EXPIRE_SECONDS,
             "description": (
-                f'Mirror of SCHEDULED trigger "{trigger.name}" ({schedule.cron} in {schedule.timezone}). Managed by '
-                "PromptPilot: edit the trigger, not this task. The triggers-scheduler entry fires the trigger; this "
-                "task (when enabled) fires only a slot croniter says is due, with the same delivery id, so both "
-                "paths together start one execution per slot."
+                f'Record of SCHEDULED trigger "{trigger.name}" ({schedule.cron} in {schedule.timezone}). Managed by '
+                "PromptPilot: edit the trigger, not this task. The triggers-scheduler entry fires the trigger and "
+                "updates this task's last run; PromptPilot's beat scheduler does not send this task itself. Under "
+                "django-celery-beat's stock scheduler it fires only a slot croniter says is due, with the same "
+                "delivery id, so both paths together start one execution per slot."
             ),
         },
     )
@@ -434,8 +448,23 @@ class SweepReport:
         return dict(vars(self))
 
 
+# The status of a trigger's latest scheduled run, read with the due rows of a sweep batch
+# (one statement for the batch instead of one per trigger); see _busy.
+LATEST_RUN_STATUS = "latest_scheduled_run_status"
+
+
+def _latest_run_status() -> Subquery:
+    return Subquery(
+        WorkflowExecution.objects.filter(trigger_id=OuterRef("pk"), trigger_type=TriggerType.SCHEDULED)
+        .order_by("-created_at").values("status")[:1]
+    )
+
+
 def _busy(trigger: WorkflowTrigger) -> bool:
-    """Whether the previous scheduled run of ``trigger`` (its latest) is still going."""
+    """Whether the previous scheduled run of ``trigger`` (its latest) is still going.
+    A trigger fetched by a sweep batch carries that status already (``LATEST_RUN_STATUS``)."""
+    if hasattr(trigger, LATEST_RUN_STATUS):
+        return getattr(trigger, LATEST_RUN_STATUS) in UNFINISHED
     status = (
         WorkflowExecution.objects.filter(trigger_id=trigger.pk, trigger_type=TriggerType.SCHEDULED)
         .order_by("-created_at").values_list("status", flat=True).first()
@@ -479,6 +508,8 @@ def _fire_slot(trigger: WorkflowTrigger, schedule: Schedule, slot: datetime, *, 
             report.duplicate += 1
         else:
             report.fired += 1
+            if hasattr(trigger, LATEST_RUN_STATUS):  # the run just started is now the latest
+                setattr(trigger, LATEST_RUN_STATUS, ExecutionStatus.PENDING)
     except (TriggerInputInvalid, TriggerRejected) as exc:
         # Recorded by trigger_fire (INVALID_INPUT / REJECTED); the schedule goes on.
         report.failed += 1
@@ -523,10 +554,15 @@ def _due_slot(schedule: Schedule, next_run_at: datetime, now: datetime) -> tuple
     return slot, following
 
 
+SAVED_FIELDS = ("next_run_at", "buffered_slot_at", "is_active", "paused_at", "paused_reason")
+
+
 def _process(trigger: WorkflowTrigger, now: datetime, source: str, report: SweepReport, *,
-             fire_due: bool = True) -> None:
+             fire_due: bool = True, changed: list[WorkflowTrigger] | None = None) -> None:
     """Handle one locked trigger: start its buffered run if it may, fire its due slot
-    (unless ``fire_due`` is False: the run-ended receiver leaves that to the scheduler)."""
+    (unless ``fire_due`` is False: the run-ended receiver leaves that to the scheduler).
+    Its new state is saved at once, or appended to ``changed`` for the caller to save in
+    bulk (a sweep batch, in the same transaction)."""
     before = (trigger.next_run_at, trigger.buffered_slot_at, trigger.is_active)
     try:
         schedule = schedule_from_config(trigger.config)
@@ -544,10 +580,11 @@ def _process(trigger: WorkflowTrigger, now: datetime, source: str, report: Sweep
         _pause(trigger, f"The schedule cannot be computed: {getattr(exc, 'message', exc)}", now)
         report.paused += 1
     if (trigger.next_run_at, trigger.buffered_slot_at, trigger.is_active) != before:
-        WorkflowTrigger.objects.filter(pk=trigger.pk).update(
-            next_run_at=trigger.next_run_at, buffered_slot_at=trigger.buffered_slot_at, is_active=trigger.is_active,
-            paused_at=trigger.paused_at, paused_reason=trigger.paused_reason,
-        )
+        if changed is not None:
+            changed.append(trigger)
+        else:
+            WorkflowTrigger.objects.filter(pk=trigger.pk).update(**{name: getattr(trigger, name)
+                                                                    for name in SAVED_FIELDS})
     if not trigger.is_active:
         schedule_periodic_task_disable(trigger_id=trigger.pk)
 
@@ -562,41 +599,77 @@ def schedule_periodic_task_disable(*, trigger_id: Any) -> None:
 
 
 @contextmanager
-def _sole_sweeper(exclusive: bool) -> Iterator[bool]:
-    """On PostgreSQL, one full sweep at a time (a session advisory lock): the sweep goes
-    on until nothing is due, so a tick that finds one running has nothing to add, and two
-    sweeps would only queue on the workflow rows that ``execution_start`` locks."""
+def _sweeper_slot(exclusive: bool) -> Iterator[bool]:
+    """On PostgreSQL, at most ``schedule_sweepers()`` full sweeps at a time: each holds one
+    of that many session advisory locks. Sweeps in parallel share a busy minute (each
+    batch locks rows the others skip); beyond the limit a tick has nothing to add, and
+    the worker's other processes stay free to run the workflows the sweeps start."""
     if not exclusive or connection.vendor != "postgresql":
         yield True
         return
+    held = None
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [SWEEP_LOCK_KEY])
-        acquired = bool(cursor.fetchone()[0])
+        for key in range(SWEEP_LOCK_KEY, SWEEP_LOCK_KEY + schedule_sweepers()):
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+            if cursor.fetchone()[0]:
+                held = key
+                break
     try:
-        yield acquired
+        yield held is not None
     finally:
-        if acquired:
+        if held is not None:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [SWEEP_LOCK_KEY])
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [held])
 
 
 def schedule_fire_due(*, now: datetime | None = None, trigger_id: Any = None, batch: int = SWEEP_BATCH,
-                      source: str = "scheduler", exclusive: bool = True) -> SweepReport:
+                      source: str = "scheduler", exclusive: bool = True,
+                      on_backlog: Callable[[], None] | None = None) -> SweepReport:
     """Fire every due slot of active SCHEDULED triggers (only ``trigger_id``'s if given).
 
     Safe to run from several processes at once: each batch locks its rows with SKIP
     LOCKED and advances ``next_run_at`` in the same transaction, and the delivery id
-    ``schedule:<slot>`` is unique per trigger. A full sweep returns at once if another
-    one is running (``exclusive``; see ``_sole_sweeper``). ``now`` is injectable for
-    tests; by default each batch reads the clock.
+    ``schedule:<slot>`` is unique per trigger. A full sweep returns at once if
+    ``schedule_sweepers()`` others are running (``exclusive``; see ``_sweeper_slot``).
+    ``on_backlog`` is called once, when the first batch comes back full (more may be due
+    than this sweep alone fires quickly), before that batch is fired. ``now`` is
+    injectable for tests; by default each batch reads the clock.
     """
     if trigger_id is None:
-        with _sole_sweeper(exclusive) as sole:
-            return _sweep(now=now, trigger_id=None, batch=batch, source=source) if sole else SweepReport()
+        with _sweeper_slot(exclusive) as slot:
+            if not slot:
+                return SweepReport()
+            return _sweep(now=now, trigger_id=None, batch=batch, source=source, on_backlog=on_backlog)
     return _sweep(now=now, trigger_id=trigger_id, batch=batch, source=source)
 
 
-def _sweep(*, now: datetime | None, trigger_id: Any, batch: int, source: str) -> SweepReport:
+def _fire_batch(triggers: Any, now: datetime, source: str, report: SweepReport) -> None:
+    """Process locked ``triggers`` (one transaction, the caller's), then save what changed
+    in a few UPDATEs, and stamp the fired ones' ``trigger:<id>`` records as run now."""
+    from django_celery_beat.models import PeriodicTask
+
+    changed: list[WorkflowTrigger] = []
+    fired: list[str] = []
+    for trigger in triggers:
+        before = report.fired
+        _process(trigger, now, source, report, changed=changed)
+        if report.fired != before:
+            fired.append(periodic_task_name(trigger.pk))
+    # One UPDATE per distinct new state: the triggers of a batch mostly share their next
+    # time (same cron, same minute), and this is far cheaper than bulk_update's CASE.
+    same_state: dict[tuple, list] = {}
+    for trigger in changed:
+        same_state.setdefault(tuple(getattr(trigger, name) for name in SAVED_FIELDS), []).append(trigger.pk)
+    for state, ids in same_state.items():
+        WorkflowTrigger.objects.filter(pk__in=ids).update(**dict(zip(SAVED_FIELDS, state, strict=True)))
+    if fired:
+        # A queryset update: beat's change marker is not touched, so beat does not reload.
+        PeriodicTask.objects.filter(name__in=fired).update(last_run_at=timezone.now(),
+                                                          total_run_count=F("total_run_count") + 1)
+
+
+def _sweep(*, now: datetime | None, trigger_id: Any, batch: int, source: str,
+           on_backlog: Callable[[], None] | None = None) -> SweepReport:
     report = SweepReport()
     started = time.monotonic()
     scheduled = WorkflowTrigger.objects.filter(type=TriggerKind.SCHEDULED, is_active=True)
@@ -604,25 +677,24 @@ def _sweep(*, now: datetime | None, trigger_id: Any, batch: int, source: str) ->
         scheduled = scheduled.filter(pk=trigger_id)
         if not scheduled.filter(Q(next_run_at__lte=now or timezone.now()) | Q(buffered_slot_at__isnull=False)).exists():
             return report  # the usual answer of a periodic-task call: the scheduler got there first
+    locked = (scheduled.select_for_update(skip_locked=True, of=("self",)).select_related("workflow")
+              .annotate(**{LATEST_RUN_STATUS: _latest_run_status()}))
     # Runs waiting under buffer_one whose receiver was missed (worker lost after commit).
     # The partial index trigger_schedule_buffered holds only such rows: usually none.
-    waiting = scheduled.filter(buffered_slot_at__isnull=False)
-    if waiting.exists():
+    if scheduled.filter(buffered_slot_at__isnull=False).exists():
         with transaction.atomic():
             current = now or timezone.now()
-            locked = (waiting.exclude(next_run_at__lte=current).select_for_update(skip_locked=True, of=("self",))
-                      .select_related("workflow")[:batch])
-            for trigger in locked:
-                _process(trigger, current, source, report)
+            _fire_batch(locked.filter(buffered_slot_at__isnull=False).exclude(next_run_at__lte=current)[:batch],
+                        current, source, report)
+    first = True
     while True:
         with transaction.atomic():
             current = now or timezone.now()
-            due = list(
-                scheduled.filter(next_run_at__lte=current).order_by("next_run_at")
-                .select_for_update(skip_locked=True, of=("self",)).select_related("workflow")[:batch]
-            )
-            for trigger in due:
-                _process(trigger, current, source, report)
+            due = list(locked.filter(next_run_at__lte=current).order_by("next_run_at")[:batch])
+            if first and len(due) == batch and on_backlog is not None:
+                on_backlog()  # before firing: helpers skip these rows and take the next ones
+            first = False
+            _fire_batch(due, current, source, report)
         if len(due) < batch or trigger_id is not None or time.monotonic() - started > SWEEP_BUDGET_SECONDS:
             break
     if any(vars(report).values()):
@@ -630,14 +702,22 @@ def _sweep(*, now: datetime | None, trigger_id: Any, batch: int, source: str) ->
     return report
 
 
-def schedule_next_due(*, within: timedelta, now: datetime | None = None) -> datetime | None:
-    """The earliest ``next_run_at`` in ``(now, now + within]``, if any (one indexed read)."""
+def schedule_next_due(*, within: timedelta, now: datetime | None = None, count_up_to: int = 0,
+                      ) -> tuple[datetime | None, int]:
+    """The earliest ``next_run_at`` in ``(now, now + within]``, if any, and how many are due
+    in that window (counted up to ``count_up_to``; 0: not counted). Indexed reads."""
     now = now or timezone.now()
-    return (
-        WorkflowTrigger.objects.filter(type=TriggerKind.SCHEDULED, is_active=True, next_run_at__gt=now,
-                                       next_run_at__lte=now + within)
-        .order_by("next_run_at").values_list("next_run_at", flat=True).first()
-    )
+    upcoming = WorkflowTrigger.objects.filter(type=TriggerKind.SCHEDULED, is_active=True, next_run_at__gt=now,
+                                              next_run_at__lte=now + within)
+    soonest = upcoming.order_by("next_run_at").values_list("next_run_at", flat=True).first()
+    if soonest is None or count_up_to <= 0:
+        return soonest, int(soonest is not None)
+    return soonest, upcoming.values("pk")[:count_up_to].count()
+
+
+def schedule_sweeps_for(*, due: int) -> int:
+    """How many sweeps to start for ``due`` slots: one per batch, up to the limit."""
+    return max(1, min(schedule_sweepers(), -(-due // SWEEP_BATCH)))
 
 
 # --- after a run ends ------------------------------------------------------------------

@@ -211,30 +211,43 @@ def test_only_scheduled_active_triggers_with_a_due_slot_fire(workflow, manual):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_one_full_sweep_at_a_time_the_other_tick_returns_at_once(user):
+def test_up_to_the_configured_number_of_sweeps_run_at_once_a_further_tick_returns_at_once(user, settings):
     from triggers.services.schedules import SWEEP_LOCK_KEY
 
+    settings.PROMPTPILOT = {**settings.PROMPTPILOT, "SCHEDULE_SWEEPERS": 2}
     workflow = customer_workflow(user)
-    scheduled_trigger(workflow, "0 9 * * *")
+    first = scheduled_trigger(workflow, "0 9 * * *", name="first")
     held = threading.Event()
     release = threading.Event()
+    running = [SWEEP_LOCK_KEY]
 
-    def running_sweep() -> None:  # another worker's sweep, in the middle of its work
+    def running_sweeps() -> None:  # other workers' sweeps, in the middle of their work
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_lock(%s)", [SWEEP_LOCK_KEY])
+            for key in running:
+                cursor.execute("SELECT pg_advisory_lock(%s)", [key])
             held.set()
             release.wait(timeout=10)
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [SWEEP_LOCK_KEY])
+            for key in running:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
         connection.close()
 
-    thread = threading.Thread(target=running_sweep)
-    thread.start()
-    try:
-        assert held.wait(timeout=10)
-        assert schedule_fire_due(now=NINE + LATE).fired == 0, "the running sweep will fire it"
-    finally:
-        release.set()
-        thread.join(timeout=10)
+    def with_sweeps_running(keys: list[int]) -> int:
+        running[:] = keys
+        held.clear()
+        release.clear()
+        thread = threading.Thread(target=running_sweeps)
+        thread.start()
+        try:
+            assert held.wait(timeout=10)
+            return schedule_fire_due(now=NINE + LATE).fired
+        finally:
+            release.set()
+            thread.join(timeout=10)
+
+    assert with_sweeps_running([SWEEP_LOCK_KEY]) == 1, "one sweep running: a second one helps"
+    assert fired_slots(first) == ["2026-01-05T09:00:00Z"]
+    scheduled_trigger(workflow, "0 9 * * *", name="second")
+    assert with_sweeps_running([SWEEP_LOCK_KEY, SWEEP_LOCK_KEY + 1]) == 0, "two running: they will fire it"
     assert schedule_fire_due(now=NINE + LATE).fired == 1
 
 
@@ -249,3 +262,79 @@ def test_a_tick_just_before_a_due_time_queues_a_sweep_for_that_moment(workflow, 
     WorkflowTrigger.objects.filter(pk=trigger.pk).update(next_run_at=timezone.now() + timedelta(seconds=30))
     fire_due_schedules()
     assert len(sent) == 1, "nothing due before the next tick: beat's tick is enough"
+
+
+def test_a_fired_slot_is_stamped_on_the_triggers_periodic_task_record(workflow):
+    from django_celery_beat.models import PeriodicTask
+
+    trigger = scheduled_trigger(workflow, "0 9 * * *")
+    record = PeriodicTask.objects.get(name=f"trigger:{trigger.pk}")
+    assert record.total_run_count == 0 and record.last_run_at is None
+    before = timezone.now()
+    schedule_fire_due(now=NINE + LATE)
+    finish_all("COMPLETED")
+    schedule_fire_due(now=NINE + timedelta(days=1) + LATE)
+    record.refresh_from_db()
+    assert record.total_run_count == 2 and before <= record.last_run_at <= timezone.now()
+    schedule_fire_due(now=NINE + timedelta(days=1) + 2 * LATE)  # nothing due: not stamped
+    record.refresh_from_db()
+    assert record.total_run_count == 2
+
+
+def test_a_sweep_whose_first_batch_is_full_asks_for_helpers_once(workflow):
+    for i in range(7):
+        scheduled_trigger(workflow, "0 9 * * *", name=f"t{i}")
+    calls: list[int] = []
+    report = schedule_fire_due(now=NINE + LATE, batch=3, on_backlog=lambda: calls.append(1))
+    assert report.fired == 7 and calls == [1]
+    for i in range(2):
+        scheduled_trigger(workflow, "0 10 * * *", name=f"u{i}")
+    assert schedule_fire_due(now=NINE + timedelta(hours=1) + LATE, batch=3,
+                             on_backlog=lambda: calls.append(1)).fired == 2
+    assert calls == [1], "a batch that is not full: no helpers"
+
+
+def test_a_busy_moment_just_ahead_arms_one_sweep_per_batch_up_to_the_limit(workflow, monkeypatch, settings):
+    from triggers.services import schedules
+
+    settings.PROMPTPILOT = {**settings.PROMPTPILOT, "SCHEDULE_SWEEPERS": 3}
+    monkeypatch.setattr(schedules, "SWEEP_BATCH", 2)
+    sent: list[dict] = []
+    monkeypatch.setattr(fire_due_schedules, "apply_async", lambda **options: sent.append(options))
+    for count, expected in ((3, 2), (9, 3)):  # 3 due: 2 batches; 9 due: 5 batches, 3 sweepers
+        WorkflowTrigger.objects.all().delete()
+        for i in range(count):
+            scheduled_trigger(workflow, "* * * * *", name=f"t{i}", now=timezone.now())
+        soon = timezone.now() + timedelta(milliseconds=800)
+        WorkflowTrigger.objects.update(next_run_at=soon)
+        sent.clear()
+        fire_due_schedules()
+        assert [options["eta"] for options in sent] == [soon] * expected
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sweeps_running_in_parallel_fire_every_due_slot_exactly_once(user, settings):
+    settings.PROMPTPILOT = {**settings.PROMPTPILOT, "SCHEDULE_SWEEPERS": 3}
+    workflow = customer_workflow(user)
+    triggers = [scheduled_trigger(workflow, "0 9 * * *", name=f"t{i}") for i in range(12)]
+    barrier = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def sweep() -> None:
+        try:
+            barrier.wait(timeout=10)
+            schedule_fire_due(now=NINE + LATE, batch=2)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=sweep) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors, errors
+    assert WorkflowExecution.objects.count() == 12
+    for trigger in triggers:
+        assert fired_slots(trigger) == ["2026-01-05T09:00:00Z"]

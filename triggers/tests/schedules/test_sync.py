@@ -156,3 +156,25 @@ def test_sync_schedules_command_reconciles_beat_with_the_triggers(workflow, sett
     legacy.refresh_from_db()
     assert legacy.next_run_at is not None and task_of(legacy) is not None
     assert not task_of(kept).enabled and not task_of(legacy).enabled
+
+
+def test_promptpilots_beat_scheduler_leaves_the_trigger_records_to_the_sweep(workflow):
+    """Beat's own heap holds the triggers-scheduler entry, not one entry per trigger (the
+    records stay enabled and visible); django-celery-beat's stock scheduler would run them."""
+    from django_celery_beat.schedulers import DatabaseScheduler as StockScheduler
+
+    from promptpilot.celery import app
+    from triggers.beat import DatabaseScheduler
+
+    trigger = scheduled_trigger(workflow, "*/5 * * * *")
+    PeriodicTask.objects.create(name="workflows-reaper", task="workflows.reap",
+                                crontab=task_of(trigger).crontab)  # as beat installs its own entries
+    assert task_of(trigger).enabled
+    # lazy: what beat loads, without its start-up (which commits and reconnects).
+    ours = DatabaseScheduler(app=app, lazy=True).all_as_schedule()
+    assert "workflows-reaper" in ours and not any(name.startswith("trigger:") for name in ours)
+    assert f"trigger:{trigger.pk}" in StockScheduler(app=app, lazy=True).all_as_schedule()
+
+
+def test_the_default_beat_scheduler_is_promptpilots(settings):
+    assert settings.CELERY_BEAT_SCHEDULER == "triggers.beat:DatabaseScheduler"
