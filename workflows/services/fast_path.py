@@ -1,21 +1,25 @@
 """The common path of a step attempt in a few PostgreSQL statements.
 
-Claiming an attempt and checkpointing a COMPLETED step happen for every step of every
-run, so on PostgreSQL they are single statements rather than ORM round trips:
+Admitting a run, claiming an attempt and checkpointing a COMPLETED step happen for every
+run and every step, so on PostgreSQL they are a few hand-written statements rather than
+ORM round trips:
 
-- the claim is one conditional ``UPDATE … RETURNING`` (same attempt, step PENDING, run
+- admission of a run of an uncapped workflow: one ``UPDATE … RETURNING`` (status, start,
+  deadline from the pinned version's timeout) and the first step's ``INSERT``;
+- the claim: one conditional ``UPDATE … RETURNING`` (same attempt, step PENDING, run
   RUNNING and before its deadline) that also returns the run context, in autocommit;
-- the checkpoint of a COMPLETED step is one transaction: lock the run (as cancel does),
-  add the step's tokens (finishing the run on the last step), write the step under the
-  same fencing condition as the ORM path (same attempt, still RUNNING), insert the next
-  step PENDING.
+- the checkpoint of a COMPLETED step: one transaction that locks the run (as cancel
+  does), then in one statement adds the step's tokens to the run (finishing it on the last
+  step), writes the step under the same fencing condition as the ORM path (same attempt,
+  still RUNNING) and inserts the next step: PENDING, or already claimed by this worker
+  when the task goes on with it (``dispatch.continuation``).
 
 Whenever a condition does not hold (no row claimed, run cancelled or past its deadline,
-attempt fenced off) or the step did anything but complete and go on (failure, retry,
-skips), these functions answer ``None`` and the caller runs the general ORM code in
-``orchestration``, which decides and records why. The rules are the same; only the
-number of statements differs. Other databases (SQLite for the embedded default) always
-use the ORM code.
+attempt fenced off, capped workflow, resumed retry) or the step did anything but complete
+and go on (failure, retry, skips), these functions answer ``None`` (or ``False``) and the
+caller runs the general ORM code in ``orchestration``, which decides and records why.
+The rules are the same; only the number of statements differs. Other databases (SQLite
+for the embedded default) always use the ORM code.
 """
 from __future__ import annotations
 
