@@ -23,7 +23,7 @@ from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from workflows.engine.errors import TemplateError
@@ -372,16 +372,16 @@ def _delivery_query() -> tuple[str, list, list]:
     return sql, trigger_fields, workflow_fields
 
 
-def _from_row(model, fields, values):
+def _from_row(db, model, fields, values):
     values = [
-        value if value is None else _convert(field, value) for field, value in zip(fields, values, strict=True)
+        value if value is None else _convert(db, field, value) for field, value in zip(fields, values, strict=True)
     ]
-    return model.from_db(connection.alias, [f.attname for f in fields], values)
+    return model.from_db(db.alias, [f.attname for f in fields], values)
 
 
-def _convert(field, value):
-    for converter in field.get_db_converters(connection):
-        value = converter(value, field, connection)
+def _convert(db, field, value):
+    for converter in field.get_db_converters(db):
+        value = converter(value, field, db)
     return value
 
 
@@ -398,13 +398,14 @@ def webhook_trigger_for_delivery(trigger_id: Any) -> WorkflowTrigger | None:
     if pk is None:
         return None
     sql, trigger_fields, workflow_fields = _delivery_query()
-    with connection.cursor() as cursor:
+    db = transaction.get_connection()
+    with db.cursor() as cursor:
         cursor.execute(sql, [pk, TriggerKind.WEBHOOK])
         row = cursor.fetchone()
     if row is None:
         return None
     split = len(trigger_fields)
-    trigger = _from_row(WorkflowTrigger, trigger_fields, row[:split])
-    trigger.workflow = _from_row(Workflow, workflow_fields, row[split:-1])
+    trigger = _from_row(db, WorkflowTrigger, trigger_fields, row[:split])
+    trigger.workflow = _from_row(db, Workflow, workflow_fields, row[split:-1])
     trigger.latest_version_id = row[-1]
     return trigger

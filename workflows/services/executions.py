@@ -121,20 +121,21 @@ def _insert_together(rows: Sequence[models.Model]) -> None:
     Why not the ORM: one delivery is two rows, and compiling two ORM INSERTs cost more CPU
     than everything else on the webhook path (bench/README.md, "Webhooks benchmark").
     """
+    db = transaction.get_connection()  # the wrapper itself: ``connection`` is a proxy, slow to read 30 times
     statements, params = [], []
     for row in rows:
         if row.pk is None:
             raise ValueError(f"{type(row).__name__} needs its primary key set before _insert_together.")
         sql, fields = _insert_sql(type(row))
         statements.append(sql)
-        params.extend(f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields)
+        params.extend(f.get_db_prep_save(f.pre_save(row, True), db) for f in fields)
     *first, last = statements
     sql = (f"WITH {', '.join(f'_row{i} AS ({s})' for i, s in enumerate(first))} {last}") if first else last
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(sql, params)
     for row in rows:
         row._state.adding = False
-        row._state.db = connection.alias
+        row._state.db = db.alias
 
 
 def execution_cancel(*, execution: WorkflowExecution, user=None) -> WorkflowExecution:
