@@ -252,13 +252,12 @@ class TriggerExecuteApi(BaseApi):
 
 
 class WebhookReceiveApi(BaseApi):
-    """Standard Webhooks receiver. No user auth (the signature is the auth), CSRF exempt.
+    """Standard Webhooks receiver. No user auth (the signature is the auth), CSRF exempt."""
 
-    A POST skips DRF's request and response wrapping (content negotiation, parsers,
-    renderers): the receiver is the hottest path of the API and needs none of it
-    (bench/README.md, "Webhooks benchmark"). Errors still go through DRF's exception
-    handler, so their JSON bodies and status codes are those of every other API view.
-    """
+    # A POST skips DRF's request and response wrapping (content negotiation, parsers,
+    # renderers): the receiver is the API's hottest path and needs none of it
+    # (bench/README.md, "Webhooks benchmark"). Errors still go through the project's DRF
+    # exception handler, so their JSON bodies and codes are those of every other API view.
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
