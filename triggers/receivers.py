@@ -4,7 +4,9 @@ so the task is registered in every process: web, worker and beat).
 When a run ends COMPLETED or FAILED, ``execution_finished`` (sent after the run's commit)
 queues ``triggers.dispatch_event`` with the run's id; the task emits the platform event
 through ``services/events.py``. The task is idempotent, so a broker redelivery (acks_late)
-or a retry starts nothing twice.
+or a retry starts nothing twice. If the event could not be queued (the process died after
+the run's commit, or the broker was down), ``triggers.redeliver_events`` (beat) finds the
+run still unmarked and dispatches it.
 """
 from __future__ import annotations
 
@@ -17,11 +19,12 @@ from django.dispatch import receiver
 from workflows.models import WorkflowExecution
 from workflows.signals import execution_finished
 
-from .services.events import event_dispatch_for_execution, execution_has_listeners
+from .services.events import event_dispatch_for_execution, event_redeliver_missed, execution_has_listeners
 
 logger = logging.getLogger(__name__)
 
 DISPATCH_EVENT_TASK = "triggers.dispatch_event"
+REDELIVER_EVENTS_TASK = "triggers.redeliver_events"
 
 
 @shared_task(
@@ -34,10 +37,16 @@ def dispatch_event(execution_id: str) -> int:
     return len(event_dispatch_for_execution(execution_id=execution_id))
 
 
+@shared_task(name=REDELIVER_EVENTS_TASK, ignore_result=True, expires=60, soft_time_limit=120, time_limit=150)
+def redeliver_events() -> int:
+    """The sweep (beat): platform events whose queueing was lost are dispatched late."""
+    return event_redeliver_missed()
+
+
 def _enqueue_dispatch(execution_id: str) -> None:
     try:
         dispatch_event.apply_async(args=[execution_id])
-    except Exception as exc:  # broker down: logged; the event is lost (docs/TRIGGERS.md, "Limitations")
+    except Exception as exc:  # broker down: logged; the redeliver_events sweep sends it later
         logger.error("event.enqueue_failed", extra={"execution_id": execution_id, "error": str(exc)})
 
 

@@ -233,6 +233,12 @@ CELERY_BEAT_SCHEDULE["triggers-scheduler"] = {
     "schedule": 1.0,
     "options": {"expires": 5},
 }
+# Platform events whose queueing was lost (triggers/services/events.py), with the reaper's rhythm.
+CELERY_BEAT_SCHEDULE["triggers-event-redelivery"] = {
+    "task": "triggers.redeliver_events",
+    "schedule": env.REAPER_INTERVAL_SECONDS,
+    "options": {"expires": max(env.REAPER_INTERVAL_SECONDS * 3, 30)},
+}
 PROMPTPILOT["SCHEDULE_MIRROR_TASKS"] = env.SCHEDULE_MIRROR_TASKS
 PROMPTPILOT["SCHEDULE_SWEEPERS"] = env.SCHEDULE_SWEEPERS
 

@@ -21,10 +21,12 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Subquery
+from django.db.models import Exists, OuterRef, Subquery
+from django.utils import timezone
 
 from promptpilot.common.errors import ValidationFailed
 from workflows.engine.errors import TemplateError
@@ -52,6 +54,9 @@ FILTER_KEY_MAX_LENGTH = 200
 EVENT_CHAIN_MAX = 20  # metadata.event_chain keeps the ids of the last runs of a chain only
 DEFAULT_MAX_DEPTH = 5
 DELIVERY_ID_MAX_LENGTH = 255  # TriggerInvocation.delivery_id
+# Undelivered platform events older than this are not sent any more (like missed schedule slots).
+EVENT_REDELIVERY_WINDOW = timedelta(hours=24)
+SWEEP_BATCH = 100
 
 
 class EventInvalid(ValidationFailed):
@@ -176,6 +181,8 @@ class Event:
     depth: int = 0
     chain: tuple[str, ...] = ()
     actor: Any = None
+    # Platform events: when the run ended. Only triggers that existed then receive it.
+    occurred_at: datetime | None = None
 
     @property
     def delivery_id(self) -> str:
@@ -225,16 +232,20 @@ def execution_event(execution: WorkflowExecution) -> Event | None:
         event_id=str(execution.pk),
         depth=depth if isinstance(depth, int) and not isinstance(depth, bool) and depth > 0 else 0,
         chain=(*ancestors, str(execution.pk)),
+        occurred_at=execution.completed_at,
     )
 
 
-def event_listeners(*, owner_id: int, name: str):
-    """The owner's active EVENT triggers listening for ``name`` (filters not applied yet)."""
-    return (
+def event_listeners(*, owner_id: int, name: str, created_by: datetime | None = None):
+    """The owner's active EVENT triggers listening for ``name`` (filters not applied yet);
+    with ``created_by``, only those that existed at that moment (a platform event goes to
+    the triggers that existed when its run ended, even when it is delivered late)."""
+    listeners = (
         WorkflowTrigger.objects.select_related("workflow")
         .filter(type=TriggerKind.EVENT, is_active=True, workflow__owner_id=owner_id, config__event=name)
         .order_by("created_at", "id")
     )
+    return listeners.filter(created_at__lte=created_by) if created_by is not None else listeners
 
 
 def execution_has_listeners(execution: WorkflowExecution) -> bool:
@@ -325,7 +336,7 @@ def event_dispatch(*, event: Event) -> list[EventMatch]:
     """
     matches: list[EventMatch] = []
     failure: Exception | None = None
-    for trigger in event_listeners(owner_id=event.owner_id, name=event.name):
+    for trigger in event_listeners(owner_id=event.owner_id, name=event.name, created_by=event.occurred_at):
         if not filter_matches((trigger.config or {}).get("filter"), event.payload):
             continue
         try:
@@ -342,7 +353,9 @@ def event_dispatch(*, event: Event) -> list[EventMatch]:
 
 
 def event_dispatch_for_execution(*, execution_id: uuid.UUID | str) -> list[EventMatch]:
-    """Emit the platform event of a finished run (the ``triggers.dispatch_event`` task)."""
+    """Emit the platform event of a finished run (the ``triggers.dispatch_event`` task and
+    the sweep), then mark the run ``event_dispatched_at``. Delivery is idempotent per
+    trigger, so a second dispatch of the same run starts nothing twice."""
     execution = WorkflowExecution.objects.select_related("workflow").filter(pk=execution_id).first()
     if execution is None:
         logger.info("event.source_missing", extra={"execution_id": str(execution_id)})
@@ -350,7 +363,42 @@ def event_dispatch_for_execution(*, execution_id: uuid.UUID | str) -> list[Event
     event = execution_event(execution)
     if event is None:
         return []
-    return event_dispatch(event=event)
+    matches = event_dispatch(event=event)  # raises if a trigger could not be served: not marked
+    WorkflowExecution.objects.filter(pk=execution.pk).update(event_dispatched_at=timezone.now())
+    return matches
+
+
+def event_redeliver_missed(*, now: datetime | None = None, batch: int = SWEEP_BATCH) -> int:
+    """Dispatch the platform events of runs that ended at least the enqueue grace ago, within
+    ``EVENT_REDELIVERY_WINDOW``, with a trigger of their owner listening, and that were never
+    dispatched: the process that committed the run's end died before queueing its event, or
+    the broker was unreachable then. Returns how many runs were dispatched."""
+    now = now or timezone.now()
+    grace = timedelta(seconds=settings.PROMPTPILOT["ENQUEUE_GRACE_SECONDS"])
+    dispatched = 0
+    for status, name in PLATFORM_EVENTS.items():
+        listening = WorkflowTrigger.objects.filter(
+            type=TriggerKind.EVENT, is_active=True, config__event=name,
+            workflow__owner_id=OuterRef("workflow__owner_id"), created_at__lte=OuterRef("completed_at"),
+        )
+        missed = (
+            WorkflowExecution.objects.filter(
+                status=status, event_dispatched_at__isnull=True,
+                completed_at__lt=now - grace, completed_at__gte=now - EVENT_REDELIVERY_WINDOW,
+            )
+            .filter(Exists(listening))
+            .order_by("completed_at")
+            .values_list("pk", flat=True)[:batch]
+        )
+        for execution_id in list(missed):
+            try:
+                event_dispatch_for_execution(execution_id=execution_id)
+                dispatched += 1
+            except Exception:  # one run's failure does not hold up the others; the next sweep retries it
+                logger.exception("event.redelivery_failed", extra={"execution_id": str(execution_id)})
+    if dispatched:
+        logger.warning("event.redelivered", extra={"count": dispatched})
+    return dispatched
 
 
 def event_emit(*, owner, name: str, payload: dict[str, Any] | None,

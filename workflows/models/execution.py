@@ -44,6 +44,11 @@ class WorkflowExecution(models.Model):
     enqueued_at = models.DateTimeField(
         null=True, blank=True, help_text="When the run was last handed to the broker (the reaper re-sends stale ones)."
     )
+    event_dispatched_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="When this run's platform event (execution.completed/failed) reached the EVENT triggers "
+                  "listening for it; a sweep re-sends events still undelivered.",
+    )
 
     class Meta:
         db_table = "workflow_executions"
@@ -60,6 +65,9 @@ class WorkflowExecution(models.Model):
             models.Index(fields=["status", "-created_at"], name="exec_status_created"),
             models.Index(fields=["-created_at"], name="exec_created"),
             models.Index(fields=["trigger", "-created_at"], name="exec_trigger_created"),
+            # The platform-event sweep scans recent finished runs not yet dispatched.
+            models.Index(fields=["completed_at"], name="exec_event_undispatched",
+                         condition=models.Q(event_dispatched_at__isnull=True, completed_at__isnull=False)),
         ]
 
     def __str__(self) -> str:
