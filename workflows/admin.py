@@ -463,7 +463,8 @@ class WorkflowExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "id", "workflow_link", "version_link", "badge", "trigger_type", "trigger", "started_by",
             "retry_of_link", "idempotency_key",
         )}),
-        ("Timing", {"fields": ("created_at", "started_at", "completed_at", "duration", "deadline_at", "enqueued_at")}),
+        ("Timing", {"fields": ("created_at", "started_at", "completed_at", "duration", "deadline_at", "enqueued_at",
+                               "event_dispatched_at")}),
         ("Data", {"fields": (
             "pretty_input", "pretty_output", "pretty_error", "pretty_metadata", "pretty_tokens", "pretty_warnings",
         )}),
