@@ -143,7 +143,7 @@ class Schedule:
 
     def next_after(self, moment: datetime) -> datetime:
         """The first scheduled time strictly after ``moment``."""
-        return self._walk(moment)
+        return _next_after(self, moment)
 
     def latest_at_or_before(self, moment: datetime) -> datetime:
         """The last scheduled time at or before ``moment`` (times are whole minutes)."""
@@ -159,6 +159,13 @@ class Schedule:
 
     def local(self, moment: datetime) -> datetime:
         return moment.astimezone(self.tz)
+
+
+@lru_cache(maxsize=8192)
+def _next_after(schedule: Schedule, moment: datetime) -> datetime:
+    # A busy minute asks the same question for every trigger with the same cron and time
+    # zone (croniter takes about 0.3 ms per answer); the answer never changes.
+    return schedule._walk(moment)
 
 
 def _check_field(position: int, value: str) -> None:
