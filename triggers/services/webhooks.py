@@ -381,8 +381,11 @@ def _from_row(db, model, fields, values):
 
 
 def _convert(db, field, value):
-    for converter in field.get_db_converters(db):
-        value = converter(value, field, db)
+    # The backend's converters (SQLite: UUIDs, booleans, datetimes) then the field's own, as
+    # the ORM's compiler applies them.
+    column = field.get_col(field.model._meta.db_table)
+    for converter in (*db.ops.get_db_converters(column), *column.get_db_converters(db)):
+        value = converter(value, column, db)
     return value
 
 
@@ -401,7 +404,7 @@ def webhook_trigger_for_delivery(trigger_id: Any) -> WorkflowTrigger | None:
     sql, trigger_fields, workflow_fields = _delivery_query()
     db = transaction.get_connection()
     with db.cursor() as cursor:
-        cursor.execute(sql, [pk, TriggerKind.WEBHOOK])
+        cursor.execute(sql, [WorkflowTrigger._meta.pk.get_db_prep_value(pk, db), TriggerKind.WEBHOOK])
         row = cursor.fetchone()
     if row is None:
         return None

@@ -123,17 +123,21 @@ def _insert_together(rows: Sequence[models.Model]) -> None:
     "Webhooks benchmark").
     """
     db = transaction.get_connection()  # the wrapper itself: ``connection`` is a proxy, slow to read 30 times
-    statements, params = [], []
+    statements: list[tuple[str, list]] = []
     for row in rows:
         if row.pk is None:
             raise ValueError(f"{type(row).__name__} needs its primary key set before _insert_together.")
         sql, fields = _insert_sql(type(row))
-        statements.append(sql)
-        params.extend(f.get_db_prep_save(f.pre_save(row, True), db) for f in fields)
-    *first, last = statements
-    sql = (f"WITH {', '.join(f'_row{i} AS ({s})' for i, s in enumerate(first))} {last}") if first else last
-    with db.cursor() as cursor:
-        cursor.execute(sql, params)
+        statements.append((sql, [f.get_db_prep_save(f.pre_save(row, True), db) for f in fields]))
+    if db.vendor == "postgresql":
+        *first, last = [sql for sql, _ in statements]
+        sql = (f"WITH {', '.join(f'_row{i} AS ({s})' for i, s in enumerate(first))} {last}") if first else last
+        with db.cursor() as cursor:
+            cursor.execute(sql, [value for _, values in statements for value in values])
+    else:  # INSERTs inside WITH are PostgreSQL's: elsewhere (SQLite) one INSERT per row, in one transaction
+        with transaction.atomic(using=db.alias), db.cursor() as cursor:
+            for sql, values in statements:
+                cursor.execute(sql, values)
     for row in rows:
         row._state.adding = False
         row._state.db = db.alias

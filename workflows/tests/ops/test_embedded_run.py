@@ -165,6 +165,37 @@ def execute_demo_through_api(base: str, password: str) -> dict:
     raise AssertionError(f"the demo run did not finish within 60 s: {execution}")
 
 
+def deliver_signed_webhook(base: str, password: str) -> dict:
+    """Create a WEBHOOK trigger on the demo workflow, deliver one signed event, poll its run."""
+    from triggers.services.webhooks import webhook_signature  # pure function: no database
+
+    token = api_call(base, "POST", "/api/auth/token/", {"username": "demo", "password": password})["token"]
+    demo = next(w for w in api_call(base, "GET", "/api/workflows/", token=token)["results"]
+                if w["name"] == "Demo: summarise and classify")
+    trigger = api_call(base, "POST", "/api/triggers/", {"workflow": demo["id"], "type": "WEBHOOK", "name": "hook"},
+                       token=token)
+    body = json.dumps({"topic": "webhooks on SQLite"}).encode()
+    msg_id, timestamp = "msg_embedded_1", str(int(time.time()))
+    headers = {"Content-Type": "application/json", "webhook-id": msg_id, "webhook-timestamp": timestamp,
+               "webhook-signature": webhook_signature(secret=trigger["secret"], msg_id=msg_id, timestamp=timestamp,
+                                                      body=body)}
+    answers = []
+    for _ in range(2):  # the second delivery of the same id answers the first run
+        request = urllib.request.Request(f"{base}/api/webhooks/{trigger['id']}", data=body, headers=headers,
+                                         method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answers.append((response.status, json.loads(response.read().decode())))
+    assert [status for status, _ in answers] == [202, 200], answers
+    assert answers[1][1]["execution_id"] == answers[0][1]["execution_id"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        execution = api_call(base, "GET", f"/api/executions/{answers[0][1]['execution_id']}/", token=token)
+        if execution["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
+            return execution
+        time.sleep(0.5)
+    raise AssertionError(f"the webhook's run did not finish within 60 s: {execution}")
+
+
 def test_embedded_run_serves_the_admin_and_stops_cleanly_then_restarts_on_the_same_data(tmp_path):
     var_dir = tmp_path / "var"
     port = free_port()
@@ -184,6 +215,11 @@ def test_embedded_run_serves_the_admin_and_stops_cleanly_then_restarts_on_the_sa
         assert execution["status"] == "COMPLETED", execution["error"]
         assert "durable execution" in json.dumps(execution["output"])
         assert [s["status"] for s in execution["steps"]] == ["COMPLETED"] * len(execution["steps"])
+
+        hooked = deliver_signed_webhook(run.base, PASSWORD)
+        assert hooked["status"] == "COMPLETED", hooked["error"]
+        assert hooked["trigger_type"] == "WEBHOOK"
+        assert "webhooks on SQLite" in json.dumps(hooked["output"])
 
         assert run.stop(signal.SIGINT) == 0
         assert "SIGINT received" in run.output()
