@@ -41,9 +41,9 @@ def fire_due_schedules() -> dict[str, int]:
     If scheduled times fall before beat's next tick, sweeps are queued for that very
     moment (a Celery ETA), so a slot does not wait up to a second for the tick: one per
     batch of times due then, up to PROMPTPILOT_SCHEDULE_SWEEPERS, so the worker's
-    processes fire a busy minute together. A sweep that finds a backlog it did not
-    expect (its first batch full) asks for helpers at once. An extra sweep that finds
-    nothing due costs one indexed read.
+    processes fire a busy minute together. A sweep whose first batch is full asks for
+    helpers at once (after downtime, say, nothing was queued ahead); a sweep that finds
+    every sweeper slot taken, or nothing due, costs one or two indexed reads.
     """
     eager = fire_due_schedules.app.conf.task_always_eager  # eager sweeps would recurse
     helpers = 0 if eager else schedule_sweepers() - 1

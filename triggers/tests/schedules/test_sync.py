@@ -176,5 +176,7 @@ def test_promptpilots_beat_scheduler_leaves_the_trigger_records_to_the_sweep(wor
     assert f"trigger:{trigger.pk}" in StockScheduler(app=app, lazy=True).all_as_schedule()
 
 
-def test_the_default_beat_scheduler_is_promptpilots(settings):
-    assert settings.CELERY_BEAT_SCHEDULER == "triggers.beat:DatabaseScheduler"
+def test_beat_uses_promptpilots_scheduler_by_default():
+    from promptpilot.celery import app
+
+    assert app.conf.beat_scheduler == "triggers.beat:DatabaseScheduler"
