@@ -78,6 +78,7 @@ def trigger_fire(
     request_meta: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
     version_id: int | None = None,
+    touch_last_triggered: bool = True,
 ) -> TriggerInvocation:
     """Record a firing of ``trigger`` and start its workflow.
 
@@ -93,6 +94,8 @@ def trigger_fire(
     ``metadata`` adds keys to the execution's metadata (e.g. ``scheduled_for``); the
     trigger's own keys (``payload``, ``trigger_id``...) win over them. ``version_id``:
     the workflow's latest version when the caller read it with the trigger.
+    ``touch_last_triggered=False``: the caller saves ``last_triggered_at`` itself (the
+    schedule sweep writes it with the rest of a batch's state in one UPDATE).
     """
     invocation = TriggerInvocation(
         trigger=trigger, status=InvocationStatus.ACCEPTED, verified=verified, delivery_id=delivery_id or None,
@@ -146,7 +149,8 @@ def trigger_fire(
                         extra={"trigger_id": str(trigger.pk), "invocation_id": str(rejected.pk)})
             raise TriggerInputInvalid(exc.message, exc.extra, invocation=rejected) from None
         raise TriggerRejected(exc.message, exc.extra, invocation=rejected) from None
-    _touch_last_triggered(trigger, execution.created_at)
+    if touch_last_triggered:
+        _touch_last_triggered(trigger, execution.created_at)
     invocation.was_duplicate = False
     logger.info("trigger.fired", extra={"trigger_id": str(trigger.pk), "invocation_id": str(invocation.pk),
                                         "execution_id": str(execution.pk)})

@@ -49,7 +49,7 @@ from django.utils import timezone
 
 from workflows.engine.errors import InputValidationError
 from workflows.engine.inputs import validate_inputs
-from workflows.models import ExecutionStatus, TriggerType, Workflow, WorkflowExecution
+from workflows.models import ExecutionStatus, TriggerType, Workflow, WorkflowExecution, WorkflowVersion
 from workflows.services.definitions import workflow_definition_snapshot
 from workflows.signals import execution_finished
 
@@ -458,6 +458,7 @@ class SweepReport:
 # The status of a trigger's latest scheduled run, read with the due rows of a sweep batch
 # (one statement for the batch instead of one per trigger); see _busy.
 LATEST_RUN_STATUS = "latest_scheduled_run_status"
+LATEST_VERSION_ID = "latest_version_id"  # annotated by a sweep batch: the version a run pins
 
 
 def _latest_run_status() -> Subquery:
@@ -465,6 +466,11 @@ def _latest_run_status() -> Subquery:
         WorkflowExecution.objects.filter(trigger_id=OuterRef("pk"), trigger_type=TriggerType.SCHEDULED)
         .order_by("-created_at").values("status")[:1]
     )
+
+
+def _latest_version_id() -> Subquery:
+    return Subquery(WorkflowVersion.objects.filter(workflow_id=OuterRef("workflow_id")).order_by("-number")
+                    .values("pk")[:1])
 
 
 def _busy(trigger: WorkflowTrigger) -> bool:
@@ -510,6 +516,9 @@ def _fire_slot(trigger: WorkflowTrigger, schedule: Schedule, slot: datetime, *, 
         invocation = trigger_fire(
             trigger=trigger, inputs=trigger.config.get("input") or {}, payload=payload, delivery_id=delivery_id,
             verified=True, actor=None, request_meta=meta, metadata=payload,
+            # A sweep batch read the latest version with the trigger, and saves last_triggered_at
+            # with the batch's other changes (_process).
+            version_id=getattr(trigger, LATEST_VERSION_ID, None), touch_last_triggered=False,
         )
         if invocation.was_duplicate:
             report.duplicate += 1
@@ -561,7 +570,7 @@ def _due_slot(schedule: Schedule, next_run_at: datetime, now: datetime) -> tuple
     return slot, following
 
 
-SAVED_FIELDS = ("next_run_at", "buffered_slot_at", "is_active", "paused_at", "paused_reason")
+SAVED_FIELDS = ("next_run_at", "buffered_slot_at", "is_active", "paused_at", "paused_reason", "last_triggered_at")
 
 
 def _process(trigger: WorkflowTrigger, now: datetime, source: str, report: SweepReport, *,
@@ -571,6 +580,7 @@ def _process(trigger: WorkflowTrigger, now: datetime, source: str, report: Sweep
     Its new state is saved at once, or appended to ``changed`` for the caller to save in
     bulk (a sweep batch, in the same transaction)."""
     before = (trigger.next_run_at, trigger.buffered_slot_at, trigger.is_active)
+    fired_before = report.fired
     try:
         schedule = schedule_from_config(trigger.config)
         if trigger.buffered_slot_at is not None and not _busy(trigger):
@@ -586,7 +596,9 @@ def _process(trigger: WorkflowTrigger, now: datetime, source: str, report: Sweep
         # Config written around the services (admin, SQL): stop instead of failing every second.
         _pause(trigger, f"The schedule cannot be computed: {getattr(exc, 'message', exc)}", now)
         report.paused += 1
-    if (trigger.next_run_at, trigger.buffered_slot_at, trigger.is_active) != before:
+    if report.fired != fired_before:
+        trigger.last_triggered_at = now  # one value per batch, so a batch's triggers share one UPDATE
+    if (trigger.next_run_at, trigger.buffered_slot_at, trigger.is_active) != before or report.fired != fired_before:
         if changed is not None:
             changed.append(trigger)
         else:
@@ -685,7 +697,7 @@ def _sweep(*, now: datetime | None, trigger_id: Any, batch: int, source: str,
         if not scheduled.filter(Q(next_run_at__lte=now or timezone.now()) | Q(buffered_slot_at__isnull=False)).exists():
             return report  # the usual answer of a periodic-task call: the scheduler got there first
     locked = (scheduled.select_for_update(skip_locked=True, of=("self",)).select_related("workflow")
-              .annotate(**{LATEST_RUN_STATUS: _latest_run_status()}))
+              .annotate(**{LATEST_RUN_STATUS: _latest_run_status(), LATEST_VERSION_ID: _latest_version_id()}))
     # Runs waiting under buffer_one whose receiver was missed (worker lost after commit).
     # The partial index trigger_schedule_buffered holds only such rows: usually none.
     if scheduled.filter(buffered_slot_at__isnull=False).exists():

@@ -338,3 +338,16 @@ def test_sweeps_running_in_parallel_fire_every_due_slot_exactly_once(user, setti
     assert WorkflowExecution.objects.count() == 12
     for trigger in triggers:
         assert fired_slots(trigger) == ["2026-01-05T09:00:00Z"]
+
+
+def test_a_sweep_pins_the_latest_version_and_stamps_last_triggered_at_with_its_time(workflow):
+    trigger = scheduled_trigger(workflow, "0 9 * * *")
+    WorkflowVariable.objects.filter(workflow=workflow, name="amount").update(required=False)
+    latest = workflow_version_create(workflow=workflow, note="edited before 09:00")
+
+    schedule_fire_due(now=NINE + LATE)
+
+    execution = WorkflowExecution.objects.get(trigger=trigger)
+    assert execution.version_id == latest.pk
+    trigger.refresh_from_db()
+    assert trigger.last_triggered_at == NINE + LATE
