@@ -7,6 +7,8 @@ its own PostgreSQL database (``benchhooks``) and Redis database (7, the Celery b
 flushed at start and end). No Celery worker runs: accepted deliveries are enqueued, not
 run. For each of the trivial JSON view (``/bench/trivial``) and signed Standard Webhooks
 deliveries (unique ``webhook-id``, fresh timestamp, valid signature over the exact body),
+and, as a reference that is not PromptPilot, the issue's "straightforward chain" view
+(``/bench/straightforward``: verify, one INSERT, ``send_task``; see webhooks_urls.py),
 it runs a fixed-duration load with N concurrent connections from a few client processes
 and reports requests/s, p50/p99 latency and status codes; then checks that every 202 has
 an ACCEPTED TriggerInvocation and a PENDING execution in the database. See bench/README.md.
@@ -98,7 +100,7 @@ def _make_requests(kind, count, trigger_id, secret, tag):
         return [("GET", "/bench/trivial", None, {"Host": "localhost"})] * count
     from triggers.services.webhooks import webhook_signature  # pure function, no database
 
-    path = f"/api/webhooks/{trigger_id}"
+    path = "/bench/straightforward" if kind == "straightforward" else f"/api/webhooks/{trigger_id}"
     timestamp = str(int(time.time()))
     requests = []
     for n in range(count):
@@ -123,7 +125,7 @@ def _process_load(args):
     """One client process: precompute its requests, then ``threads`` connections."""
     kind, port, threads, per_thread, start_at, duration, trigger_id, secret, tag = args
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    if kind == "webhook":
+    if kind != "trivial":
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.webhooks_settings")
         import django
 
@@ -148,7 +150,7 @@ def _process_load(args):
 def run_load(pool, kind, *, port, connections, procs, duration, trigger_id="", secret="", per_thread, tag):
     threads = max(1, connections // procs)
     # Precomputing (signing) happens before start_at, outside the timed window.
-    start_at = time.time() + (3.0 if kind == "webhook" else 1.0) + per_thread * threads * 0.00005
+    start_at = time.time() + (1.0 if kind == "trivial" else 3.0) + per_thread * threads * 0.00005
     jobs = [(kind, port, threads, per_thread, start_at, duration, trigger_id, secret, f"{tag}p{i}")
             for i in range(procs)]
     result = pool.map_async(_process_load, jobs)
@@ -272,6 +274,25 @@ def setup_trigger():
     return trigger, secret
 
 
+def setup_straightforward_table(connection) -> None:
+    """The reference view's table (bench/webhooks_urls.py), emptied for this run."""
+    from bench.webhooks_urls import STRAIGHTFORWARD_TABLE
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE IF NOT EXISTS {STRAIGHTFORWARD_TABLE} (id uuid PRIMARY KEY, "
+                       "webhook_id text NOT NULL, payload jsonb NOT NULL, received_at timestamptz DEFAULT now())")
+        cursor.execute(f"TRUNCATE {STRAIGHTFORWARD_TABLE}")
+
+
+def straightforward_sent(connection) -> int:
+    """Rows the reference view wrote (each with one broker message)."""
+    from bench.webhooks_urls import STRAIGHTFORWARD_TABLE
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {STRAIGHTFORWARD_TABLE}")
+        return cursor.fetchone()[0]
+
+
 class Gunicorn:
     def __init__(self, port: int, workers: int):
         self.log_dir = tempfile.mkdtemp(prefix="bench-webhooks-")
@@ -328,6 +349,8 @@ def main() -> int:
     broker = redis_client()
     broker.flushdb()  # our own database number only
     trigger, secret = setup_trigger()
+    setup_straightforward_table(connection)
+    os.environ["BENCH_WEBHOOK_SECRET"] = secret  # for the straightforward reference view in gunicorn
     connection.close()  # gunicorn workers must not inherit it (they are separate processes anyway)
 
     port = free_port()
@@ -344,13 +367,14 @@ def main() -> int:
     try:
         server.wait_ready(port)
         print(f"Machine: {info}", flush=True)
-        for kind in ("trivial", "webhook"):
+        for kind in ("trivial", "straightforward", "webhook"):
             common = dict(port=port, connections=args.connections, procs=args.procs, trigger_id=str(trigger.pk),
                           secret=secret, per_thread=args.per_thread)
             warm = run_load(pool, kind, duration=args.warmup, tag=f"w{kind[0]}", **common)
-            accepted_total += warm["statuses"].get(202, 0) + warm["statuses"].get("202 after window", 0)
             timed = run_load(pool, kind, duration=args.duration, tag=f"t{kind[0]}", **common)
-            accepted_total += timed["statuses"].get(202, 0) + timed["statuses"].get("202 after window", 0)
+            if kind == "webhook":
+                accepted_total += sum(run["statuses"].get(key, 0) for run in (warm, timed)
+                                      for key in (202, "202 after window"))
             results[kind] = summary(timed)
             s = results[kind]
             print(f"{kind:8s} {s['rps']:8.1f} req/s  p50 {s['p50']:6.1f} ms  p99 {s['p99']:6.1f} ms  "
@@ -378,10 +402,12 @@ def main() -> int:
     queued = broker.llen("celery")
     broker.flushdb()
 
-    trivial, hook = results["trivial"], results["webhook"]
+    trivial, hook, plain = results["trivial"], results["webhook"], results["straightforward"]
     ratio = hook["rps"] / trivial["rps"] if trivial["rps"] else float("nan")
+    plain_ratio = plain["rps"] / trivial["rps"] if trivial["rps"] else float("nan")
     all_202 = set(hook["statuses"]) <= {"202", "202 after window"} and not hook["errors"]
     durable = invocations.get(InvocationStatus.ACCEPTED, 0) == accepted_total == pending == executions
+    queued -= straightforward_sent(conn)
     print()
     print(f"date {info['date']}, {info['nproc']} CPUs ({info['cpu']}), load {info['load']}, "
           f"Python {info['python']}, PostgreSQL {info['postgres']}, code {info['code']}")
@@ -389,8 +415,10 @@ def main() -> int:
           f"{args.connections // args.procs} connections on the same machine; {args.duration:.0f} s per target")
     print("| target | req/s | p50 ms | p99 ms | max ms | statuses |")
     print("| --- | ---: | ---: | ---: | ---: | --- |")
-    for name, s in (("trivial JSON view", trivial), ("signed webhook delivery", hook)):
+    for name, s in (("trivial JSON view", trivial), ("straightforward chain (reference, not PromptPilot)", plain),
+                    ("signed webhook delivery", hook)):
         print(f"| {name} | {s['rps']:.0f} | {s['p50']:.1f} | {s['p99']:.1f} | {s['max']:.1f} | {s['statuses']} |")
+    print(f"ratio straightforward chain/trivial: {plain_ratio:.2f}x (the issue's estimate: 0.25x)")
     print(f"ratio webhook/trivial: {ratio:.2f}x (goal >= {GOAL_RATIO}x: {'met' if ratio >= GOAL_RATIO else 'NOT met'})")
     print(f"webhook p99: {hook['p99']:.1f} ms (goal < {GOAL_P99_MS:.0f} ms: "
           f"{'met' if hook['p99'] < GOAL_P99_MS else 'NOT met'})")
@@ -400,6 +428,7 @@ def main() -> int:
           f"{'OK' if durable else 'MISMATCH'}")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": info, "results": results, "ratio": ratio,
+                                               "straightforward_ratio": plain_ratio,
                                                "accepted": accepted_total, "invocations": dict(invocations),
                                                "pending": pending, "queued": queued}, indent=2))
     return 0 if durable and all_202 else 1
