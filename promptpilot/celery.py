@@ -24,9 +24,12 @@ def _refuse_to_start_with_unsafe_settings(**kwargs) -> None:
 
 
 @task_prerun.connect
-def _fresh_enough_database_connection(**kwargs) -> None:
+def _fresh_enough_database_connection(task=None, **kwargs) -> None:
     """Reuse the worker's connection across tasks, but not one that is broken or older
-    than CONN_MAX_AGE (the same rule Django applies at each request)."""
+    than CONN_MAX_AGE (the same rule Django applies at each request). Not for a task
+    applied inside another one (the next step of a run): the connection was just used."""
     from django.db import close_old_connections
 
+    if task is not None and getattr(task.request, "is_eager", False):
+        return
     close_old_connections()

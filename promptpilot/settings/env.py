@@ -73,8 +73,8 @@ REAPER_INTERVAL_SECONDS = _float("PROMPTPILOT_REAPER_INTERVAL_SECONDS", 10.0)
 ENQUEUE_GRACE_SECONDS = _float("PROMPTPILOT_ENQUEUE_GRACE_SECONDS", 30.0)
 MAX_LOST_ATTEMPTS = _int("PROMPTPILOT_MAX_LOST_ATTEMPTS", 3)
 MAX_BACKOFF_SECONDS = _float("PROMPTPILOT_MAX_BACKOFF_SECONDS", 300.0)
-# A task that checkpointed a step goes on with the next one itself (no broker hop) while it
-# has run for less than this; 0 sends every step attempt as its own task.
+# A worker that checkpointed a step applies the next step's task itself (no broker hop)
+# while its chain has run for less than this; 0 sends every step's task through the broker.
 INLINE_STEP_BUDGET_SECONDS = _float("PROMPTPILOT_INLINE_STEP_BUDGET_SECONDS", 2.0)
 
 # Extra provider adapter modules to import at start-up (comma separated dotted paths).

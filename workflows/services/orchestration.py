@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any
@@ -70,9 +72,9 @@ def error_payload(type_: str, message: str, step: str | None = None, details: di
 # --- admission ---------------------------------------------------------------------
 
 
-def execution_admit(*, execution_id: uuid.UUID | str) -> None:
-    """Start a PENDING execution if its workflow has a free slot (arrival order), then
-    run its first steps in this task while the inline budget lasts (see ``_go_on``)."""
+def execution_admit(*, execution_id: uuid.UUID | str, run_next: RunNext | None = None) -> None:
+    """Start a PENDING execution if its workflow has a free slot (arrival order), then hand
+    its first steps to ``run_next`` while the inline budget lasts (see ``_go_on``)."""
     with continuation(_conf("INLINE_STEP_BUDGET_SECONDS")) as holder:
         if fast_path.available():
             begun, first = fast_path.admit(
@@ -86,7 +88,7 @@ def execution_admit(*, execution_id: uuid.UUID | str) -> None:
             begun = False
         if not begun:  # capped workflow, resumed retry, not PENDING, or not PostgreSQL
             _admit(execution_id)
-        _go_on(holder)
+        _go_on(holder, run_next)
 
 
 def _admit(execution_id: uuid.UUID | str) -> None:
@@ -180,30 +182,52 @@ def _schedule_step(execution: WorkflowExecution, step: StepDefinition) -> Workfl
 # --- one step attempt ----------------------------------------------------------------
 
 
-def step_attempt_run(*, step_execution_id: uuid.UUID | str, attempt: int) -> str:
-    """Run one attempt of one step: claim, compute (outside any transaction), checkpoint;
-    then go on with the steps that follow while the inline budget lasts (``_go_on``).
+RunNext = Callable[[str, int], object]
+_handed_over = threading.local()
 
-    Returns what happened to the delivered attempt ("checkpointed", "retry-scheduled",
-    "not-claimed", "rejected") for logs and tests; a duplicate or late delivery is a no-op.
+
+def step_attempt_run(*, step_execution_id: uuid.UUID | str, attempt: int, run_next: RunNext | None = None) -> str:
+    """Run one attempt of one step: claim, compute (outside any transaction), checkpoint;
+    then hand the steps that follow to ``run_next`` while the inline budget lasts.
+
+    ``run_next(step_execution_id, attempt)`` runs an attempt as a task of its own in this
+    process (the Celery task applies itself: workflows/tasks.py); without it, attempts run
+    by a nested call of this function (tests, in-process callers). Returns what happened
+    to this attempt ("checkpointed", "retry-scheduled", "not-claimed", "rejected") for logs
+    and tests; a duplicate or late delivery is a no-op.
     """
     with continuation(_conf("INLINE_STEP_BUDGET_SECONDS")) as holder:
-        outcome = _attempt(step_execution_id, attempt)
-        _go_on(holder)
+        handed = _take_handed_over(step_execution_id, attempt)
+        outcome = _run_claimed(handed) if handed is not None else _attempt(step_execution_id, attempt)
+        _go_on(holder, run_next)
     return outcome
 
 
-def _go_on(holder: Continuation | None) -> None:
-    """Run the next step here instead of sending it to the broker, while the task's budget
-    lasts. Each one is claimed (from its committed PENDING row, exactly like a delivered
-    message, or in advance by the checkpoint that created it), leased and checkpointed on
-    its own; a worker lost in the middle leaves a PENDING row, or a RUNNING one whose lease
-    lapses, and the reaper sends it again."""
+def _go_on(holder: Continuation | None, run_next: RunNext | None) -> None:
+    """Run the next step in this process instead of sending it to the broker, while the
+    task's budget lasts: each attempt still runs as its own task (``run_next``), claimed
+    (from its committed PENDING row, exactly like a delivered message, or in advance by the
+    checkpoint that created it: handed over here), leased and checkpointed on its own. A
+    worker lost in the middle leaves a PENDING row, or a RUNNING one whose lease lapses,
+    and the reaper sends it again."""
     while holder is not None and (following := holder.take()) is not None:
         if isinstance(following, fast_path.Claimed):
-            _run_claimed(following)
+            step_execution_id, attempt = following.step_execution_id, following.attempt
+            _handed_over.claims = {**getattr(_handed_over, "claims", {}), (step_execution_id, attempt): following}
         else:
-            _attempt(*following)
+            step_execution_id, attempt = following
+        try:
+            if run_next is not None:
+                run_next(step_execution_id, attempt)
+            else:
+                step_attempt_run(step_execution_id=step_execution_id, attempt=attempt)
+        finally:
+            _take_handed_over(step_execution_id, attempt)  # never left behind, whatever happened
+
+
+def _take_handed_over(step_execution_id, attempt: int) -> fast_path.Claimed | None:
+    claims = getattr(_handed_over, "claims", None)
+    return claims.pop((str(step_execution_id), attempt), None) if claims else None
 
 
 def _attempt(step_execution_id: uuid.UUID | str, attempt: int) -> str:

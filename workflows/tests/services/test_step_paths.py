@@ -103,6 +103,33 @@ def test_a_task_goes_on_with_the_next_steps_while_its_budget_lasts(user, sent, b
     assert all(s["status"] == "COMPLETED" and s["attempt"] == 1 for s in run["steps"])
 
 
+def test_within_the_budget_each_step_attempt_still_runs_as_its_own_celery_task(user, sent, budget):
+    from celery.signals import task_prerun
+
+    from workflows import tasks
+
+    budget(2.0)
+    execution = execution_start(workflow=_three_steps(user), inputs={"topic": "owls"}, started_by=user)
+    started: list[tuple[str, str, tuple]] = []
+
+    def record(task_id=None, task=None, args=None, **kwargs):
+        started.append((task.name, task_id, tuple(args or ())))
+
+    assert sent.pop(0) == ("workflows.advance_execution", [str(execution.id)])
+    task_prerun.connect(record, weak=False)
+    try:
+        tasks.advance_execution.apply(args=[str(execution.id)])
+    finally:
+        task_prerun.disconnect(record)
+
+    steps = {str(s.id): s.step_name for s in WorkflowStepExecution.objects.filter(execution=execution)}
+    run_steps = [(task_id, args) for name, task_id, args in started if name == "workflows.run_step"]
+    assert [steps[args[0]] for _, args in run_steps] == ["draft", "shape", "final"]
+    assert len({task_id for task_id, _ in run_steps}) == 3, "one task (and task id) per step attempt"
+    assert sent == [], "and none of them went through the broker"
+    assert _recorded(execution.id)["status"] == "COMPLETED"
+
+
 def test_with_no_budget_every_step_attempt_is_its_own_task(user, sent, budget):
     budget(0)
     execution = execution_start(workflow=_three_steps(user), inputs={"topic": "owls"}, started_by=user)
