@@ -199,6 +199,9 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 payload, content_type = body.encode(), "application/json"
             else:
                 payload, content_type = (body or b""), "application/json"
+            # Stamped before the bytes leave: the client may read them and a test look at this
+            # record before this thread runs again.
+            record.finished = time.monotonic()
             try:
                 self.send_response(reply.status)
                 headers = {"Content-Type": content_type, **reply.headers}
@@ -210,7 +213,7 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
-            record.finished = time.monotonic()
+                record.finished = None  # never delivered
 
     return Handler
 
