@@ -46,7 +46,13 @@ from .leases import keeper
 
 logger = logging.getLogger(__name__)
 
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+HOSTNAME = socket.gethostname()
+
+
+def worker_id() -> str:
+    """``host:pid`` of the process running the attempt (read each time: prefork pool
+    children are forked after this module is imported)."""
+    return f"{HOSTNAME}:{os.getpid()}"
 CONNECTION_CHECK_AFTER_SECONDS = 1.0
 
 
@@ -78,7 +84,7 @@ def execution_admit(*, execution_id: uuid.UUID | str, run_next: RunNext | None =
     with continuation(_conf("INLINE_STEP_BUDGET_SECONDS")) as holder:
         if fast_path.available():
             begun, first = fast_path.admit(
-                execution_id, now=timezone.now(), worker=WORKER_ID, lease_seconds=_conf("STEP_LEASE_SECONDS"),
+                execution_id, now=timezone.now(), worker=worker_id(), lease_seconds=_conf("STEP_LEASE_SECONDS"),
                 claim_next=holder is not None and holder.can_keep(), definition_of=_version_snapshot)
             if begun:
                 logger.info("execution.started", extra={"execution_id": str(execution_id)})
@@ -233,7 +239,7 @@ def _take_handed_over(step_execution_id, attempt: int) -> fast_path.Claimed | No
 def _attempt(step_execution_id: uuid.UUID | str, attempt: int) -> str:
     claimed = None
     if fast_path.available():
-        claimed = fast_path.claim(step_execution_id, attempt, worker=WORKER_ID,
+        claimed = fast_path.claim(step_execution_id, attempt, worker=worker_id(),
                                   lease_seconds=_conf("STEP_LEASE_SECONDS"), now=timezone.now())
     if claimed is None:  # not claimable, or not PostgreSQL: the ORM path decides and says why
         orm_claimed = _claim(step_execution_id, attempt)
@@ -269,7 +275,7 @@ def _run_claimed(claimed: fast_path.Claimed) -> str:
     if fast_path.available():
         holder = current_continuation()
         done = fast_path.checkpoint(
-            claimed, step, definition, result, raw_definition=raw, now=timezone.now(), worker=WORKER_ID,
+            claimed, step, definition, result, raw_definition=raw, now=timezone.now(), worker=worker_id(),
             lease_seconds=_conf("STEP_LEASE_SECONDS"), claim_next=holder is not None and holder.can_keep(),
             add_tokens=_add_tokens, sum_tokens=_sum_tokens,
         )
@@ -309,7 +315,7 @@ def _claim(step_execution_id, attempt: int):
             return None
         step_execution.status = StepExecutionStatus.RUNNING
         step_execution.lease_expires_at = now + timedelta(seconds=_conf("STEP_LEASE_SECONDS"))
-        step_execution.worker = WORKER_ID
+        step_execution.worker = worker_id()
         step_execution.started_at = step_execution.started_at or now
         step_execution.save(update_fields=["status", "lease_expires_at", "worker", "started_at"])
     return step_execution, execution, _definition(execution)
@@ -342,7 +348,7 @@ def _checkpoint(step_execution_id, attempt: int, step: StepDefinition, definitio
             # Fencing: a newer attempt owns this step, or the run was cancelled.
             step_execution.warnings = [
                 *step_execution.warnings,
-                f"Late result of attempt {attempt} from {WORKER_ID} discarded "
+                f"Late result of attempt {attempt} from {worker_id()} discarded "
                 f"(step is {step_execution.status}, attempt {step_execution.attempt}).",
             ]
             step_execution.save(update_fields=["warnings"])

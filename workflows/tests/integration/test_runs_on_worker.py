@@ -46,6 +46,15 @@ def test_prompt_condition_transform_workflow_completes_with_outputs_and_tokens(a
     assert detail["steps"][1]["output"] is True
     assert detail["aggregate_tokens"]["total"] > 0
     assert detail["started_at"] and detail["completed_at"]
+    # Ops read `worker` as host:pid of the pool process that ran the step (not the worker's main process).
+    for name in ("draft", "check", "final"):
+        pid = int(step_run(finished.id, name).worker.rsplit(":", 1)[1])
+        assert _parent_pid(pid) == shared_worker.pid
+
+
+def _parent_pid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
 
 
 def test_condition_stop_records_remaining_steps_skipped(api, user, shared_worker):
