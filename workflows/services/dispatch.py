@@ -32,15 +32,15 @@ class Continuation:
         self.deadline = time.monotonic() + budget_seconds
         self.next: object | None = None  # (step execution id, attempt), or a fast_path.Claimed
 
+    def can_keep(self) -> bool:
+        """Whether this task may take one more step (nothing kept yet, budget left)."""
+        return self.next is None and time.monotonic() < self.deadline
+
     def offer(self, step_execution_id: uuid.UUID | str, attempt: int) -> bool:
-        if self.next is not None or time.monotonic() >= self.deadline:
+        if not self.can_keep():
             return False
         self.next = (str(step_execution_id), attempt)
         return True
-
-    def can_keep(self) -> bool:
-        """Whether the next step may be claimed for this task in advance (see fast_path)."""
-        return self.next is None and time.monotonic() < self.deadline
 
     def keep(self, claimed: object) -> None:
         """Keep a step this task already claimed (its row is RUNNING with this task's lease)."""

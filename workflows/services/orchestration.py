@@ -219,7 +219,7 @@ def _go_on(holder: Continuation | None, run_next: RunNext | None) -> None:
     while holder is not None and (following := holder.take()) is not None:
         if isinstance(following, fast_path.Claimed):
             step_execution_id, attempt = following.step_execution_id, following.attempt
-            _handed_over.claims = {**getattr(_handed_over, "claims", {}), (step_execution_id, attempt): following}
+            _handed_over.__dict__.setdefault("claims", {})[(step_execution_id, attempt)] = following
         else:
             step_execution_id, attempt = following
         try:

@@ -156,13 +156,17 @@ def execute_demo_through_api(base: str, password: str) -> dict:
     started = api_call(base, "POST", f"/api/workflows/{demo['id']}/execute",
                        {"input": {"topic": "durable execution"}}, token=token)
     assert started["status"] == "PENDING"
-    deadline = time.monotonic() + 60
+    return wait_until_finished(base, token, started["id"], "the demo run")
+
+
+def wait_until_finished(base: str, token: str, execution_id: str, what: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        execution = api_call(base, "GET", f"/api/executions/{started['id']}/", token=token)
+        execution = api_call(base, "GET", f"/api/executions/{execution_id}/", token=token)
         if execution["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
             return execution
         time.sleep(0.5)
-    raise AssertionError(f"the demo run did not finish within 60 s: {execution}")
+    raise AssertionError(f"{what} did not finish within {timeout:g} s: {execution}")
 
 
 def deliver_signed_webhook(base: str, password: str) -> dict:
@@ -187,13 +191,7 @@ def deliver_signed_webhook(base: str, password: str) -> dict:
             answers.append((response.status, json.loads(response.read().decode())))
     assert [status for status, _ in answers] == [202, 200], answers
     assert answers[1][1]["execution_id"] == answers[0][1]["execution_id"]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        execution = api_call(base, "GET", f"/api/executions/{answers[0][1]['execution_id']}/", token=token)
-        if execution["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
-            return execution
-        time.sleep(0.5)
-    raise AssertionError(f"the webhook's run did not finish within 60 s: {execution}")
+    return wait_until_finished(base, token, answers[0][1]["execution_id"], "the webhook's run")
 
 
 def test_embedded_run_serves_the_admin_and_stops_cleanly_then_restarts_on_the_same_data(tmp_path):
