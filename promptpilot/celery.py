@@ -2,7 +2,7 @@
 import os
 
 from celery import Celery
-from celery.signals import beat_init, task_prerun, worker_init
+from celery.signals import beat_init, task_prerun, worker_init, worker_process_shutdown, worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "promptpilot.settings")
 
@@ -33,3 +33,13 @@ def _fresh_enough_database_connection(task=None, **kwargs) -> None:
     if task is not None and getattr(task.request, "is_eager", False):
         return
     close_old_connections()
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def _send_held_starts(**kwargs) -> None:
+    """A worker process that started runs (schedules, events, the reaper) sends their
+    wake-up messages before it exits (pool children skip atexit handlers)."""
+    from workflows.services.relay import relay_flush
+
+    relay_flush(timeout=5)

@@ -9,6 +9,8 @@ from promptpilot.common.apis import AuthTokenApi, healthz
 from workflows.metrics import metrics_view
 
 urlpatterns = [
+    # First: the webhook receiver is the busiest route (no other pattern overlaps these).
+    path("api/", include("triggers.api_urls")),
     path("admin/", admin.site.urls),
     # Builders log in to the pages here (the admin login admits staff only).
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
@@ -19,7 +21,6 @@ urlpatterns = [
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
     re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/", include("workflows.api_urls")),
-    path("api/", include("triggers.api_urls")),
     path("triggers/", include("triggers.urls")),
     path("", RedirectView.as_view(pattern_name="triggers:list", permanent=False)),
 ]

@@ -251,6 +251,10 @@ class TriggerExecuteApi(BaseApi):
         return Response(data, status=code)
 
 
+_WEBHOOK_HEADER_KEYS = [(name, "HTTP_" + name.upper().replace("-", "_"))
+                        for name in (HEADER_ID, HEADER_TIMESTAMP, HEADER_SIGNATURE)]
+
+
 class WebhookReceiveApi(BaseApi):
     """Standard Webhooks receiver. No user auth (the signature is the auth), CSRF exempt."""
 
@@ -297,8 +301,10 @@ class WebhookReceiveApi(BaseApi):
     @staticmethod
     def _delivery(request: HttpRequest, body: bytes) -> WebhookRequest:
         meta = request.META
+        # Only the Standard Webhooks headers are read: no need to build request.headers.
+        headers = {name: meta[key] for name, key in _WEBHOOK_HEADER_KEYS if key in meta}
         return WebhookRequest(
-            headers=dict(request.headers), body=body, remote_addr=meta.get("REMOTE_ADDR", ""),
+            headers=headers, body=body, remote_addr=meta.get("REMOTE_ADDR", ""),
             content_type=meta.get("CONTENT_TYPE", ""), content_length=meta.get("CONTENT_LENGTH", ""),
         )
 

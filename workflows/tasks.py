@@ -5,7 +5,7 @@ import logging
 
 from celery import shared_task
 
-from .services.orchestration import execution_admit, step_attempt_run
+from .services.orchestration import execution_admit, executions_admit, step_attempt_run
 from .services.reaper import reaper_sweep
 
 logger = logging.getLogger(__name__)
@@ -16,6 +16,12 @@ DURABLE = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": Tr
 @shared_task(name="workflows.advance_execution", **DURABLE)
 def advance_execution(execution_id: str) -> None:
     execution_admit(execution_id=execution_id, run_next=run_step_here)
+
+
+@shared_task(name="workflows.advance_executions", **DURABLE)
+def advance_executions(execution_ids: list[str]) -> None:
+    """A batch of new runs from one process's start relay (services/relay.py)."""
+    executions_admit(execution_ids=[str(i) for i in execution_ids], run_next=run_step_here)
 
 
 @shared_task(name="workflows.run_step", **DURABLE)

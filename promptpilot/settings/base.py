@@ -71,6 +71,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+elif env.PREPARED_STATEMENTS and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Lets psycopg prepare statements at all. Django's own queries bind on the client and
+    # are never prepared; only promptpilot.common.db.run_prepared's few hot ones are.
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 if env.REDIS_URL:
@@ -181,6 +185,8 @@ PROMPTPILOT = {
     "MAX_LOST_ATTEMPTS": env.MAX_LOST_ATTEMPTS,
     "MAX_BACKOFF_SECONDS": env.MAX_BACKOFF_SECONDS,
     "INLINE_STEP_BUDGET_SECONDS": env.INLINE_STEP_BUDGET_SECONDS,
+    "START_BATCH_SECONDS": env.START_BATCH_SECONDS,
+    "PREPARED_STATEMENTS": env.PREPARED_STATEMENTS,
     "VISIBILITY_TIMEOUT": env.CELERY_VISIBILITY_TIMEOUT,
     "PROVIDER_MODULES": env.PROVIDER_MODULES,
     "DEMO_PASSWORD": env.DEMO_PASSWORD,

@@ -6,6 +6,8 @@ prepending a key) that speaks this app's error vocabulary.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 from promptpilot.common import crypto
 
 from ..errors import SecretUnreadable
@@ -23,9 +25,17 @@ def secret_decrypt(token: str) -> str:
     if not token:
         raise SecretUnreadable("No secret is stored.")
     try:
-        return crypto.decrypt(token, purpose=PURPOSE)
+        return _decrypt(token, crypto.configured_keys())
     except crypto.DecryptionError as exc:
         raise SecretUnreadable(
             "The stored secret cannot be decrypted with the configured PROMPTPILOT_SECRETS_KEY; "
             "rotate the trigger's secret."
         ) from exc
+
+
+@lru_cache(maxsize=1024)
+def _decrypt(token: str, keys: tuple[str, ...]) -> str:
+    # Every webhook delivery needs its trigger's secret: Fernet's check and AES cost more
+    # than the rest of the signature verification. A token (and the configured keys) only
+    # ever decrypts to one plaintext, so each process remembers it.
+    return crypto.decrypt(token, purpose=PURPOSE)

@@ -26,6 +26,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from promptpilot.common.db import run_prepared
 from workflows.engine.errors import TemplateError
 from workflows.engine.templating import evaluate_expression
 from workflows.models import Workflow, WorkflowVersion
@@ -374,19 +375,22 @@ def _delivery_query() -> tuple[str, list, list]:
 
 
 def _from_row(db, model, fields, values):
-    values = [
-        value if value is None else _convert(db, field, value) for field, value in zip(fields, values, strict=True)
-    ]
-    return model.from_db(db.alias, [f.attname for f in fields], values)
+    converted = []
+    for field, value in zip(fields, values, strict=True):
+        if value is not None:
+            column, converters = _converters(db, field)
+            for converter in converters:
+                value = converter(value, column, db)
+        converted.append(value)
+    return model.from_db(db.alias, [f.attname for f in fields], converted)
 
 
-def _convert(db, field, value):
+@lru_cache(maxsize=64)
+def _converters(db, field):
     # The backend's converters (SQLite: UUIDs, booleans, datetimes) then the field's own, as
-    # the ORM's compiler applies them.
+    # the ORM's compiler applies them; the same for every row, so looked up once.
     column = field.get_col(field.model._meta.db_table)
-    for converter in (*db.ops.get_db_converters(column), *column.get_db_converters(db)):
-        value = converter(value, column, db)
-    return value
+    return column, (*db.ops.get_db_converters(column), *column.get_db_converters(db))
 
 
 def webhook_trigger_for_delivery(trigger_id: Any) -> WorkflowTrigger | None:
@@ -403,9 +407,8 @@ def webhook_trigger_for_delivery(trigger_id: Any) -> WorkflowTrigger | None:
         return None
     sql, trigger_fields, workflow_fields = _delivery_query()
     db = transaction.get_connection()
-    with db.cursor() as cursor:
-        cursor.execute(sql, [WorkflowTrigger._meta.pk.get_db_prep_value(pk, db), TriggerKind.WEBHOOK])
-        row = cursor.fetchone()
+    row = run_prepared(sql, [WorkflowTrigger._meta.pk.get_db_prep_value(pk, db), str(TriggerKind.WEBHOOK)], fetch=True,
+                       read_only=True)
     if row is None:
         return None
     split = len(trigger_fields)

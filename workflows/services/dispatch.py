@@ -88,8 +88,23 @@ def _send(task_name: str, args: list, *, countdown: float | None = None) -> bool
 
 
 def enqueue_execution(execution_id: uuid.UUID) -> None:
-    """Ask a worker to admit (start) a PENDING execution, once this transaction commits."""
-    transaction.on_commit(lambda: _send("workflows.advance_execution", [str(execution_id)]))
+    """Ask a worker to admit (start) a PENDING execution, once this transaction commits:
+    batched with this process's other starts by default (see ``services/relay.py``)."""
+    transaction.on_commit(lambda: _send_start(execution_id))
+
+
+def _send_start(execution_id: uuid.UUID) -> None:
+    from django.conf import settings
+
+    linger = float(settings.PROMPTPILOT["START_BATCH_SECONDS"])
+    if linger <= 0:
+        _send("workflows.advance_execution", [str(execution_id)])
+        return
+    from .relay import relay
+
+    batcher = relay()
+    batcher.linger_seconds = linger
+    batcher.add(execution_id)
 
 
 def enqueue_step(step_execution_id: uuid.UUID, attempt: int, *, countdown: float = 0) -> None:

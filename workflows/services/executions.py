@@ -10,6 +10,8 @@ from typing import Any
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
+from promptpilot.common.db import run_prepared
+
 from ..engine.errors import InputValidationError
 from ..engine.inputs import validate_inputs
 from ..errors import ExecutionFinished, ExecutionNotRetryable, InputValidationFailed, WorkflowInactive
@@ -132,8 +134,7 @@ def _insert_together(rows: Sequence[models.Model]) -> None:
     if db.vendor == "postgresql":
         *first, last = [sql for sql, _ in statements]
         sql = (f"WITH {', '.join(f'_row{i} AS ({s})' for i, s in enumerate(first))} {last}") if first else last
-        with db.cursor() as cursor:
-            cursor.execute(sql, [value for _, values in statements for value in values])
+        run_prepared(sql, [value for _, values in statements for value in values])
     else:  # INSERTs inside WITH are PostgreSQL's: elsewhere (SQLite) one INSERT per row, in one transaction
         with transaction.atomic(using=db.alias), db.cursor() as cursor:
             for sql, values in statements:

@@ -78,10 +78,13 @@ def error_payload(type_: str, message: str, step: str | None = None, details: di
 # --- admission ---------------------------------------------------------------------
 
 
-def execution_admit(*, execution_id: uuid.UUID | str, run_next: RunNext | None = None) -> None:
+def execution_admit(*, execution_id: uuid.UUID | str, run_next: RunNext | None = None,
+                    go_on_here: bool = True) -> None:
     """Start a PENDING execution if its workflow has a free slot (arrival order), then hand
-    its first steps to ``run_next`` while the inline budget lasts (see ``_go_on``)."""
-    with continuation(_conf("INLINE_STEP_BUDGET_SECONDS")) as holder:
+    its first steps to ``run_next`` while the inline budget lasts (see ``_go_on``).
+    ``go_on_here=False``: the first step goes to the broker, for any worker to take."""
+    budget = _conf("INLINE_STEP_BUDGET_SECONDS") if go_on_here else 0
+    with continuation(budget) as holder:
         if fast_path.available():
             begun, first = fast_path.admit(
                 execution_id, now=timezone.now(), worker=worker_id(), lease_seconds=_conf("STEP_LEASE_SECONDS"),
@@ -95,6 +98,19 @@ def execution_admit(*, execution_id: uuid.UUID | str, run_next: RunNext | None =
         if not begun:  # capped workflow, resumed retry, not PENDING, or not PostgreSQL
             _admit(execution_id)
         _go_on(holder, run_next)
+
+
+def executions_admit(*, execution_ids: list[str], run_next: RunNext | None = None) -> None:
+    """Admit a batch of PENDING executions (one ``workflows.advance_executions`` message
+    from a process's start relay). Every run's first step but the last one's goes to the
+    broker, so the batch spreads over the workers; the last one goes on here. A run that
+    fails to be admitted is logged and stays PENDING: the reaper sends it again."""
+    for position, execution_id in enumerate(execution_ids, start=1):
+        try:
+            execution_admit(execution_id=execution_id, run_next=run_next,
+                            go_on_here=position == len(execution_ids))
+        except Exception:
+            logger.exception("execution.admit_failed", extra={"execution_id": str(execution_id)})
 
 
 def _admit(execution_id: uuid.UUID | str) -> None:

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.django_db(transaction=True)  # on_commit callbacks run,
 
 
 @pytest.fixture
-def sent(monkeypatch):
+def sent(monkeypatch, settings):
+    # Each start's message on its own, at commit (the relay's batching: test_relay.py).
+    settings.PROMPTPILOT = {**settings.PROMPTPILOT, "START_BATCH_SECONDS": 0}
     messages: list[tuple[str, list]] = []
     monkeypatch.setattr(dispatch, "_send", lambda name, args, countdown=None: messages.append((name, args)) or True)
     return messages

@@ -1,0 +1,56 @@
+"""Prepared statements for the few queries on the hottest paths (PostgreSQL only).
+
+Django binds parameters on the client and leaves psycopg's prepared statements off (for
+connection poolers' sake), so PostgreSQL parses and plans every statement anew. For the
+statements each webhook delivery runs, that planning and psycopg's client-side quoting
+were a large share of the cost (bench/README.md, "Webhooks benchmark"). ``run_prepared``
+sends such a statement with server-side binding and prepares it once per connection.
+
+Off with ``PROMPTPILOT_PREPARED_STATEMENTS=false`` (e.g. behind a pooler in transaction
+mode that does not keep prepared statements), on SQLite, and while Django logs queries
+(``DEBUG``, query-counting tests): the statement then runs through Django's cursor.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, transaction
+
+
+def run_prepared(sql: str, params: Sequence[Any], *, fetch: bool = False, read_only: bool = False) -> tuple | None:
+    """Execute ``sql`` (``%s`` placeholders) on the current connection, in the current
+    transaction (or autocommit); return its first row when ``fetch``.
+
+    ``read_only``: the statement changes nothing, so when it is the first of a request it
+    serves as the connection's health check (``CONN_HEALTH_CHECKS``): sent without the
+    extra ``SELECT 1`` round trip, and sent again once on a fresh connection if the
+    persistent one turns out to be broken (e.g. PostgreSQL restarted).
+    """
+    db = transaction.get_connection()
+    if db.vendor != "postgresql" or db.queries_logged or not settings.PROMPTPILOT["PREPARED_STATEMENTS"]:
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone() if fetch else None
+    checking = (read_only and db.connection is not None and db.health_check_enabled
+                and not db.health_check_done and not db.in_atomic_block)
+    if checking:
+        try:
+            row = _execute(db, sql, params, fetch)
+        except (OperationalError, InterfaceError):
+            db.close()  # broken: what Django's health check would have found
+            row = _execute(db, sql, params, fetch)
+        db.health_check_done = True
+        return row
+    db.close_if_health_check_failed()
+    return _execute(db, sql, params, fetch)
+
+
+def _execute(db, sql: str, params: Sequence[Any], fetch: bool) -> tuple | None:
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    db.ensure_connection()
+    with db.wrap_database_errors, ServerBindingCursor(db.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchone() if fetch else None
