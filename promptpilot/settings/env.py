@@ -78,7 +78,7 @@ MAX_BACKOFF_SECONDS = _float("PROMPTPILOT_MAX_BACKOFF_SECONDS", 300.0)
 INLINE_STEP_BUDGET_SECONDS = _float("PROMPTPILOT_INLINE_STEP_BUDGET_SECONDS", 2.0)
 # New runs' wake-up messages leave each process in batches, at most one send per this
 # many seconds (workflows/services/relay.py); 0 sends each one on its own at commit.
-START_BATCH_SECONDS = _float("PROMPTPILOT_START_BATCH_SECONDS", 0.02)
+START_BATCH_SECONDS = _float("PROMPTPILOT_START_BATCH_SECONDS", 0.05)
 # Server-side prepared statements for the hottest queries (promptpilot/common/db.py);
 # false behind a connection pooler that does not keep them.
 PREPARED_STATEMENTS = _bool("PROMPTPILOT_PREPARED_STATEMENTS", True)

@@ -44,6 +44,7 @@ class StartRelay:
         self._last_sent = 0.0  # time.monotonic() of the last send
         self._sending = 0  # batches taken off the queue and not sent yet (for flush)
         self._flushing = 0  # callers of flush waiting: no lingering meanwhile
+        self._idle = False  # the thread waits for ids (as opposed to lingering before a send)
         self._pid = os.getpid()
         self._thread: threading.Thread | None = None
 
@@ -55,7 +56,10 @@ class StartRelay:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="promptpilot-start-relay", daemon=True)
                 self._thread.start()
-            self._cond.notify_all()
+            elif self._idle:
+                # Only an idle thread needs waking: a lingering one wakes at its deadline anyway,
+                # and waking it for each start would cost every request a thread switch.
+                self._cond.notify_all()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Send what is queued now and wait until it has been sent (process exit, tests)."""
@@ -80,7 +84,9 @@ class StartRelay:
         with self._cond:
             while True:
                 if not self._ids:
+                    self._idle = True
                     self._cond.wait()
+                    self._idle = False
                     continue
                 wait = self._last_sent + self.linger_seconds - time.monotonic()
                 if wait <= 0 or self._flushing:
