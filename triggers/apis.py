@@ -50,6 +50,7 @@ from .serializers import (
     TriggerWithSecretSerializer,
 )
 from .services import triggers as trigger_services
+from .services import webhook_fast_path
 from .services.events import event_emit
 from .services.metrics import trigger_metrics
 from .services.webhooks import (
@@ -58,6 +59,7 @@ from .services.webhooks import (
     HEADER_TIMESTAMP,
     WebhookRequest,
     webhook_receive,
+    webhook_receive_remembered,
     webhook_record_too_large,
     webhook_trigger_for_delivery,
 )
@@ -277,6 +279,10 @@ class WebhookReceiveApi(BaseApi):
             return self._error_response(request, exc)
 
     def _receive(self, request: HttpRequest, trigger_id: str | None) -> HttpResponse:
+        remembered = self._remembered(request, trigger_id)
+        if remembered is not None:
+            data, code = _fired(remembered)
+            return JsonResponse(data, status=code)
         # NOTE: the trigger is looked up before the body is read, so an unknown trigger is a
         # 404 whatever the body, and an oversize delivery to a real one is still recorded.
         trigger = webhook_trigger_for_delivery(trigger_id)
@@ -290,6 +296,16 @@ class WebhookReceiveApi(BaseApi):
         invocation = webhook_receive(trigger=trigger, request=self._delivery(request, body))
         data, code = _fired(invocation)
         return JsonResponse(data, status=code)
+
+    def _remembered(self, request: HttpRequest, trigger_id: str | None):
+        """A delivery to a trigger this process knows, accepted in one statement; else None."""
+        if not webhook_fast_path.remembered(trigger_id):
+            return None
+        try:
+            body = request.body
+        except RequestDataTooBig:
+            return None
+        return webhook_receive_remembered(trigger_id=trigger_id, request=self._delivery(request, body))
 
     def _error_response(self, request: HttpRequest, exc: Exception) -> HttpResponse:
         """The response DRF's dispatch would give for ``exc`` (the project's exception handler)."""

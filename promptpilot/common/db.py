@@ -19,27 +19,32 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
 
-def run_prepared(sql: str, params: Sequence[Any], *, fetch: bool = False, read_only: bool = False) -> tuple | None:
+def run_prepared(sql: str, params: Sequence[Any], *, fetch: bool = False, read_only: bool = False,
+                 caller_recovers: bool = False) -> tuple | None:
     """Execute ``sql`` (``%s`` placeholders) on the current connection, in the current
     transaction (or autocommit); return its first row when ``fetch``.
 
-    ``read_only``: the statement changes nothing, so when it is the first of a request it
-    serves as the connection's health check (``CONN_HEALTH_CHECKS``): sent without the
-    extra ``SELECT 1`` round trip, and sent again once on a fresh connection if the
-    persistent one turns out to be broken (e.g. PostgreSQL restarted).
+    When this is the request's first statement, it can serve as the connection's health
+    check (``CONN_HEALTH_CHECKS``), saving the extra ``SELECT 1`` round trip:
+    ``read_only`` (the statement changes nothing): if the persistent connection turns out
+    to be broken (e.g. PostgreSQL restarted), it is sent again once on a fresh one;
+    ``caller_recovers``: the connection is closed and the error raised, for a caller that
+    knows how to go on (e.g. a write that is idempotent by a unique key).
     """
     db = transaction.get_connection()
     if db.vendor != "postgresql" or db.queries_logged or not settings.PROMPTPILOT["PREPARED_STATEMENTS"]:
         with db.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchone() if fetch else None
-    checking = (read_only and db.connection is not None and db.health_check_enabled
+    checking = ((read_only or caller_recovers) and db.connection is not None and db.health_check_enabled
                 and not db.health_check_done and not db.in_atomic_block)
     if checking:
         try:
             row = _execute(db, sql, params, fetch)
         except (OperationalError, InterfaceError):
             db.close()  # broken: what Django's health check would have found
+            if not read_only:
+                raise
             row = _execute(db, sql, params, fetch)
         db.health_check_done = True
         return row

@@ -42,6 +42,7 @@ from ..errors import (
 )
 from ..models import InvocationStatus, TriggerInvocation, TriggerKind, WorkflowTrigger
 from ..selectors import parse_uuid
+from . import webhook_fast_path
 from .firing import first_accepted_invocation, record_duplicate, trigger_fire, trigger_variable_names
 from .secrets import secret_decrypt
 
@@ -323,11 +324,34 @@ def webhook_receive(*, trigger: WorkflowTrigger, request: WebhookRequest) -> Tri
         ) from None
 
     try:
-        return trigger_fire(trigger=trigger, inputs=inputs, payload=payload, delivery_id=msg_id,
-                            verified=True, request_meta=_request_meta(request),
-                            version_id=getattr(trigger, "latest_version_id", None))
+        invocation = trigger_fire(trigger=trigger, inputs=inputs, payload=payload, delivery_id=msg_id,
+                                  verified=True, request_meta=_request_meta(request),
+                                  version_id=getattr(trigger, "latest_version_id", None))
     except TriggerInputInvalid as exc:
         raise WebhookInputInvalid(exc.message, exc.extra, invocation=exc.invocation) from None
+    if not getattr(invocation, "was_duplicate", False):
+        webhook_fast_path.remember(trigger)
+    return invocation
+
+
+def webhook_receive_remembered(*, trigger_id: Any, request: WebhookRequest) -> webhook_fast_path.Accepted | None:
+    """The common case without reading the trigger again (``webhook_fast_path``): the
+    ACCEPTED invocation, or None when the delivery must go the full way (``webhook_receive``)."""
+    entry = webhook_fast_path.remembered(trigger_id)
+    if entry is None or len(request.body) > (settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 1024 * 1024):
+        return None
+    tolerance = int(settings.PROMPTPILOT.get("WEBHOOK_TOLERANCE_SECONDS", DEFAULT_TOLERANCE_SECONDS))
+    try:
+        msg_id = webhook_verify(secret=webhook_fast_path.secrets_of(entry, timezone.now()), headers=request.headers,
+                                body=request.body, tolerance_seconds=tolerance)
+        payload = parse_json_object(request.body)
+    except (WebhookVerificationError, SecretUnreadable, ValueError):
+        return None  # the full way records the rejection
+    inputs = webhook_fast_path.inputs_of(entry, payload)
+    if inputs is None:
+        return None
+    return webhook_fast_path.accept(entry, msg_id=msg_id, payload=payload, inputs=inputs,
+                                    request_meta=_request_meta(request))
 
 
 def _variable_names(trigger: WorkflowTrigger) -> list[str]:

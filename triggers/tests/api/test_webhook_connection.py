@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from django.db import close_old_connections, connection
 
+from triggers.services import webhook_fast_path
 from triggers.tests.helpers import body_bytes, deliver, signed_headers
 from workflows.models import WorkflowExecution
 
@@ -26,10 +27,13 @@ def _prepared_statements() -> list[str]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def test_a_delivery_after_the_server_dropped_the_connection_is_accepted(anon, webhook):
+@pytest.mark.parametrize("known", [True, False], ids=["known trigger (fast path)", "unknown trigger (full way)"])
+def test_a_delivery_after_the_server_dropped_the_connection_is_accepted(anon, webhook, known):
     trigger, secret = webhook
     body = body_bytes({"customer": "Ada"})
     assert deliver(anon, trigger.pk, body, signed_headers(secret, body)).status_code == 202
+    if not known:
+        webhook_fast_path.forget(trigger.pk)
     assert connection.connection is not None, "the connection persists between requests (CONN_MAX_AGE)"
     backend = connection.connection.info.backend_pid
 
@@ -53,9 +57,10 @@ def test_the_receiver_statements_are_prepared_once_per_connection(anon, webhook)
         body = body_bytes({"customer": "Ada"})
         assert deliver(anon, trigger.pk, body, signed_headers(secret, body)).status_code == 202
     prepared = _prepared_statements()
-    assert any("FROM \"triggers_workflowtrigger\"" in s for s in prepared), prepared
-    assert any(s.startswith("WITH _row0 AS (INSERT INTO \"workflow_executions\"") for s in prepared), prepared
-    assert len(prepared) == len(set(prepared)) == 2, "each statement prepared once, then reused"
+    assert any(s.startswith("SELECT") and "FROM \"triggers_workflowtrigger\"" in s for s in prepared), prepared
+    inserts = [s for s in prepared if s.startswith("WITH _row0 AS (INSERT INTO \"workflow_executions\"")]
+    assert len(inserts) == 2, "the full way's INSERT and the fast path's guarded one"
+    assert len(prepared) == len(set(prepared)) == 3, "each statement prepared once, then reused"
 
 
 def test_prepared_statements_can_be_turned_off(anon, webhook, settings):

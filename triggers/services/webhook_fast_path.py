@@ -1,0 +1,209 @@
+"""The webhook receiver's common case in one statement (PostgreSQL).
+
+A delivery to a trigger this process has already accepted one for is checked against
+what it read then (the trigger's secrets, config and name, its workflow, the workflow's
+latest version and variables), and its invocation and PENDING execution are written in
+one prepared INSERT without reading the trigger again. The INSERT re-checks all of that
+in the database, atomically: the execution's ``workflow_id`` is a sub-query that finds the
+trigger only if it is still an active WEBHOOK trigger with the same secrets, config and
+name, on an active workflow whose latest version is the one remembered. If anything
+changed, the sub-query is NULL, the NOT NULL column refuses the row, nothing is written,
+and the delivery goes the full way (``webhook_receive``), which reads the trigger again.
+
+Everything else goes the full way too: the first delivery to a trigger in a process, a
+signature that does not verify, a body that is not a JSON object, inputs that do not fit,
+a repeated ``webhook-id`` (the unique index refuses it here, and the full way records
+the duplicate), SQLite. Both ways write the same rows (tests/api/test_webhook_fast_path.py).
+Measured in bench/README.md ("Webhooks benchmark"): the full way's trigger read is about a
+fifth of a delivery's cost.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.utils import timezone
+from psycopg.types.json import Jsonb
+
+from promptpilot.common.db import run_prepared
+from workflows.engine.errors import InputValidationError, TemplateError
+from workflows.engine.inputs import validate_inputs
+from workflows.models import ExecutionStatus, TriggerType, Workflow, WorkflowExecution, WorkflowVersion
+from workflows.services.definitions import workflow_version_variables
+from workflows.services.dispatch import enqueue_execution
+from workflows.services.executions import insert_sql, row_values
+
+from ..models import InvocationStatus, TriggerInvocation, TriggerKind, WorkflowTrigger
+from .firing import _touch_last_triggered
+
+logger = logging.getLogger(__name__)
+
+MAX_REMEMBERED = 1024  # triggers per process
+
+
+@dataclass
+class Remembered:
+    """What a delivery needs of its trigger, as read by the last full-way delivery."""
+
+    pk: uuid.UUID
+    name: str
+    config: dict[str, Any]
+    secret_encrypted: str
+    previous_secret_encrypted: str | None
+    previous_secret_expires_at: datetime | None
+    workflow_id: int
+    version_id: int
+    variables: tuple[dict[str, Any], ...]
+    last_triggered_at: datetime | None  # kept up to date by this process's deliveries
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """An accepted delivery, as the receiver answers it (the fields of a TriggerInvocation it reads)."""
+
+    pk: uuid.UUID  # the invocation
+    execution_id: uuid.UUID
+    status: str = InvocationStatus.ACCEPTED
+
+
+_remembered: dict[str, Remembered] = {}
+_lock = threading.Lock()
+
+
+def remember(trigger: WorkflowTrigger) -> None:
+    """After a delivery accepted the full way: the next ones to this trigger may go fast."""
+    version_id = getattr(trigger, "latest_version_id", None)
+    if version_id is None or not available():
+        return
+    entry = Remembered(
+        pk=trigger.pk, name=trigger.name, config=trigger.config or {}, secret_encrypted=trigger.secret_encrypted,
+        previous_secret_encrypted=trigger.previous_secret_encrypted,
+        previous_secret_expires_at=trigger.previous_secret_expires_at, workflow_id=trigger.workflow_id,
+        version_id=version_id, variables=tuple(workflow_version_variables(version_id=version_id)),
+        last_triggered_at=trigger.last_triggered_at,
+    )
+    with _lock:
+        if len(_remembered) >= MAX_REMEMBERED:
+            _remembered.clear()  # rare (a process serving over a thousand triggers): start over
+        _remembered[str(trigger.pk)] = entry
+
+
+def forget(trigger_id: Any) -> None:
+    with _lock:
+        _remembered.pop(str(trigger_id), None)
+
+
+def available() -> bool:
+    return connection.vendor == "postgresql" and settings.PROMPTPILOT["PREPARED_STATEMENTS"]
+
+
+def remembered(trigger_id: Any) -> Remembered | None:
+    return _remembered.get(str(trigger_id)) if available() else None
+
+
+def secrets_of(entry: Remembered, now: datetime) -> list[str]:
+    from .secrets import secret_decrypt
+
+    secrets_ = [secret_decrypt(entry.secret_encrypted)]
+    if entry.previous_secret_encrypted and entry.previous_secret_expires_at and \
+            entry.previous_secret_expires_at > now:
+        secrets_.append(secret_decrypt(entry.previous_secret_encrypted))
+    return secrets_
+
+
+def accept(entry: Remembered, *, msg_id: str, payload: dict[str, Any], inputs: dict[str, Any],
+           request_meta: dict[str, Any]) -> Accepted | None:
+    """Write the invocation and the PENDING execution of a verified delivery, or return
+    None when the full way must handle it (see the module's docstring)."""
+    try:
+        validated = validate_inputs(list(entry.variables), inputs)
+    except InputValidationError:
+        return None  # the full way records the INVALID_INPUT invocation
+    now = timezone.now()
+    db = transaction.get_connection()
+    execution_id, invocation_id = uuid.uuid4(), uuid.uuid4()
+    execution_sql, _ = insert_sql(WorkflowExecution)
+    execution_values = row_values(WorkflowExecution, {
+        "id": execution_id, "workflow_id": entry.workflow_id, "version_id": entry.version_id,
+        "trigger_id": entry.pk, "trigger_type": TriggerType.WEBHOOK, "status": ExecutionStatus.PENDING,
+        "input": validated, "aggregate_tokens": {"input": 0, "output": 0, "total": 0}, "enqueued_at": now,
+        "metadata": {"payload": payload, "trigger_id": str(entry.pk), "trigger_name": entry.name,
+                     "invocation_id": str(invocation_id), "delivery_id": msg_id},
+    }, now=now, db=db)
+    invocation_sql, _ = insert_sql(TriggerInvocation)
+    invocation_values = row_values(TriggerInvocation, {
+        "id": invocation_id, "trigger_id": entry.pk, "status": InvocationStatus.ACCEPTED, "verified": True,
+        "delivery_id": msg_id, "payload": payload, "request_meta": request_meta, "execution_id": execution_id,
+    }, now=now, db=db)
+    guard_sql, guard_position = _guarded(execution_sql)
+    guard_params = [entry.pk, entry.secret_encrypted, entry.previous_secret_encrypted,
+                    entry.previous_secret_expires_at, Jsonb(entry.config), entry.name, entry.workflow_id,
+                    entry.version_id]
+    params = [*execution_values[:guard_position], *guard_params, *execution_values[guard_position + 1:],
+              *invocation_values]
+    try:
+        with transaction.atomic() if db.in_atomic_block else _nothing():
+            run_prepared(f"WITH _row0 AS ({guard_sql}) {invocation_sql}", params, caller_recovers=True)
+    except IntegrityError:
+        # The trigger changed (the guard found nothing) or the webhook-id repeats: the full
+        # way reads the trigger again and records what happened.
+        forget(entry.pk)
+        return None
+    except (OperationalError, InterfaceError):
+        # A broken persistent connection (closed by now): the full way starts on a fresh one.
+        # Had the INSERT committed after all, the full way finds the webhook-id taken and
+        # answers with that run.
+        return None
+    enqueue_execution(execution_id)
+    _touch_last_triggered(entry, now)
+    logger.info("execution.created", extra={"execution_id": str(execution_id), "workflow_id": entry.workflow_id})
+    return Accepted(pk=invocation_id, execution_id=execution_id)
+
+
+@lru_cache(maxsize=1)
+def _guarded(execution_sql: str) -> tuple[str, int]:
+    """The execution's INSERT with its ``workflow_id`` value replaced by the guard, and
+    that value's position among the statement's parameters."""
+    fields = [f for f in WorkflowExecution._meta.local_concrete_fields]
+    position = fields.index(WorkflowExecution._meta.get_field("workflow"))
+    head, values = execution_sql.split(" VALUES (", 1)
+    placeholders = values.rstrip(")").split(", ")
+    quote = connection.ops.quote_name
+    t, w, v = (quote(m._meta.db_table) for m in (WorkflowTrigger, Workflow, WorkflowVersion))
+    placeholders[position] = (
+        f"(SELECT t.{quote('workflow_id')} FROM {t} t JOIN {w} w ON w.{quote('id')} = t.{quote('workflow_id')} "
+        f"WHERE t.{quote('id')} = %s AND t.{quote('type')} = '{TriggerKind.WEBHOOK}' AND t.{quote('is_active')} "
+        f"AND w.{quote('is_active')} AND t.{quote('secret_encrypted')} = %s "
+        f"AND t.{quote('previous_secret_encrypted')} IS NOT DISTINCT FROM %s "
+        f"AND t.{quote('previous_secret_expires_at')} IS NOT DISTINCT FROM %s "
+        f"AND t.{quote('config')} = %s AND t.{quote('name')} = %s AND t.{quote('workflow_id')} = %s "
+        f"AND (SELECT v.{quote('id')} FROM {v} v WHERE v.{quote('workflow_id')} = t.{quote('workflow_id')} "
+        f"ORDER BY v.{quote('number')} DESC LIMIT 1) = %s)"
+    )
+    return f"{head} VALUES ({', '.join(placeholders)})", position
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def inputs_of(entry: Remembered, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The delivery's inputs as the full way computes them, or None if its input_mapping fails."""
+    from .webhooks import webhook_inputs
+
+    try:
+        return webhook_inputs(trigger=entry, payload=payload,
+                              variables=[variable["name"] for variable in entry.variables])
+    except TemplateError:
+        return None
