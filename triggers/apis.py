@@ -6,6 +6,7 @@ enforced by the selectors (another user's trigger answers 404, like a missing on
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
@@ -280,9 +281,10 @@ class WebhookReceiveApi(BaseApi):
 
     def _receive(self, request: HttpRequest, trigger_id: str | None) -> HttpResponse:
         remembered = self._remembered(request, trigger_id)
-        if remembered is not None:
-            data, code = _fired(remembered)
-            return JsonResponse(data, status=code)
+        if remembered is not None:  # the body _fired gives, without JsonResponse's encoder set-up
+            body = {"execution_id": str(remembered.execution_id), "invocation_id": str(remembered.pk),
+                    "status": remembered.status}
+            return HttpResponse(json.dumps(body), content_type="application/json", status=202)
         # NOTE: the trigger is looked up before the body is read, so an unknown trigger is a
         # 404 whatever the body, and an oversize delivery to a real one is still recorded.
         trigger = webhook_trigger_for_delivery(trigger_id)

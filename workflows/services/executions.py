@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from functools import lru_cache
@@ -149,29 +150,41 @@ def row_values(model: type[models.Model], values: dict[str, Any], *, now, db) ->
     delivery, and building and preparing them field by field was a sixth of its cost.
     Fields left out get their default (constants prepared once per process)."""
     out = []
-    for field, kind, constant in _row_plan(model, db):
+    for field, default, constant, plain_type in _row_plan(model, db):
         if field.attname in values:
             value = values[field.attname]
-            out.append(None if value is None else field.get_db_prep_save(value, db))
-        elif kind == "now":
+            if value is None or type(value) is plain_type:
+                out.append(value)  # what the field's prep would return (PostgreSQL adapts it as it is)
+            else:
+                out.append(field.get_db_prep_save(value, db))
+        elif default == "now":
             out.append(field.get_db_prep_save(now, db))
-        elif kind == "callable":
+        elif default == "callable":
             out.append(field.get_db_prep_save(field.get_default(), db))
         else:
             out.append(constant)
     return out
 
 
+# Field classes whose prep, on PostgreSQL, returns a value of this exact type unchanged.
+_PLAIN_TYPES = {
+    models.CharField: str, models.TextField: str, models.BooleanField: bool, models.UUIDField: uuid.UUID,
+    models.IntegerField: int, models.BigIntegerField: int, models.AutoField: int, models.BigAutoField: int,
+}
+
+
 @lru_cache(maxsize=32)
-def _row_plan(model: type[models.Model], db) -> tuple[tuple[models.Field, str, Any], ...]:
+def _row_plan(model: type[models.Model], db) -> tuple[tuple[models.Field, str, Any, type | None], ...]:
     plan = []
     for field in insert_sql(model)[1]:
+        target = field.target_field if field.is_relation else field
+        plain_type = _PLAIN_TYPES.get(type(target)) if db.vendor == "postgresql" else None
         if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-            plan.append((field, "now", None))
+            plan.append((field, "now", None, plain_type))
         elif field.has_default() and callable(field.default):
-            plan.append((field, "callable", None))
+            plan.append((field, "callable", None, plain_type))
         else:
-            plan.append((field, "constant", field.get_db_prep_save(field.get_default(), db)))
+            plan.append((field, "constant", field.get_db_prep_save(field.get_default(), db), plain_type))
     return tuple(plan)
 
 
