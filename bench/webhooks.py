@@ -1,6 +1,6 @@
 """Webhook benchmark: signed deliveries per second against gunicorn, beside a trivial view.
 
-    python bench/webhooks.py [--duration 10] [--connections 32] [--procs 4] [--workers 4]
+    python bench/webhooks.py [--duration 12] [--rounds 3] [--connections 32] [--procs 4] [--workers 4]
 
 Starts gunicorn (``promptpilot.wsgi``, sync workers) with ``bench.webhooks_settings`` on
 its own PostgreSQL database (``benchhooks``) and Redis database (7, the Celery broker;
@@ -163,6 +163,17 @@ def run_load(pool, kind, *, port, connections, procs, duration, trigger_id="", s
         errors.update(err)
     return {"kind": kind, "latencies": latencies, "statuses": statuses, "errors": errors, "duration": duration,
             "connections": threads * procs}
+
+
+def merged(runs):
+    """One result for several timed runs of the same target."""
+    latencies, statuses, errors = [], Counter(), Counter()
+    for run in runs:
+        latencies.extend(run["latencies"])
+        statuses.update(run["statuses"])
+        errors.update(run["errors"])
+    return {"kind": runs[0]["kind"], "latencies": latencies, "statuses": statuses, "errors": errors,
+            "duration": sum(run["duration"] for run in runs), "connections": runs[0]["connections"]}
 
 
 def summary(result):
@@ -347,7 +358,10 @@ class Gunicorn:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per timed load (default 10)")
+    parser.add_argument("--duration", type=float, default=12.0,
+                        help="seconds of timed load per target, split over the rounds (default 12)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds: each measures every target once (default 3)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per target (default 3)")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
     parser.add_argument("--procs", type=int, default=4, help="client processes (default 4)")
@@ -376,23 +390,33 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     ctx = multiprocessing.get_context("fork")
     pool = ctx.Pool(args.procs, initializer=_ignore_sigint)  # Ctrl-C is the parent's to handle
-    results = {}
+    rounds: dict[str, list] = {"trivial": [], "straightforward": [], "nopublish": [], "webhook": []}
     accepted_total = 0
     try:
         server.wait_ready(port)
         print(f"Machine: {info}", flush=True)
-        for kind in ("trivial", "straightforward", "nopublish", "webhook"):
-            common = dict(port=port, connections=args.connections, procs=args.procs, trigger_id=str(trigger.pk),
-                          secret=secret, per_thread=args.per_thread)
+        kinds = ("trivial", "straightforward", "nopublish", "webhook")
+        common = dict(port=port, connections=args.connections, procs=args.procs, trigger_id=str(trigger.pk),
+                      secret=secret, per_thread=args.per_thread)
+
+        def accepted(run):
+            return sum(run["statuses"].get(key, 0) for key in (202, "202 after window"))
+
+        for kind in kinds:
             warm = run_load(pool, kind, duration=args.warmup, tag=f"w{kind[0]}", **common)
-            timed = run_load(pool, kind, duration=args.duration, tag=f"t{kind[0]}", **common)
-            if kind == "webhook":
-                accepted_total += sum(run["statuses"].get(key, 0) for run in (warm, timed)
-                                      for key in (202, "202 after window"))
-            results[kind] = summary(timed)
-            s = results[kind]
-            print(f"{kind:8s} {s['rps']:8.1f} req/s  p50 {s['p50']:6.1f} ms  p99 {s['p99']:6.1f} ms  "
-                  f"max {s['max']:6.1f} ms  statuses {s['statuses']}  errors {s['errors']}", flush=True)
+            accepted_total += accepted(warm) if kind == "webhook" else 0
+        # Interleaved rounds: every target is measured in each round, so a machine that
+        # speeds up or slows down during the run weighs on all of them alike.
+        for number in range(1, args.rounds + 1):
+            for kind in kinds:
+                timed = run_load(pool, kind, duration=args.duration / args.rounds, tag=f"t{kind[0]}{number}",
+                                 **common)
+                accepted_total += accepted(timed) if kind == "webhook" else 0
+                rounds[kind].append(timed)
+                s = summary(timed)
+                print(f"round {number} {kind:15s} {s['rps']:8.1f} req/s  p50 {s['p50']:6.1f} ms  "
+                      f"p99 {s['p99']:6.1f} ms  statuses {s['statuses']}  errors {s['errors']}", flush=True)
+        results = {kind: summary(merged(runs)) for kind, runs in rounds.items()}
     except KeyboardInterrupt:
         print("Interrupted.", flush=True)
         pool.terminate()
@@ -427,7 +451,8 @@ def main() -> int:
     print(f"date {info['date']}, {info['nproc']} CPUs ({info['cpu']}), load {info['load']}, "
           f"Python {info['python']}, PostgreSQL {info['postgres']}, code {info['code']}")
     print(f"gunicorn {args.workers} sync workers; client {args.procs} processes x "
-          f"{args.connections // args.procs} connections on the same machine; {args.duration:.0f} s per target")
+          f"{args.connections // args.procs} connections on the same machine; {args.duration:.0f} s per target "
+          f"in {args.rounds} interleaved rounds")
     print("| target | req/s | p50 ms | p99 ms | max ms | statuses |")
     print("| --- | ---: | ---: | ---: | ---: | --- |")
     for name, s in (("trivial JSON view", trivial), ("straightforward chain (reference, not PromptPilot)", plain),
@@ -436,7 +461,10 @@ def main() -> int:
         print(f"| {name} | {s['rps']:.0f} | {s['p50']:.1f} | {s['p99']:.1f} | {s['max']:.1f} | {s['statuses']} |")
     print(f"ratio straightforward chain/trivial: {plain_ratio:.2f}x (the issue's estimate: 0.25x); "
           f"without its publish: {nopublish_ratio:.2f}x")
-    print(f"ratio webhook/trivial: {ratio:.2f}x (goal >= {GOAL_RATIO}x: {'met' if ratio >= GOAL_RATIO else 'NOT met'})")
+    per_round = [summary(hook_run)["rps"] / summary(trivial_run)["rps"]
+                 for hook_run, trivial_run in zip(rounds["webhook"], rounds["trivial"], strict=True)]
+    print(f"ratio webhook/trivial: {ratio:.2f}x (goal >= {GOAL_RATIO}x: {'met' if ratio >= GOAL_RATIO else 'NOT met'}); "
+          f"by round: {', '.join(f'{r:.2f}x' for r in per_round)}")
     print(f"webhook p99: {hook['p99']:.1f} ms (goal < {GOAL_P99_MS:.0f} ms: "
           f"{'met' if hook['p99'] < GOAL_P99_MS else 'NOT met'})")
     print(f"all webhook answers 202: {all_202}")
@@ -446,6 +474,7 @@ def main() -> int:
           f"{'OK' if durable else 'MISMATCH'}")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": info, "results": results, "ratio": ratio,
+                                               "ratio_by_round": per_round,
                                                "straightforward_ratio": plain_ratio,
                                                "straightforward_nopublish_ratio": nopublish_ratio,
                                                "accepted": accepted_total, "invocations": dict(invocations),

@@ -31,11 +31,13 @@ class WorkflowExecution(models.Model):
     aggregate_tokens = models.JSONField(default=dict, blank=True, help_text="{input, output, total} over every model call.")
     warnings = models.JSONField(default=list, blank=True)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    # Both mostly NULL (webhook, schedule and event runs; first attempts): partial indexes
+    # below, so a run that has neither adds no entry to them.
     started_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False,
     )
     retry_of = models.ForeignKey(
-        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries",
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries", db_index=False,
         help_text="The failed execution this one retries.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -68,6 +70,8 @@ class WorkflowExecution(models.Model):
             models.Index(fields=["status", "-created_at"], name="exec_status_created"),
             models.Index(fields=["-created_at"], name="exec_created"),
             models.Index(fields=["trigger", "-created_at"], name="exec_trigger_created"),
+            models.Index(fields=["started_by"], name="exec_started_by", condition=models.Q(started_by__isnull=False)),
+            models.Index(fields=["retry_of"], name="exec_retry_of", condition=models.Q(retry_of__isnull=False)),
             # The platform-event sweep scans recent finished runs not yet dispatched.
             models.Index(fields=["completed_at"], name="exec_event_undispatched",
                          condition=models.Q(event_dispatched_at__isnull=True, completed_at__isnull=False)),
