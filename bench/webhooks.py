@@ -165,6 +165,25 @@ def run_load(pool, kind, *, port, connections, procs, duration, trigger_id="", s
             "connections": threads * procs}
 
 
+def cpu_seconds() -> Counter:
+    """CPU seconds used so far by this machine's processes, by kind: gunicorn, postgres, redis, client."""
+    hz = os.sysconf("SC_CLK_TCK")
+    used: Counter = Counter()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        kind = next((k for k, marker in (("gunicorn", "gunicorn"), ("postgres", "postgres"),
+                                         ("redis", "redis-server"), ("client", "webhooks.py")) if marker in cmdline),
+                    "other")
+        used[kind] += (int(fields[11]) + int(fields[12])) / hz
+    return used
+
+
 def merged(runs):
     """One result for several timed runs of the same target."""
     latencies, statuses, errors = [], Counter(), Counter()
@@ -366,8 +385,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
     parser.add_argument("--procs", type=int, default=4, help="client processes (default 4)")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers (default 4)")
-    parser.add_argument("--per-thread", type=int, default=2500,
-                        help="signed requests precomputed per connection (default 2500)")
+    parser.add_argument("--per-thread", type=int, default=None,
+                        help="signed requests precomputed per connection and run (default: 400 per second of run)")
     parser.add_argument("--json", help="also write the figures as JSON to this file")
     args = parser.parse_args()
 
@@ -391,13 +410,14 @@ def main() -> int:
     ctx = multiprocessing.get_context("fork")
     pool = ctx.Pool(args.procs, initializer=_ignore_sigint)  # Ctrl-C is the parent's to handle
     rounds: dict[str, list] = {"trivial": [], "straightforward": [], "nopublish": [], "webhook": []}
+    cpu: dict[str, Counter] = {kind: Counter() for kind in rounds}
     accepted_total = 0
     try:
         server.wait_ready(port)
         print(f"Machine: {info}", flush=True)
         kinds = ("trivial", "straightforward", "nopublish", "webhook")
         common = dict(port=port, connections=args.connections, procs=args.procs, trigger_id=str(trigger.pk),
-                      secret=secret, per_thread=args.per_thread)
+                      secret=secret, per_thread=args.per_thread or int(400 * max(args.warmup, args.duration / args.rounds)) + 1)
 
         def accepted(run):
             return sum(run["statuses"].get(key, 0) for key in (202, "202 after window"))
@@ -409,8 +429,11 @@ def main() -> int:
         # speeds up or slows down during the run weighs on all of them alike.
         for number in range(1, args.rounds + 1):
             for kind in kinds:
+                before = cpu_seconds()
                 timed = run_load(pool, kind, duration=args.duration / args.rounds, tag=f"t{kind[0]}{number}",
                                  **common)
+                # Includes the run's set-up (signing requests) in the client's share.
+                cpu[kind].update(cpu_seconds() - before)
                 accepted_total += accepted(timed) if kind == "webhook" else 0
                 rounds[kind].append(timed)
                 s = summary(timed)
@@ -459,6 +482,12 @@ def main() -> int:
                     ("straightforward chain without its publish (upper bound, not PromptPilot)", nopublish),
                     ("signed webhook delivery", hook)):
         print(f"| {name} | {s['rps']:.0f} | {s['p50']:.1f} | {s['p99']:.1f} | {s['max']:.1f} | {s['statuses']} |")
+    print("CPU per request in ms, by process (client includes signing the requests before each run):")
+    for name, kind in (("trivial", "trivial"), ("straightforward", "straightforward"), ("no publish", "nopublish"),
+                       ("webhook", "webhook")):
+        served = results[kind]["n"] or 1
+        print(f"  {name:16s} " + "  ".join(f"{group} {cpu[kind][group] * 1000 / served:.2f}"
+                                           for group in ("gunicorn", "postgres", "redis", "client")))
     print(f"ratio straightforward chain/trivial: {plain_ratio:.2f}x (the issue's estimate: 0.25x); "
           f"without its publish: {nopublish_ratio:.2f}x")
     per_round = [summary(hook_run)["rps"] / summary(trivial_run)["rps"]

@@ -152,7 +152,6 @@ class TriggerInvocation(models.Model):
         ]
         indexes = [
             models.Index(fields=["trigger", "-received_at"], name="invocation_trigger_received"),
-            models.Index(fields=["status", "-received_at"], name="invocation_status_received"),
         ]
 
     def __str__(self) -> str:
