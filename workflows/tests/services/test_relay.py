@@ -13,7 +13,7 @@ import pytest
 from django.db import transaction
 
 from workflows.models import ExecutionStatus, WorkflowExecution
-from workflows.services import dispatch, orchestration, relay
+from workflows.services import orchestration, relay
 from workflows.services.executions import execution_start
 from workflows.services.relay import MAX_BATCH, StartRelay
 from workflows.tests.factories import make_workflow
@@ -100,12 +100,9 @@ def test_a_failed_send_does_not_stop_the_relay():
 
 
 @pytest.fixture
-def captured(monkeypatch, settings):
+def captured(broker_messages):
     """The process relay, sending into a list instead of the broker (batching on)."""
-    settings.PROMPTPILOT = {**settings.PROMPTPILOT, "START_BATCH_SECONDS": 0.05}
-    messages: list[tuple[str, list]] = []
-    monkeypatch.setattr(dispatch, "_send", lambda name, args, countdown=None: messages.append((name, args)) or True)
-    yield messages
+    yield broker_messages(0.05)
     relay.relay_flush()
 
 
@@ -143,10 +140,8 @@ def test_a_rolled_back_start_is_never_sent(captured, workflow, user):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_batch_is_admitted_and_spread_over_the_broker(monkeypatch, settings, workflow, user):
-    settings.PROMPTPILOT = {**settings.PROMPTPILOT, "START_BATCH_SECONDS": 0}
-    sent: list[tuple[str, list]] = []
-    monkeypatch.setattr(dispatch, "_send", lambda name, args, countdown=None: sent.append((name, args)) or True)
+def test_a_batch_is_admitted_and_spread_over_the_broker(broker_messages, workflow, user):
+    sent = broker_messages(0)
     runs = [execution_start(workflow=workflow, inputs={"topic": t}, started_by=user) for t in ("x", "y", "z")]
     sent.clear()
     missing = "00000000-0000-0000-0000-000000000000"  # a bad id in the batch stops nothing

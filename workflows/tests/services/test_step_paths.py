@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from workflows.models import StepExecutionStatus, WorkflowExecution, WorkflowStepExecution
-from workflows.services import dispatch, fast_path, orchestration
+from workflows.services import fast_path, orchestration
 from workflows.services.executions import execution_cancel, execution_start
 from workflows.services.leases import LeaseKeeper
 from workflows.tests.factories import make_workflow
@@ -21,12 +21,8 @@ pytestmark = pytest.mark.django_db(transaction=True)  # on_commit callbacks run,
 
 
 @pytest.fixture
-def sent(monkeypatch, settings):
-    # Each start's message on its own, at commit (the relay's batching: test_relay.py).
-    settings.PROMPTPILOT = {**settings.PROMPTPILOT, "START_BATCH_SECONDS": 0}
-    messages: list[tuple[str, list]] = []
-    monkeypatch.setattr(dispatch, "_send", lambda name, args, countdown=None: messages.append((name, args)) or True)
-    return messages
+def sent(broker_messages):
+    return broker_messages(0)  # each start's message on its own, at commit (batching: test_relay.py)
 
 
 @pytest.fixture
