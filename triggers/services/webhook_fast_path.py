@@ -46,6 +46,7 @@ from .firing import _touch_last_triggered
 logger = logging.getLogger(__name__)
 
 MAX_REMEMBERED = 1024  # triggers per process
+UNIQUE_VIOLATION = "23505"  # a repeated webhook-id: what is remembered is still right
 
 
 @dataclass
@@ -151,10 +152,11 @@ def accept(entry: Remembered, *, msg_id: str, payload: dict[str, Any], inputs: d
     try:
         with transaction.atomic() if db.in_atomic_block else _nothing():
             run_prepared(f"WITH _row0 AS ({guard_sql}) {invocation_sql}", params, caller_recovers=True)
-    except IntegrityError:
-        # The trigger changed (the guard found nothing) or the webhook-id repeats: the full
-        # way reads the trigger again and records what happened.
-        forget(entry.pk)
+    except IntegrityError as exc:
+        # The trigger changed (the guard found nothing: a NOT NULL violation) or the
+        # webhook-id repeats: the full way reads the trigger again and records what happened.
+        if getattr(exc.__cause__, "sqlstate", None) != UNIQUE_VIOLATION:
+            forget(entry.pk)
         return None
     except (OperationalError, InterfaceError):
         # A broken persistent connection (closed by now): the full way starts on a fresh one.

@@ -71,6 +71,9 @@ def test_a_repeated_id_is_still_a_duplicate(anon, webhook):
     assert again.status_code == 200 and again.json()["status"] == "DUPLICATE"
     assert again.json()["execution_id"] == first.json()["execution_id"]
     assert WorkflowExecution.objects.count() == 2
+    # A repeat says nothing about the trigger: the next delivery still takes one statement.
+    later, statements = _statements(anon, trigger, secret, {"customer": "Fay"})
+    assert later.status_code == 202 and statements == 1
 
 
 def test_refusals_are_recorded_as_before(anon, webhook):
