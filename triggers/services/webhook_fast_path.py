@@ -19,6 +19,7 @@ fifth of a delivery's cost.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
@@ -30,7 +31,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
-from psycopg.types.json import Jsonb
+from psycopg.sql import Literal
 
 from promptpilot.common.db import run_prepared
 from workflows.engine.errors import InputValidationError, TemplateError
@@ -38,7 +39,6 @@ from workflows.engine.inputs import validate_inputs
 from workflows.models import ExecutionStatus, TriggerType, Workflow, WorkflowExecution, WorkflowVersion
 from workflows.services.definitions import workflow_version_variables
 from workflows.services.dispatch import enqueue_execution
-from workflows.services.executions import insert_sql, row_values
 
 from ..models import InvocationStatus, TriggerInvocation, TriggerKind, WorkflowTrigger
 from .firing import _touch_last_triggered
@@ -59,6 +59,7 @@ class Remembered:
     secret_encrypted: str
     previous_secret_encrypted: str | None
     previous_secret_expires_at: datetime | None
+    config_json: str  # as the guard compares it
     workflow_id: int
     version_id: int
     variables: tuple[dict[str, Any], ...]
@@ -84,7 +85,8 @@ def remember(trigger: WorkflowTrigger) -> None:
     if version_id is None or not available():
         return
     entry = Remembered(
-        pk=trigger.pk, name=trigger.name, config=trigger.config or {}, secret_encrypted=trigger.secret_encrypted,
+        pk=trigger.pk, name=trigger.name, config=trigger.config or {}, config_json=json.dumps(trigger.config or {}),
+        secret_encrypted=trigger.secret_encrypted,
         previous_secret_encrypted=trigger.previous_secret_encrypted,
         previous_secret_expires_at=trigger.previous_secret_expires_at, workflow_id=trigger.workflow_id,
         version_id=version_id, variables=tuple(workflow_version_variables(version_id=version_id)),
@@ -130,28 +132,21 @@ def accept(entry: Remembered, *, msg_id: str, payload: dict[str, Any], inputs: d
     now = timezone.now()
     db = transaction.get_connection()
     execution_id, invocation_id = uuid.uuid4(), uuid.uuid4()
-    execution_sql, _ = insert_sql(WorkflowExecution)
-    execution_values = row_values(WorkflowExecution, {
-        "id": execution_id, "workflow_id": entry.workflow_id, "version_id": entry.version_id,
-        "trigger_id": entry.pk, "trigger_type": TriggerType.WEBHOOK, "status": ExecutionStatus.PENDING,
-        "input": validated, "aggregate_tokens": {"input": 0, "output": 0, "total": 0}, "enqueued_at": now,
-        "metadata": {"payload": payload, "trigger_id": str(entry.pk), "trigger_name": entry.name,
-                     "invocation_id": str(invocation_id), "delivery_id": msg_id},
-    }, now=now, db=db)
-    invocation_sql, _ = insert_sql(TriggerInvocation)
-    invocation_values = row_values(TriggerInvocation, {
-        "id": invocation_id, "trigger_id": entry.pk, "status": InvocationStatus.ACCEPTED, "verified": True,
-        "delivery_id": msg_id, "payload": payload, "request_meta": request_meta, "execution_id": execution_id,
-    }, now=now, db=db)
-    guard_sql, guard_position = _guarded(execution_sql)
-    guard_params = [entry.pk, entry.secret_encrypted, entry.previous_secret_encrypted,
-                    entry.previous_secret_expires_at, Jsonb(entry.config), entry.name, entry.workflow_id,
-                    entry.version_id]
-    params = [*execution_values[:guard_position], *guard_params, *execution_values[guard_position + 1:],
-              *invocation_values]
+    sql = _statement()
+    metadata = {"payload": payload, "trigger_id": str(entry.pk), "trigger_name": entry.name,
+                "invocation_id": str(invocation_id), "delivery_id": msg_id}
+    # In the statement's parameter order (see _statement): the execution's, the guard's,
+    # then the invocation's.
+    params = [
+        execution_id,
+        entry.pk, entry.secret_encrypted, entry.previous_secret_encrypted, entry.previous_secret_expires_at,
+        entry.config_json, entry.name, entry.workflow_id, entry.version_id,  # the guard, in place of workflow_id
+        entry.version_id, entry.pk, _json(db, validated), _json(db, metadata), now, now,
+        invocation_id, entry.pk, now, msg_id, _json(db, payload), _json(db, request_meta), execution_id,
+    ]
     try:
         with transaction.atomic() if db.in_atomic_block else _nothing():
-            run_prepared(f"WITH _row0 AS ({guard_sql}) {invocation_sql}", params, caller_recovers=True)
+            run_prepared(sql, params, caller_recovers=True)
     except IntegrityError as exc:
         # The trigger changed (the guard found nothing: a NOT NULL violation) or the
         # webhook-id repeats: the full way reads the trigger again and records what happened.
@@ -169,27 +164,64 @@ def accept(entry: Remembered, *, msg_id: str, payload: dict[str, Any], inputs: d
     return Accepted(pk=invocation_id, execution_id=execution_id)
 
 
+# The values each accepted delivery's rows hold that do not depend on the delivery (the
+# rest of each model's fields take their defaults). They are written into the statement as
+# literals; only the columns named in _DYNAMIC are parameters.
+_FIXED = {
+    WorkflowExecution: {"trigger_type": TriggerType.WEBHOOK, "status": ExecutionStatus.PENDING,
+                        "aggregate_tokens": {"input": 0, "output": 0, "total": 0}},
+    TriggerInvocation: {"status": InvocationStatus.ACCEPTED, "verified": True},
+}
+_DYNAMIC = {
+    WorkflowExecution: ("id", "workflow_id", "version_id", "trigger_id", "input", "metadata", "created_at",
+                        "enqueued_at"),
+    TriggerInvocation: ("id", "trigger_id", "received_at", "delivery_id", "payload", "request_meta", "execution_id"),
+}
+
+
 @lru_cache(maxsize=1)
-def _guarded(execution_sql: str) -> tuple[str, int]:
-    """The execution's INSERT with its ``workflow_id`` value replaced by the guard, and
-    that value's position among the statement's parameters."""
-    fields = [f for f in WorkflowExecution._meta.local_concrete_fields]
-    position = fields.index(WorkflowExecution._meta.get_field("workflow"))
-    head, values = execution_sql.split(" VALUES (", 1)
-    placeholders = values.rstrip(")").split(", ")
+def _statement() -> str:
+    """Both rows in one INSERT statement, the execution's ``workflow_id`` being the guard.
+
+    Parameters, in the models' field order: the execution's id, the guard's eight (in
+    place of ``workflow_id``: trigger id, secret, previous secret, its expiry, config as
+    JSON text, name, workflow id, version id), the execution's version, trigger, input,
+    metadata, created_at and enqueued_at, then the invocation's id, trigger, received_at,
+    delivery id, payload, request_meta and execution id.
+    """
     quote = connection.ops.quote_name
     t, w, v = (quote(m._meta.db_table) for m in (WorkflowTrigger, Workflow, WorkflowVersion))
-    placeholders[position] = (
+    guard = (
         f"(SELECT t.{quote('workflow_id')} FROM {t} t JOIN {w} w ON w.{quote('id')} = t.{quote('workflow_id')} "
         f"WHERE t.{quote('id')} = %s AND t.{quote('type')} = '{TriggerKind.WEBHOOK}' AND t.{quote('is_active')} "
         f"AND w.{quote('is_active')} AND t.{quote('secret_encrypted')} = %s "
         f"AND t.{quote('previous_secret_encrypted')} IS NOT DISTINCT FROM %s "
         f"AND t.{quote('previous_secret_expires_at')} IS NOT DISTINCT FROM %s "
-        f"AND t.{quote('config')} = %s AND t.{quote('name')} = %s AND t.{quote('workflow_id')} = %s "
+        f"AND t.{quote('config')} = %s::jsonb AND t.{quote('name')} = %s AND t.{quote('workflow_id')} = %s "
         f"AND (SELECT v.{quote('id')} FROM {v} v WHERE v.{quote('workflow_id')} = t.{quote('workflow_id')} "
         f"ORDER BY v.{quote('number')} DESC LIMIT 1) = %s)"
     )
-    return f"{head} VALUES ({', '.join(placeholders)})", position
+    db = transaction.get_connection()
+    inserts = []
+    for model in (WorkflowExecution, TriggerInvocation):
+        columns, values = [], []
+        for field in model._meta.local_concrete_fields:
+            columns.append(quote(field.column))
+            if field.attname == "workflow_id" and model is WorkflowExecution:
+                values.append(guard)
+            elif field.attname in _DYNAMIC[model]:
+                values.append("%s")
+            else:
+                value = _FIXED[model].get(field.attname, field.get_default())
+                literal = Literal(field.get_db_prep_save(value, db)).as_string(None)
+                values.append(literal.replace("%", "%%"))  # the statement has parameters
+        inserts.append(f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(columns)}) "
+                       f"VALUES ({', '.join(values)})")
+    return f"WITH _row0 AS ({inserts[0]}) {inserts[1]}"
+
+
+def _json(db, value: Any):
+    return db.ops.adapt_json_value(value, None)
 
 
 class _nothing:

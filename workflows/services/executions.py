@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from functools import lru_cache
@@ -142,50 +141,6 @@ def mark_inserted(rows: Sequence[models.Model], db) -> None:
     for row in rows:
         row._state.adding = False
         row._state.db = db.alias
-
-
-def row_values(model: type[models.Model], values: dict[str, Any], *, now, db) -> list:
-    """What ``insert_statement`` would send for a new ``model(**values)`` saved at ``now``,
-    without building the instance: the webhook receiver's fast path writes two rows per
-    delivery, and building and preparing them field by field was a sixth of its cost.
-    Fields left out get their default (constants prepared once per process)."""
-    out = []
-    for field, default, constant, plain_type in _row_plan(model, db):
-        if field.attname in values:
-            value = values[field.attname]
-            if value is None or type(value) is plain_type:
-                out.append(value)  # what the field's prep would return (PostgreSQL adapts it as it is)
-            else:
-                out.append(field.get_db_prep_save(value, db))
-        elif default == "now":
-            out.append(field.get_db_prep_save(now, db))
-        elif default == "callable":
-            out.append(field.get_db_prep_save(field.get_default(), db))
-        else:
-            out.append(constant)
-    return out
-
-
-# Field classes whose prep, on PostgreSQL, returns a value of this exact type unchanged.
-_PLAIN_TYPES = {
-    models.CharField: str, models.TextField: str, models.BooleanField: bool, models.UUIDField: uuid.UUID,
-    models.IntegerField: int, models.BigIntegerField: int, models.AutoField: int, models.BigAutoField: int,
-}
-
-
-@lru_cache(maxsize=32)
-def _row_plan(model: type[models.Model], db) -> tuple[tuple[models.Field, str, Any, type | None], ...]:
-    plan = []
-    for field in insert_sql(model)[1]:
-        target = field.target_field if field.is_relation else field
-        plain_type = _PLAIN_TYPES.get(type(target)) if db.vendor == "postgresql" else None
-        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-            plan.append((field, "now", None, plain_type))
-        elif field.has_default() and callable(field.default):
-            plan.append((field, "callable", None, plain_type))
-        else:
-            plan.append((field, "constant", field.get_db_prep_save(field.get_default(), db), plain_type))
-    return tuple(plan)
 
 
 def insert_statement(row: models.Model, db) -> tuple[str, list]:
