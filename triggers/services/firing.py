@@ -56,7 +56,7 @@ def record_duplicate(*, trigger: WorkflowTrigger, first: TriggerInvocation, veri
 LAST_TRIGGERED_RESOLUTION = timedelta(seconds=1)
 
 
-def _touch_last_triggered(trigger: WorkflowTrigger, now) -> None:
+def last_triggered_touch(trigger: WorkflowTrigger, now) -> None:
     """Set ``last_triggered_at`` unless a value less than a second old is already stored.
     The filter makes the UPDATE match (and lock) nothing once a recent value is committed."""
     if trigger.last_triggered_at is not None and trigger.last_triggered_at > now - LAST_TRIGGERED_RESOLUTION:
@@ -150,7 +150,7 @@ def trigger_fire(
             raise TriggerInputInvalid(exc.message, exc.extra, invocation=rejected) from None
         raise TriggerRejected(exc.message, exc.extra, invocation=rejected) from None
     if touch_last_triggered:
-        _touch_last_triggered(trigger, execution.created_at)
+        last_triggered_touch(trigger, execution.created_at)
     invocation.was_duplicate = False
     logger.info("trigger.fired", extra={"trigger_id": str(trigger.pk), "invocation_id": str(invocation.pk),
                                         "execution_id": str(execution.pk)})

@@ -41,7 +41,7 @@ from workflows.services.definitions import workflow_version_variables
 from workflows.services.dispatch import enqueue_execution
 
 from ..models import InvocationStatus, TriggerInvocation, TriggerKind, WorkflowTrigger
-from .firing import _touch_last_triggered
+from .firing import last_triggered_touch
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def accept(entry: Remembered, *, msg_id: str, payload: dict[str, Any], inputs: d
         # answers with that run.
         return None
     enqueue_execution(execution_id)
-    _touch_last_triggered(entry, now)
+    last_triggered_touch(entry, now)
     logger.info("execution.created", extra={"execution_id": str(execution_id), "workflow_id": entry.workflow_id})
     return Accepted(pk=invocation_id, execution_id=execution_id)
 
