@@ -301,13 +301,14 @@ class WebhookReceiveApi(BaseApi):
 
     def _remembered(self, request: HttpRequest, trigger_id: str | None):
         """A delivery to a trigger this process knows, accepted in one statement; else None."""
-        if not webhook_fast_path.remembered(trigger_id):
+        entry = webhook_fast_path.remembered(trigger_id)
+        if entry is None:
             return None
         try:
             body = request.body
         except RequestDataTooBig:
             return None
-        return webhook_receive_remembered(trigger_id=trigger_id, request=self._delivery(request, body))
+        return webhook_receive_remembered(entry=entry, request=self._delivery(request, body))
 
     def _error_response(self, request: HttpRequest, exc: Exception) -> HttpResponse:
         """The response DRF's dispatch would give for ``exc`` (the project's exception handler)."""

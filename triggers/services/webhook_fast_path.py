@@ -23,6 +23,7 @@ import json
 import logging
 import threading
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -145,7 +146,7 @@ def accept(entry: Remembered, *, msg_id: str, payload: dict[str, Any], inputs: d
         invocation_id, entry.pk, now, msg_id, _json(db, payload), _json(db, request_meta), execution_id,
     ]
     try:
-        with transaction.atomic() if db.in_atomic_block else _nothing():
+        with transaction.atomic() if db.in_atomic_block else nullcontext():
             run_prepared(sql, params, caller_recovers=True)
     except IntegrityError as exc:
         # The trigger changed (the guard found nothing: a NOT NULL violation) or the
@@ -222,14 +223,6 @@ def _statement() -> str:
 
 def _json(db, value: Any):
     return db.ops.adapt_json_value(value, None)
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def inputs_of(entry: Remembered, payload: dict[str, Any]) -> dict[str, Any] | None:

@@ -337,11 +337,12 @@ def webhook_receive(*, trigger: WorkflowTrigger, request: WebhookRequest) -> Tri
     return invocation
 
 
-def webhook_receive_remembered(*, trigger_id: Any, request: WebhookRequest) -> webhook_fast_path.Accepted | None:
-    """The common case without reading the trigger again (``webhook_fast_path``): the
-    ACCEPTED invocation, or None when the delivery must go the full way (``webhook_receive``)."""
-    entry = webhook_fast_path.remembered(trigger_id)
-    if entry is None or len(request.body) > (settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 1024 * 1024):
+def webhook_receive_remembered(*, entry: webhook_fast_path.Remembered,
+                               request: WebhookRequest) -> webhook_fast_path.Accepted | None:
+    """A delivery to a trigger this process knows (``webhook_fast_path.remembered``), without
+    reading the trigger again: the ACCEPTED invocation, or None when the delivery must go
+    the full way (``webhook_receive``)."""
+    if len(request.body) > (settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 1024 * 1024):
         return None
     tolerance = int(settings.PROMPTPILOT.get("WEBHOOK_TOLERANCE_SECONDS", DEFAULT_TOLERANCE_SECONDS))
     try:

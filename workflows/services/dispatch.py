@@ -19,7 +19,10 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from django.conf import settings
 from django.db import transaction
+
+from .relay import relay
 
 logger = logging.getLogger(__name__)
 _local = threading.local()
@@ -94,14 +97,10 @@ def enqueue_execution(execution_id: uuid.UUID) -> None:
 
 
 def _send_start(execution_id: uuid.UUID) -> None:
-    from django.conf import settings
-
     linger = float(settings.PROMPTPILOT["START_BATCH_SECONDS"])
     if linger <= 0:
         _send("workflows.advance_execution", [str(execution_id)])
         return
-    from .relay import relay
-
     batcher = relay()
     batcher.linger_seconds = linger
     batcher.add(execution_id)

@@ -108,7 +108,7 @@ def execution_start(
 
 
 @lru_cache(maxsize=32)
-def insert_sql(model: type[models.Model]) -> tuple[str, tuple[models.Field, ...]]:
+def _insert_sql(model: type[models.Model]) -> tuple[str, tuple[models.Field, ...]]:
     fields = tuple(model._meta.local_concrete_fields)
     quote = connection.ops.quote_name
     columns = ", ".join(quote(f.column) for f in fields)
@@ -125,7 +125,12 @@ def _insert_together(rows: Sequence[models.Model]) -> None:
     "Webhooks benchmark").
     """
     db = transaction.get_connection()  # the wrapper itself: ``connection`` is a proxy, slow to read 30 times
-    statements = [insert_statement(row, db) for row in rows]
+    statements: list[tuple[str, list]] = []
+    for row in rows:
+        if row.pk is None:
+            raise ValueError(f"{type(row).__name__} needs its primary key set before _insert_together.")
+        sql, fields = _insert_sql(type(row))
+        statements.append((sql, [f.get_db_prep_save(f.pre_save(row, True), db) for f in fields]))
     if db.vendor == "postgresql":
         *first, last = [sql for sql, _ in statements]
         sql = (f"WITH {', '.join(f'_row{i} AS ({s})' for i, s in enumerate(first))} {last}") if first else last
@@ -134,22 +139,9 @@ def _insert_together(rows: Sequence[models.Model]) -> None:
         with transaction.atomic(using=db.alias), db.cursor() as cursor:
             for sql, values in statements:
                 cursor.execute(sql, values)
-    mark_inserted(rows, db)
-
-
-def mark_inserted(rows: Sequence[models.Model], db) -> None:
     for row in rows:
         row._state.adding = False
         row._state.db = db.alias
-
-
-def insert_statement(row: models.Model, db) -> tuple[str, list]:
-    """``INSERT INTO table (every column) VALUES (%s, ...)`` and ``row``'s values, each
-    through its field's pre_save and prep (defaults, auto_now_add, JSON adaptation)."""
-    if row.pk is None:
-        raise ValueError(f"{type(row).__name__} needs its primary key set before it is inserted here.")
-    sql, fields = insert_sql(type(row))
-    return sql, [f.get_db_prep_save(f.pre_save(row, True), db) for f in fields]
 
 
 def execution_cancel(*, execution: WorkflowExecution, user=None) -> WorkflowExecution:
