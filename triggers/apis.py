@@ -15,15 +15,15 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from knox.auth import TokenAuthentication
-from rest_framework import exceptions, serializers, status
+from rest_framework import exceptions, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from promptpilot.common.apis import BaseApi
+from promptpilot.common.apis import IDEMPOTENCY_HEADER, BaseApi, error_responses, idempotency_key, validated_data
 from promptpilot.common.errors import ApplicationError, ValidationFailed
-from workflows.apis import _errors, _idempotency_key, _paginated, _paginated_response
+from promptpilot.common.pagination import paginated_response, paginated_serializer
 from workflows.serializers import ExecutionSerializer, validate_storable_json
 
 from . import selectors
@@ -70,12 +70,6 @@ TRIGGER_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, de
 TAGS = ["triggers"]
 
 
-def _validated(serializer_class: type[serializers.Serializer], request: Request, *, partial: bool = False) -> dict:
-    serializer = serializer_class(data=request.data, partial=partial)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
-
-
 def _detail(request: Request, trigger) -> dict[str, Any]:
     context = {
         "request": request,
@@ -105,50 +99,52 @@ class TriggerListCreateApi(BaseApi):
         operation_id="triggers_list", tags=TAGS,
         parameters=[OpenApiParameter("workflow", int, description="Only triggers of this workflow."),
                     OpenApiParameter("page", int), OpenApiParameter("page_size", int, description="At most 200.")],
-        responses={200: _paginated(TriggerSerializer, "PaginatedTriggerList"), **_errors(400)},
+        responses={200: paginated_serializer(TriggerSerializer, "PaginatedTriggerList"), **error_responses(400)},
     )
     def get(self, request: Request) -> Response:
         queryset = selectors.trigger_list(request.user, workflow=request.query_params.get("workflow"))
-        return _paginated_response(request=request, view=self, queryset=queryset, serializer_class=TriggerSerializer)
+        return paginated_response(request=request, view=self, queryset=queryset, serializer_class=TriggerSerializer)
 
     @extend_schema(
         operation_id="triggers_create", tags=TAGS, request=TriggerCreateInputSerializer,
-        responses={201: TriggerWithSecretSerializer, **_errors(400)},
+        responses={201: TriggerWithSecretSerializer, **error_responses(400)},
         description="WEBHOOK and API triggers answer with `secret` (the whsec_ signing secret or the pp_ API "
                     "key): it is shown this once and stored only encrypted or hashed.",
     )
     def post(self, request: Request) -> Response:
         trigger, secret = trigger_services.trigger_create(owner=request.user,
-                                                          **_validated(TriggerCreateInputSerializer, request))
+                                                          **validated_data(TriggerCreateInputSerializer, request))
         return Response(_with_secret(request, trigger, secret), status=status.HTTP_201_CREATED)
 
 
 class TriggerDetailApi(BaseApi):
     @extend_schema(operation_id="triggers_retrieve", tags=TAGS, parameters=[TRIGGER_ID],
-                   responses={200: TriggerDetailSerializer, **_errors(404)})
+                   responses={200: TriggerDetailSerializer, **error_responses(404)})
     def get(self, request: Request, id: str) -> Response:
         return Response(_detail(request, selectors.trigger_get(request.user, id)))
 
     def _update(self, request: Request, id: str, *, partial: bool) -> Response:
         trigger = selectors.trigger_get(request.user, id)
-        data = _validated(TriggerUpdateInputSerializer, request, partial=partial)
+        data = validated_data(TriggerUpdateInputSerializer, request, partial=partial)
         trigger = trigger_services.trigger_update(trigger=trigger, data=data)
         return Response(_detail(request, trigger))
 
     @extend_schema(operation_id="triggers_update", tags=TAGS, parameters=[TRIGGER_ID],
-                   request=TriggerUpdateInputSerializer, responses={200: TriggerDetailSerializer, **_errors(400, 404)},
+                   request=TriggerUpdateInputSerializer,
+                   responses={200: TriggerDetailSerializer, **error_responses(400, 404)},
                    description="`name` is required; left-out fields keep their values. `type` and `workflow` "
                                "cannot change.")
     def put(self, request: Request, id: str) -> Response:
         return self._update(request, id, partial=False)
 
     @extend_schema(operation_id="triggers_partial_update", tags=TAGS, parameters=[TRIGGER_ID],
-                   request=TriggerUpdateInputSerializer, responses={200: TriggerDetailSerializer, **_errors(400, 404)})
+                   request=TriggerUpdateInputSerializer,
+                   responses={200: TriggerDetailSerializer, **error_responses(400, 404)})
     def patch(self, request: Request, id: str) -> Response:
         return self._update(request, id, partial=True)
 
     @extend_schema(operation_id="triggers_destroy", tags=TAGS, parameters=[TRIGGER_ID],
-                   responses={204: None, **_errors(404)})
+                   responses={204: None, **error_responses(404)})
     def delete(self, request: Request, id: str) -> Response:
         trigger_services.trigger_delete(trigger=selectors.trigger_get(request.user, id))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -157,24 +153,25 @@ class TriggerDetailApi(BaseApi):
 class TriggerInvocationListApi(BaseApi):
     @extend_schema(operation_id="triggers_invocations_list", tags=TAGS,
                    parameters=[TRIGGER_ID, OpenApiParameter("page", int), OpenApiParameter("page_size", int)],
-                   responses={200: _paginated(InvocationDetailSerializer, "PaginatedInvocationList"), **_errors(404)})
+                   responses={200: paginated_serializer(InvocationDetailSerializer, "PaginatedInvocationList"),
+                              **error_responses(404)})
     def get(self, request: Request, id: str) -> Response:
         trigger = selectors.trigger_get(request.user, id)
-        return _paginated_response(request=request, view=self, queryset=selectors.invocation_list(trigger),
-                                   serializer_class=InvocationDetailSerializer)
+        return paginated_response(request=request, view=self, queryset=selectors.invocation_list(trigger),
+                                  serializer_class=InvocationDetailSerializer)
 
 
 class TriggerRotateSecretApi(BaseApi):
     @extend_schema(
         operation_id="triggers_rotate_secret", tags=TAGS, parameters=[TRIGGER_ID], request=TriggerRotateInputSerializer,
-        responses={200: TriggerWithSecretSerializer, **_errors(400, 404)},
+        responses={200: TriggerWithSecretSerializer, **error_responses(400, 404)},
         description="A new webhook secret or API key, shown this once as `secret`. The old one stops working now, "
                     "unless a WEBHOOK rotation asks for `grace_seconds` during which the previous secret still "
                     "verifies.",
     )
     def post(self, request: Request, id: str) -> Response:
         trigger = selectors.trigger_get(request.user, id)
-        data = _validated(TriggerRotateInputSerializer, request)
+        data = validated_data(TriggerRotateInputSerializer, request)
         trigger, secret = trigger_services.trigger_rotate_secret(trigger=trigger, grace_seconds=data["grace_seconds"])
         return Response(_with_secret(request, trigger, secret))
 
@@ -226,14 +223,14 @@ class TriggerExecuteApi(BaseApi):
             TRIGGER_ID,
             OpenApiParameter(API_KEY_HEADER, str, OpenApiParameter.HEADER, required=False,
                              description="API triggers: the key (no user token needed)."),
-            OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+            OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER, required=False,
                              description="A key already used for this trigger answers 200 with the first run."),
         ],
         request=TriggerExecuteInputSerializer,
         responses={
             202: TriggerExecutedSerializer,
             200: OpenApiResponse(TriggerExecutedSerializer, description="Replay of an Idempotency-Key."),
-            **_errors(400, 401, 404, 409, 429),
+            **error_responses(400, 401, 404, 409, 429),
         },
         description="`input` fills the workflow's variables; the whole body is `trigger.payload` in templates.",
     )
@@ -242,12 +239,12 @@ class TriggerExecuteApi(BaseApi):
         body = request.data if isinstance(request.data, dict) else None
         if body is None:
             raise ValidationFailed('The body must be a JSON object such as {"input": {...}}.')
-        _validated(TriggerExecuteInputSerializer, request)
+        validated_data(TriggerExecuteInputSerializer, request)
         validate_storable_json(body)
         by_key = isinstance(request.auth, TriggerKeyAuth)
         invocation = trigger_services.trigger_execute(
             trigger=trigger, body=body, actor=None if by_key else request.user,
-            idempotency_key=_idempotency_key(request), verified_by="api_key" if by_key else "owner",
+            idempotency_key=idempotency_key(request), verified_by="api_key" if by_key else "owner",
         )
         data, code = _fired(invocation)
         data["execution"] = ExecutionSerializer(invocation.execution).data if invocation.execution else None
@@ -342,7 +339,7 @@ class WebhookReceiveApi(BaseApi):
         responses={
             202: TriggerFiredSerializer,
             200: OpenApiResponse(TriggerFiredSerializer, description="Repeated webhook-id: the first delivery's run."),
-            **_errors(400, 401, 404, 409, 413, 422),
+            **error_responses(400, 401, 404, 409, 413, 422),
         },
         examples=[OpenApiExample("accepted", response_only=True, status_codes=["202"],
                                  value={"execution_id": "5b0c7c8e-…", "invocation_id": "0f1e…", "status": "ACCEPTED"})],
@@ -359,10 +356,10 @@ class EventEmitApi(BaseApi):
 
     @extend_schema(
         operation_id="events_emit", tags=["events"], request=EventEmitInputSerializer,
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+        parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER, required=False,
                                      description="Repeat an emission safely: a key already used with this event "
                                                  "name starts nothing new (matched entries say DUPLICATE).")],
-        responses={202: EventEmittedSerializer, **_errors(400, 401)},
+        responses={202: EventEmittedSerializer, **error_responses(400, 401)},
         examples=[OpenApiExample(
             "matched", response_only=True, status_codes=["202"],
             value={"event": "order.created", "event_id": "9b2f…", "matched": [
@@ -374,8 +371,8 @@ class EventEmitApi(BaseApi):
                     "`trigger.payload`. Names starting with `execution.` are reserved for the platform.",
     )
     def post(self, request: Request) -> Response:
-        data = _validated(EventEmitInputSerializer, request)
+        data = validated_data(EventEmitInputSerializer, request)
         event, matches = event_emit(owner=request.user, name=data["name"], payload=data.get("payload"),
-                                    idempotency_key=_idempotency_key(request))
+                                    idempotency_key=idempotency_key(request))
         body = {"event": event.name, "event_id": event.event_id, "matched": [vars(m) for m in matches]}
         return Response(EventEmittedSerializer(body).data, status=status.HTTP_202_ACCEPTED)

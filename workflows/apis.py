@@ -5,18 +5,15 @@ enforced by the selectors: another user's id answers 404, exactly like a missing
 """
 from __future__ import annotations
 
-from typing import Any
-
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import serializers, status
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from promptpilot.common.apis import BaseApi
-from promptpilot.common.errors import ValidationFailed
-from promptpilot.common.pagination import DefaultPagination
+from promptpilot.common.apis import IDEMPOTENCY_HEADER, BaseApi, error_responses, idempotency_key, validated_data
+from promptpilot.common.pagination import paginated_response, paginated_serializer
 
 from . import selectors
 from .models import ExecutionStatus
@@ -35,22 +32,6 @@ from .serializers import (
 from .services import executions as execution_services
 from .services import workflows as workflow_services
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-IDEMPOTENCY_KEY_MAX_LENGTH = 255
-
-ERROR_BODY = inline_serializer(
-    "Error",
-    {
-        "message": serializers.CharField(help_text="A sentence saying what to change."),
-        "code": serializers.CharField(),
-        "extra": serializers.DictField(help_text="e.g. errors keyed by field path."),
-    },
-)
-
-
-def _errors(*codes: int) -> dict[int, Any]:
-    return {code: ERROR_BODY for code in codes}
-
 
 def _path_id(name: str, kind: type, description: str) -> OpenApiParameter:
     return OpenApiParameter(name, kind, OpenApiParameter.PATH, description=description)
@@ -62,72 +43,51 @@ EXECUTION_ID = _path_id("id", OpenApiTypes.UUID, "Execution id.")
 VERSION_NUMBER = _path_id("number", int, "Version number.")
 
 
-def _paginated(serializer_class: type[serializers.Serializer], name: str):
-    return inline_serializer(
-        name,
-        {
-            "count": serializers.IntegerField(),
-            "next": serializers.URLField(allow_null=True),
-            "previous": serializers.URLField(allow_null=True),
-            "results": serializer_class(many=True),
-        },
-    )
-
-
-def _paginated_response(*, request: Request, view: BaseApi, queryset, serializer_class) -> Response:
-    paginator = DefaultPagination()
-    page = paginator.paginate_queryset(queryset, request, view=view)
-    return paginator.get_paginated_response(serializer_class(page, many=True, context={"request": request}).data)
-
-
-def _validated(serializer_class: type[serializers.Serializer], request: Request, *, partial: bool = False) -> dict:
-    serializer = serializer_class(data=request.data, partial=partial)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
-
-
 # --- prompts -------------------------------------------------------------------------
 
 class PromptListCreateApi(BaseApi):
-    @extend_schema(operation_id="prompts_list", tags=["prompts"], responses=_paginated(PromptOutputSerializer, "PaginatedPromptList"))
+    @extend_schema(operation_id="prompts_list", tags=["prompts"],
+                   responses=paginated_serializer(PromptOutputSerializer, "PaginatedPromptList"))
     def get(self, request: Request) -> Response:
-        return _paginated_response(
-            request=request, view=self, queryset=selectors.prompt_list(request.user), serializer_class=PromptOutputSerializer
+        return paginated_response(
+            request=request, view=self, queryset=selectors.prompt_list(request.user),
+            serializer_class=PromptOutputSerializer,
         )
 
     @extend_schema(
         operation_id="prompts_create", tags=["prompts"], request=PromptInputSerializer,
-        responses={201: PromptOutputSerializer, **_errors(400)},
+        responses={201: PromptOutputSerializer, **error_responses(400)},
     )
     def post(self, request: Request) -> Response:
-        prompt = workflow_services.prompt_create(owner=request.user, data=_validated(PromptInputSerializer, request))
+        data = validated_data(PromptInputSerializer, request)
+        prompt = workflow_services.prompt_create(owner=request.user, data=data)
         return Response(PromptOutputSerializer(prompt).data, status=status.HTTP_201_CREATED)
 
 
 class PromptDetailApi(BaseApi):
     @extend_schema(operation_id="prompts_retrieve", tags=["prompts"], parameters=[PROMPT_ID],
-                   responses={200: PromptOutputSerializer, **_errors(404)})
+                   responses={200: PromptOutputSerializer, **error_responses(404)})
     def get(self, request: Request, id: str) -> Response:
         return Response(PromptOutputSerializer(selectors.prompt_get(request.user, id)).data)
 
     def _update(self, request: Request, id: str, *, partial: bool) -> Response:
         prompt = selectors.prompt_get(request.user, id)
-        data = _validated(PromptInputSerializer, request, partial=partial)
+        data = validated_data(PromptInputSerializer, request, partial=partial)
         prompt = workflow_services.prompt_update(prompt=prompt, data=data, user=request.user)
         return Response(PromptOutputSerializer(prompt).data)
 
     @extend_schema(operation_id="prompts_update", tags=["prompts"], parameters=[PROMPT_ID], request=PromptInputSerializer,
-                   responses={200: PromptOutputSerializer, **_errors(400, 404)})
+                   responses={200: PromptOutputSerializer, **error_responses(400, 404)})
     def put(self, request: Request, id: str) -> Response:
         return self._update(request, id, partial=False)
 
     @extend_schema(operation_id="prompts_partial_update", tags=["prompts"], parameters=[PROMPT_ID],
-                   request=PromptInputSerializer, responses={200: PromptOutputSerializer, **_errors(400, 404)})
+                   request=PromptInputSerializer, responses={200: PromptOutputSerializer, **error_responses(400, 404)})
     def patch(self, request: Request, id: str) -> Response:
         return self._update(request, id, partial=True)
 
     @extend_schema(operation_id="prompts_destroy", tags=["prompts"], parameters=[PROMPT_ID],
-                   responses={204: None, **_errors(404, 409)})
+                   responses={204: None, **error_responses(404, 409)})
     def delete(self, request: Request, id: str) -> Response:
         workflow_services.prompt_delete(prompt=selectors.prompt_get(request.user, id), user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -137,35 +97,36 @@ class PromptDetailApi(BaseApi):
 
 class WorkflowListCreateApi(BaseApi):
     @extend_schema(operation_id="workflows_list", tags=["workflows"],
-                   responses=_paginated(WorkflowOutputSerializer, "PaginatedWorkflowList"))
+                   responses=paginated_serializer(WorkflowOutputSerializer, "PaginatedWorkflowList"))
     def get(self, request: Request) -> Response:
-        return _paginated_response(
+        return paginated_response(
             request=request, view=self, queryset=selectors.workflow_list(request.user),
             serializer_class=WorkflowOutputSerializer,
         )
 
     @extend_schema(operation_id="workflows_create", tags=["workflows"], request=WorkflowInputSerializer,
-                   responses={201: WorkflowOutputSerializer, **_errors(400)})
+                   responses={201: WorkflowOutputSerializer, **error_responses(400)})
     def post(self, request: Request) -> Response:
-        workflow = workflow_services.workflow_create(owner=request.user, data=_validated(WorkflowInputSerializer, request))
+        data = validated_data(WorkflowInputSerializer, request)
+        workflow = workflow_services.workflow_create(owner=request.user, data=data)
         return Response(WorkflowOutputSerializer(workflow).data, status=status.HTTP_201_CREATED)
 
 
 class WorkflowDetailApi(BaseApi):
     @extend_schema(operation_id="workflows_retrieve", tags=["workflows"], parameters=[WORKFLOW_ID],
-                   responses={200: WorkflowOutputSerializer, **_errors(404)})
+                   responses={200: WorkflowOutputSerializer, **error_responses(404)})
     def get(self, request: Request, id: str) -> Response:
         return Response(WorkflowOutputSerializer(selectors.workflow_get(request.user, id)).data)
 
     def _update(self, request: Request, id: str, *, partial: bool) -> Response:
         workflow = selectors.workflow_get(request.user, id)
-        data = _validated(WorkflowInputSerializer, request, partial=partial)
+        data = validated_data(WorkflowInputSerializer, request, partial=partial)
         workflow = workflow_services.workflow_update(workflow=workflow, data=data, user=request.user)
         return Response(WorkflowOutputSerializer(workflow).data)
 
     @extend_schema(
         operation_id="workflows_update", tags=["workflows"], parameters=[WORKFLOW_ID], request=WorkflowInputSerializer,
-        responses={200: WorkflowOutputSerializer, **_errors(400, 404)},
+        responses={200: WorkflowOutputSerializer, **error_responses(400, 404)},
         description="`name` is required; other left-out fields keep their values. `variables` and `steps`, "
                     "when given, replace the whole lists.",
     )
@@ -173,12 +134,13 @@ class WorkflowDetailApi(BaseApi):
         return self._update(request, id, partial=False)
 
     @extend_schema(operation_id="workflows_partial_update", tags=["workflows"], parameters=[WORKFLOW_ID],
-                   request=WorkflowInputSerializer, responses={200: WorkflowOutputSerializer, **_errors(400, 404)})
+                   request=WorkflowInputSerializer,
+                   responses={200: WorkflowOutputSerializer, **error_responses(400, 404)})
     def patch(self, request: Request, id: str) -> Response:
         return self._update(request, id, partial=True)
 
     @extend_schema(operation_id="workflows_destroy", tags=["workflows"], parameters=[WORKFLOW_ID],
-                   responses={204: None, **_errors(404, 409)})
+                   responses={204: None, **error_responses(404, 409)})
     def delete(self, request: Request, id: str) -> Response:
         workflow_services.workflow_delete(workflow=selectors.workflow_get(request.user, id), user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -186,10 +148,11 @@ class WorkflowDetailApi(BaseApi):
 
 class WorkflowVersionListApi(BaseApi):
     @extend_schema(operation_id="workflows_versions_list", tags=["workflows"], parameters=[WORKFLOW_ID],
-                   responses={200: _paginated(WorkflowVersionSerializer, "PaginatedWorkflowVersionList"), **_errors(404)})
+                   responses={200: paginated_serializer(WorkflowVersionSerializer, "PaginatedWorkflowVersionList"),
+                              **error_responses(404)})
     def get(self, request: Request, id: str) -> Response:
         workflow = selectors.workflow_get(request.user, id)
-        return _paginated_response(
+        return paginated_response(
             request=request, view=self, queryset=selectors.workflow_version_list(workflow),
             serializer_class=WorkflowVersionSerializer,
         )
@@ -197,7 +160,7 @@ class WorkflowVersionListApi(BaseApi):
 
 class WorkflowVersionDetailApi(BaseApi):
     @extend_schema(operation_id="workflows_versions_retrieve", tags=["workflows"], parameters=[WORKFLOW_ID, VERSION_NUMBER],
-                   responses={200: WorkflowVersionSerializer, **_errors(404)})
+                   responses={200: WorkflowVersionSerializer, **error_responses(404)})
     def get(self, request: Request, id: str, number: str) -> Response:
         workflow = selectors.workflow_get(request.user, id)
         return Response(WorkflowVersionSerializer(selectors.workflow_version_get(workflow, number)).data)
@@ -206,23 +169,13 @@ class WorkflowVersionDetailApi(BaseApi):
 class WorkflowVersionRestoreApi(BaseApi):
     @extend_schema(
         operation_id="workflows_versions_restore", tags=["workflows"], parameters=[WORKFLOW_ID, VERSION_NUMBER],
-        request=None, responses={200: WorkflowOutputSerializer, **_errors(400, 404)},
+        request=None, responses={200: WorkflowOutputSerializer, **error_responses(400, 404)},
         description='Rebuild variables and steps from version `number`; records a new version "restored from vN".',
     )
     def post(self, request: Request, id: str, number: str) -> Response:
         workflow = selectors.workflow_get(request.user, id)
         workflow = workflow_services.workflow_version_restore(workflow=workflow, number=number, user=request.user)
         return Response(WorkflowOutputSerializer(workflow).data)
-
-
-def _idempotency_key(request: Request) -> str | None:
-    key = (request.headers.get(IDEMPOTENCY_HEADER) or "").strip()
-    if len(key) > IDEMPOTENCY_KEY_MAX_LENGTH:
-        raise ValidationFailed(
-            f"The {IDEMPOTENCY_HEADER} header is {len(key)} characters long; use at most {IDEMPOTENCY_KEY_MAX_LENGTH}.",
-            {"errors": {IDEMPOTENCY_HEADER: [f"At most {IDEMPOTENCY_KEY_MAX_LENGTH} characters."]}},
-        )
-    return key or None
 
 
 def _execution_location(execution) -> str:
@@ -242,18 +195,18 @@ class WorkflowExecuteApi(BaseApi):
         responses={
             202: ExecutionSerializer,
             200: OpenApiResponse(ExecutionSerializer, description="Replay of an Idempotency-Key already used."),
-            **_errors(400, 404, 409),
+            **error_responses(400, 404, 409),
         },
     )
     def post(self, request: Request, id: str) -> Response:
         workflow = selectors.workflow_get(request.user, id)
-        data = _validated(ExecuteInputSerializer, request)
+        data = validated_data(ExecuteInputSerializer, request)
         execution = execution_services.execution_start(
             workflow=workflow,
             inputs=data.get("input") or {},
             trigger_type="MANUAL",
             started_by=request.user,
-            idempotency_key=_idempotency_key(request),
+            idempotency_key=idempotency_key(request),
         )
         replayed = bool(getattr(execution, "was_replayed", False))
         return Response(
@@ -266,12 +219,12 @@ class WorkflowExecuteApi(BaseApi):
 class WorkflowPreviewApi(BaseApi):
     @extend_schema(
         operation_id="workflows_preview", tags=["workflows"], parameters=[WORKFLOW_ID],
-        request=PreviewInputSerializer, responses={200: PreviewOutputSerializer, **_errors(400, 404)},
+        request=PreviewInputSerializer, responses={200: PreviewOutputSerializer, **error_responses(400, 404)},
         description="Run the saved definition in-process; nothing is persisted.",
     )
     def post(self, request: Request, id: str) -> Response:
         workflow = selectors.workflow_get(request.user, id)
-        data = _validated(PreviewInputSerializer, request)
+        data = validated_data(PreviewInputSerializer, request)
         result = workflow_services.workflow_preview(
             workflow=workflow,
             inputs=data.get("input") or {},
@@ -292,25 +245,25 @@ class ExecutionListApi(BaseApi):
                              description="Only runs in this status (several: comma separated)."),
             OpenApiParameter("page", int), OpenApiParameter("page_size", int, description="At most 200."),
         ],
-        responses={200: _paginated(ExecutionSerializer, "PaginatedExecutionList"), **_errors(400)},
+        responses={200: paginated_serializer(ExecutionSerializer, "PaginatedExecutionList"), **error_responses(400)},
     )
     def get(self, request: Request) -> Response:
         queryset = selectors.execution_list(
             request.user, workflow=request.query_params.get("workflow"), status=request.query_params.get("status")
         )
-        return _paginated_response(request=request, view=self, queryset=queryset, serializer_class=ExecutionSerializer)
+        return paginated_response(request=request, view=self, queryset=queryset, serializer_class=ExecutionSerializer)
 
 
 class ExecutionDetailApi(BaseApi):
     @extend_schema(operation_id="executions_retrieve", tags=["executions"], parameters=[EXECUTION_ID],
-                   responses={200: ExecutionDetailSerializer, **_errors(404)})
+                   responses={200: ExecutionDetailSerializer, **error_responses(404)})
     def get(self, request: Request, id: str) -> Response:
         return Response(ExecutionDetailSerializer(selectors.execution_get(request.user, id)).data)
 
 
 class ExecutionCancelApi(BaseApi):
     @extend_schema(operation_id="executions_cancel", tags=["executions"], parameters=[EXECUTION_ID], request=None,
-                   responses={200: ExecutionDetailSerializer, **_errors(404, 409)})
+                   responses={200: ExecutionDetailSerializer, **error_responses(404, 409)})
     def post(self, request: Request, id: str) -> Response:
         execution = selectors.execution_get(request.user, id)
         execution = execution_services.execution_cancel(execution=execution, user=request.user)
@@ -321,7 +274,7 @@ class ExecutionCancelApi(BaseApi):
 class ExecutionRetryApi(BaseApi):
     @extend_schema(
         operation_id="executions_retry", tags=["executions"], parameters=[EXECUTION_ID], request=None,
-        responses={202: ExecutionDetailSerializer, **_errors(404, 409)},
+        responses={202: ExecutionDetailSerializer, **error_responses(404, 409)},
         description="Start a new run (trigger_type RETRY) from the failed step, reusing earlier outputs.",
     )
     def post(self, request: Request, id: str) -> Response:

@@ -1,14 +1,17 @@
-"""Project-wide endpoints: API token login, liveness, JSON error pages for /api/."""
+"""Project-wide endpoints (API token login, liveness, JSON error pages for /api/) and the
+helpers every app's API views share: ``BaseApi``, the error body of the schema, request
+validation and the ``Idempotency-Key`` header."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.contrib.auth import authenticate
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views import defaults
 from django.views.decorators.cache import never_cache
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from knox.models import AuthToken
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
@@ -16,9 +19,44 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .errors import ApplicationError
+from .errors import ApplicationError, ValidationFailed
 
 logger = logging.getLogger(__name__)
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+
+ERROR_BODY = inline_serializer(
+    "Error",
+    {
+        "message": serializers.CharField(help_text="A sentence saying what to change."),
+        "code": serializers.CharField(),
+        "extra": serializers.DictField(help_text="e.g. errors keyed by field path."),
+    },
+)
+
+
+def error_responses(*codes: int) -> dict[int, Any]:
+    """``extend_schema(responses=...)`` entries: each status code answers the error body."""
+    return {code: ERROR_BODY for code in codes}
+
+
+def validated_data(serializer_class: type[serializers.Serializer], request: Request, *, partial: bool = False) -> dict:
+    """The request body checked by ``serializer_class``; invalid data raises (rendered as 400)."""
+    serializer = serializer_class(data=request.data, partial=partial)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The ``Idempotency-Key`` header, stripped; None when absent or blank."""
+    key = (request.headers.get(IDEMPOTENCY_HEADER) or "").strip()
+    if len(key) > IDEMPOTENCY_KEY_MAX_LENGTH:
+        raise ValidationFailed(
+            f"The {IDEMPOTENCY_HEADER} header is {len(key)} characters long; use at most {IDEMPOTENCY_KEY_MAX_LENGTH}.",
+            {"errors": {IDEMPOTENCY_HEADER: [f"At most {IDEMPOTENCY_KEY_MAX_LENGTH} characters."]}},
+        )
+    return key or None
 
 
 class BaseApi(APIView):
