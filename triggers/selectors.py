@@ -5,13 +5,12 @@ TriggerNotFound, so an id never tells whether someone else's trigger exists.
 """
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from django.db.models import QuerySet
 
-from promptpilot.common.errors import ValidationFailed
-from workflows.selectors import _int_id
+from promptpilot.common.ids import parse_uuid
+from workflows.selectors import workflow_filter_id
 
 from .errors import TriggerNotFound
 from .models import TriggerInvocation, WorkflowTrigger
@@ -19,26 +18,11 @@ from .models import TriggerInvocation, WorkflowTrigger
 RECENT_INVOCATIONS = 10
 
 
-def parse_uuid(value: Any) -> uuid.UUID | None:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except (TypeError, ValueError, AttributeError):
-        return None
-
-
 def trigger_list(user, *, workflow: Any = None) -> QuerySet[WorkflowTrigger]:
     """The user's triggers, newest first; ``workflow`` (an id) narrows to one workflow."""
     queryset = WorkflowTrigger.objects.filter(workflow__owner=user).select_related("workflow")
     if workflow not in (None, ""):
-        pk = _int_id(workflow)
-        if pk is None:
-            raise ValidationFailed(
-                f'"{workflow}" is not a workflow id; the workflow filter takes the integer id of a workflow.',
-                {"errors": {"workflow": ["Expected an integer workflow id."]}},
-            )
-        queryset = queryset.filter(workflow_id=pk)
+        queryset = queryset.filter(workflow_id=workflow_filter_id(workflow))
     return queryset.order_by("-created_at", "-id")
 
 

@@ -5,12 +5,12 @@ an id never tells a user whether someone else's object exists.
 """
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from django.db.models import Max, Prefetch, QuerySet
 
 from promptpilot.common.errors import NotFound, ValidationFailed
+from promptpilot.common.ids import parse_int_id, parse_uuid
 
 from .errors import VersionNotFound
 from .models import (
@@ -23,32 +23,6 @@ from .models import (
     WorkflowVersion,
 )
 
-_MAX_DB_INT = 2**63 - 1
-
-
-def _int_id(value: Any) -> int | None:
-    """A positive integer id, or None for anything else ("abc", "1.5", huge numbers)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        number = value
-    else:
-        text = str(value).strip()
-        if not text.isascii() or not text.isdigit() or len(text) > 19:  # 19 digits: past any database id
-            return None
-        number = int(text)
-    return number if 0 < number <= _MAX_DB_INT else None
-
-
-def _uuid_id(value: Any) -> uuid.UUID | None:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except (TypeError, ValueError, AttributeError):
-        return None
-
-
 # --- prompts -------------------------------------------------------------------
 
 def prompt_list(user) -> QuerySet[Prompt]:
@@ -56,7 +30,7 @@ def prompt_list(user) -> QuerySet[Prompt]:
 
 
 def prompt_get(user, id: Any) -> Prompt:
-    pk = _int_id(id)
+    pk = parse_int_id(id)
     prompt = Prompt.objects.filter(owner=user, pk=pk).first() if pk else None
     if prompt is None:
         raise NotFound(f"No prompt with id {id} among yours.", {"prompt": str(id)})
@@ -76,11 +50,22 @@ def workflow_list(user) -> QuerySet[Workflow]:
 
 
 def workflow_get(user, id: Any) -> Workflow:
-    pk = _int_id(id)
+    pk = parse_int_id(id)
     workflow = _with_definition(Workflow.objects.filter(owner=user, pk=pk)).first() if pk else None
     if workflow is None:
         raise NotFound(f"No workflow with id {id} among yours.", {"workflow": str(id)})
     return workflow
+
+
+def workflow_filter_id(value: Any) -> int:
+    """The workflow id of a ``?workflow=`` list filter; anything else is a 400 naming the filter."""
+    pk = parse_int_id(value)
+    if pk is None:
+        raise ValidationFailed(
+            f'"{value}" is not a workflow id; the workflow filter takes the integer id of a workflow.',
+            {"errors": {"workflow": ["Expected an integer workflow id."]}},
+        )
+    return pk
 
 
 def workflow_version_list(workflow: Workflow) -> QuerySet[WorkflowVersion]:
@@ -88,7 +73,7 @@ def workflow_version_list(workflow: Workflow) -> QuerySet[WorkflowVersion]:
 
 
 def workflow_version_get(workflow: Workflow, number: Any) -> WorkflowVersion:
-    num = _int_id(number)
+    num = parse_int_id(number)
     version = workflow.versions.select_related("created_by").filter(number=num).first() if num else None
     if version is None:
         latest = workflow.versions.aggregate(n=Max("number"))["n"]
@@ -121,20 +106,14 @@ def execution_list(user, workflow: Any = None, status: str | None = None) -> Que
         if isinstance(workflow, Workflow):
             queryset = queryset.filter(workflow=workflow)
         else:
-            pk = _int_id(workflow)
-            if pk is None:
-                raise ValidationFailed(
-                    f'"{workflow}" is not a workflow id; the workflow filter takes the integer id of a workflow.',
-                    {"errors": {"workflow": ["Expected an integer workflow id."]}},
-                )
-            queryset = queryset.filter(workflow_id=pk)
+            queryset = queryset.filter(workflow_id=workflow_filter_id(workflow))
     if status not in (None, ""):
         queryset = queryset.filter(status__in=_parse_statuses(status))
     return queryset.select_related("version", "workflow").order_by("-created_at", "-id")
 
 
 def execution_get(user, id: Any) -> WorkflowExecution:
-    pk = _uuid_id(id)
+    pk = parse_uuid(id)
     execution = None
     if pk is not None:
         execution = (

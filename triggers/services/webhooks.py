@@ -27,6 +27,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from promptpilot.common.db import run_prepared
+from promptpilot.common.ids import parse_uuid
 from workflows.engine.errors import TemplateError
 from workflows.engine.templating import evaluate_expression
 from workflows.models import Workflow, WorkflowVersion
@@ -41,7 +42,6 @@ from ..errors import (
     WebhookSignatureInvalid,
 )
 from ..models import InvocationStatus, TriggerInvocation, TriggerKind, WorkflowTrigger
-from ..selectors import parse_uuid
 from . import webhook_fast_path
 from .firing import first_accepted_invocation, record_duplicate, trigger_fire, trigger_variable_names
 from .secrets import secret_decrypt
