@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .errors import InvalidCredentials, MissingCredentials, ProviderError, ProviderTimeout
-from .types import ModelRequest, ModelResponse, ProviderAdapter
+from .types import ModelRequest, ModelResponse, ProviderAdapter, TokenUsage
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class DispatchResult:
     output: Any = None  # the chosen model's output (``accept``ed content), None when all failed
     outputs: dict[str, Any] = field(default_factory=dict)  # "provider:model" -> output, None if it failed
     model_outputs: list[dict[str, Any]] = field(default_factory=list)  # DESIGN §4 shape, one per call made
-    tokens: dict[str, int] = field(default_factory=lambda: {"input": 0, "output": 0, "total": 0})
+    tokens: dict[str, int] = field(default_factory=lambda: TokenUsage().as_dict())  # every call made, added up
     warnings: list[str] = field(default_factory=list)
     error: dict[str, Any] | None = None  # {type, message, step: None, details: {mode, errors}} when all failed
     retryable: bool = False
@@ -121,7 +121,7 @@ class _Call:
             "model": self.model["model"],
             "status": "ok" if self.state == "ok" else "error",
             "content": response.content if response is not None else None,
-            "tokens": _tokens(response),
+            "tokens": TokenUsage.from_raw(response.tokens if response is not None else None).as_dict(),
             "latency_ms": response.latency_ms if response is not None else self.latency_ms,
             "retries": response.retries if response is not None else 0,
             "error": error,
@@ -130,12 +130,6 @@ class _Call:
             "request_id": (response.request_id if response is not None else None)
             or (getattr(self.error, "details", None) or {}).get("request_id"),
         }
-
-
-def _tokens(response: ModelResponse | None) -> dict[str, int]:
-    reported = (response.tokens if response is not None else None) or {}
-    used_in, used_out = int(reported.get("input") or 0), int(reported.get("output") or 0)
-    return {"input": used_in, "output": used_out, "total": int(reported.get("total") or used_in + used_out)}
 
 
 def error_record(exc: BaseException) -> dict[str, Any]:
@@ -291,15 +285,14 @@ def dispatch(
 
 def _result(calls: list[_Call], mode: str, chosen: _Call | None) -> DispatchResult:
     made = [call for call in calls if call.state in ("ok", "error", "cancelled")]
+    model_outputs = [call.record() for call in made]
     result = DispatchResult(
         output=chosen.output if chosen else None,
         outputs={call.key: call.output if call.state == "ok" else None for call in calls},
-        model_outputs=[call.record() for call in made],
+        model_outputs=model_outputs,
+        tokens=TokenUsage.total_of(record["tokens"] for record in model_outputs).as_dict(),
         chosen=chosen.key if chosen else None,
     )
-    for record in result.model_outputs:
-        for name in ("input", "output", "total"):
-            result.tokens[name] += record["tokens"][name]
     for call in made:
         if call.state == "error":
             result.warnings.append(_failure_warning(call))

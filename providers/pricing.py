@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from .models import ConfigSnapshot, ModelPrice
+from .types import TokenUsage
 
 MILLION = Decimal(1_000_000)
 # Costs are kept to 1e-10 USD: below any provider's billing unit, and exact in a float.
@@ -48,18 +49,13 @@ def cost_usd(provider: str, model: str, tokens: Mapping[str, Any] | None) -> Dec
     price = price_of(provider, model)
     if price is None:
         return None
-    tokens = tokens or {}
-    input_tokens, output_tokens = int(tokens.get("input") or 0), int(tokens.get("output") or 0)
-    cost = (input_tokens * price[0] + output_tokens * price[1]) / MILLION
+    used = TokenUsage.from_raw(tokens)
+    cost = (used.input * price[0] + used.output * price[1]) / MILLION
     return cost.quantize(QUANTUM)
 
 
 def to_json(cost: Decimal | None) -> float | None:
     return None if cost is None else float(cost)
-
-
-def _spent_tokens(tokens: Mapping[str, Any] | None) -> bool:
-    return any(int((tokens or {}).get(key) or 0) for key in ("input", "output", "total"))
 
 
 def annotate_costs(model_outputs: Iterable[dict[str, Any]]) -> None:
@@ -81,7 +77,7 @@ def sum_costs(model_outputs: Iterable[dict[str, Any]]) -> Decimal | None:
         cost = record.get("cost_usd")
         if cost is not None:
             total += Decimal(str(cost))
-        elif _spent_tokens(record.get("tokens")):
+        elif TokenUsage.from_raw(record.get("tokens")).spent:
             return None
     return total
 

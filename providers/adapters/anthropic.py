@@ -7,8 +7,8 @@ from typing import Any
 from ..credentials import ANTHROPIC, Credentials, credentials_for
 from ..errors import ProviderError
 from ..registry import register
-from ..types import DEFAULT_TIMEOUT_SECONDS, ModelRequest, ModelResponse
-from .base import SDKAdapter, malformed_response, request_id_from, token_usage, translate_stainless_error
+from ..types import DEFAULT_TIMEOUT_SECONDS, ModelRequest, ModelResponse, TokenUsage
+from .base import SDKAdapter, malformed_response, request_id_from, translate_stainless_error
 
 # Anthropic requires max_tokens on every request; this is used when the step sets none.
 DEFAULT_MAX_TOKENS = 1024
@@ -121,7 +121,7 @@ class AnthropicAdapter(SDKAdapter):
         )
         return ModelResponse(
             content=text,
-            tokens=token_usage(input_tokens, getattr(usage, "output_tokens", 0)),
+            tokens=TokenUsage.of(input_tokens, getattr(usage, "output_tokens", 0)).as_dict(),
             latency_ms=0,
             finish_reason=message.stop_reason,
             request_id=request_id,

@@ -74,13 +74,6 @@ def check_params(spec: ProviderSpec, params: Mapping[str, Any]) -> tuple[dict[st
 # --- responses ----------------------------------------------------------------------------
 
 
-def token_usage(input_tokens: Any, output_tokens: Any, total_tokens: Any = None) -> dict[str, int]:
-    """``{input, output, total}`` from what the provider reported; total defaults to the sum."""
-    used_in, used_out = int(input_tokens or 0), int(output_tokens or 0)
-    total = int(total_tokens) if total_tokens else used_in + used_out
-    return {"input": used_in, "output": used_out, "total": total}
-
-
 def elapsed_ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 

@@ -10,7 +10,7 @@ import time
 
 from ..errors import BadRequest, ProviderTimeout
 from ..registry import register
-from ..types import ModelRequest, ModelResponse
+from ..types import ModelRequest, ModelResponse, TokenUsage
 
 
 class EchoAdapter:
@@ -53,7 +53,7 @@ class EchoAdapter:
         output_words = len(request.prompt.split())
         return ModelResponse(
             content=request.prompt,
-            tokens={"input": input_words, "output": output_words, "total": input_words + output_words},
+            tokens=TokenUsage.of(input_words, output_words).as_dict(),
             latency_ms=int((time.monotonic() - started) * 1000),
             finish_reason="stop",
         )

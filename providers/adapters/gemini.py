@@ -15,7 +15,7 @@ from typing import Any
 from ..credentials import GEMINI, Credentials, credentials_for
 from ..errors import BadRequest, InvalidCredentials, ProviderError
 from ..registry import register
-from ..types import DEFAULT_TIMEOUT_SECONDS, ModelRequest, ModelResponse
+from ..types import DEFAULT_TIMEOUT_SECONDS, ModelRequest, ModelResponse, TokenUsage
 from .base import (
     SDKAdapter,
     connection_error,
@@ -25,7 +25,6 @@ from .base import (
     provider_message,
     request_id_from,
     timeout_error,
-    token_usage,
 )
 
 API_VERSION = "v1beta"  # pinned, so an SDK upgrade or GOOGLE_GENAI_API_VERSION cannot move it
@@ -167,9 +166,9 @@ class GeminiAdapter(SDKAdapter):
         )
         return ModelResponse(
             content=text,
-            tokens=token_usage(
+            tokens=TokenUsage.of(
                 getattr(usage, "prompt_token_count", 0), output_tokens, getattr(usage, "total_token_count", None)
-            ),
+            ).as_dict(),
             latency_ms=0,
             finish_reason=finish_reason,
             request_id=request_id,

@@ -13,8 +13,8 @@ from typing import Any
 from ..credentials import OPENAI, Credentials, ProviderSpec, credentials_for
 from ..errors import ProviderError
 from ..registry import register
-from ..types import DEFAULT_TIMEOUT_SECONDS, ModelRequest, ModelResponse
-from .base import SDKAdapter, malformed_response, request_id_from, token_usage, translate_stainless_error
+from ..types import DEFAULT_TIMEOUT_SECONDS, ModelRequest, ModelResponse, TokenUsage
+from .base import SDKAdapter, malformed_response, request_id_from, translate_stainless_error
 
 TRUNCATED = "length"
 
@@ -103,11 +103,11 @@ class OpenAIAdapter(SDKAdapter):
             warnings.append(f"{self.spec.label} reported no token usage.")
         return ModelResponse(
             content=message.content or "",
-            tokens=token_usage(
+            tokens=TokenUsage.of(
                 getattr(usage, "prompt_tokens", 0),
                 getattr(usage, "completion_tokens", 0),
                 getattr(usage, "total_tokens", None),
-            ),
+            ).as_dict(),
             latency_ms=0,
             finish_reason=choice.finish_reason,
             request_id=request_id,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from providers.adapters.base import check_params, error_for_status, parse_retry_after, provider_message, token_usage
+from providers.adapters.base import check_params, error_for_status, parse_retry_after, provider_message
 from providers.credentials import OPENAI
 from providers.errors import (
     BadRequest,
@@ -75,9 +75,3 @@ def test_check_params_keeps_common_ones_and_warns_about_the_rest() -> None:
 
     assert params == {"temperature": 0, "stop": ["X"]}
     assert len(warnings) == 1 and '"seed"' in warnings[0]
-
-
-def test_token_usage_total_defaults_to_the_sum() -> None:
-    assert token_usage(3, 4) == {"input": 3, "output": 4, "total": 7}
-    assert token_usage(None, None) == {"input": 0, "output": 0, "total": 0}
-    assert token_usage(3, 4, 9) == {"input": 3, "output": 4, "total": 9}

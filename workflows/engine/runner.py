@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from providers.errors import ProviderError
+from providers.types import TokenUsage
 
 from .errors import INTERNAL_ERROR, EngineError, InputValidationError
 from .inputs import VARIABLE_TYPES, type_error, validate_inputs
@@ -104,11 +105,6 @@ def context_entry(step: StepDefinition, result: StepResult) -> dict[str, Any]:
     return {"output": result.output, "outputs": result.outputs, "status": result.status}
 
 
-def add_tokens(total: dict[str, int], tokens: dict[str, int] | None) -> None:
-    for key in ("input", "output", "total"):
-        total[key] = total.get(key, 0) + int((tokens or {}).get(key, 0) or 0)
-
-
 @dataclass
 class WorkflowRunResult:
     status: str  # COMPLETED | FAILED
@@ -116,7 +112,7 @@ class WorkflowRunResult:
     error: dict[str, Any] | None = None
     # (step, its result or None when SKIPPED, duration in ms), in the order things happened
     steps: list[tuple[StepDefinition, StepResult | None, int]] = field(default_factory=list)
-    tokens: dict[str, int] = field(default_factory=lambda: {"input": 0, "output": 0, "total": 0})
+    tokens: dict[str, int] = field(default_factory=lambda: TokenUsage().as_dict())  # every step's, added up
     warnings: list[str] = field(default_factory=list)
 
 
@@ -139,12 +135,13 @@ def run_workflow(
         return WorkflowRunResult(status=FAILED, error=exc.to_payload(None))
     context = RunContext(inputs=validated, steps={}, trigger=trigger or {"type": "MANUAL", "payload": None})
     run = WorkflowRunResult(status=COMPLETED)
+    used = TokenUsage()
     step = first_step(definition)
     while step is not None:
         started = time.monotonic()
         result = run_step(step, context, providers=providers, limits=limits)
         run.steps.append((step, result, int((time.monotonic() - started) * 1000)))
-        add_tokens(run.tokens, result.tokens)
+        used += TokenUsage.from_raw(result.tokens)
         run.warnings.extend(f"{step.name}: {warning}" for warning in result.warnings)
         context.steps[step.name] = context_entry(step, result)
         run.output = result.output  # the run's output is the last step that ran
@@ -154,6 +151,7 @@ def run_workflow(
             run.status, run.error = FAILED, result.error or _bad_target_error(step, result)
             break
         step = transition.next_step
+    run.tokens = used.as_dict()
     return run
 
 

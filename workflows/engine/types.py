@@ -5,6 +5,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from providers.types import TokenUsage
+
 COMPLETED = "COMPLETED"
 FAILED = "FAILED"
 SKIPPED = "SKIPPED"
@@ -97,7 +99,7 @@ class StepResult:
     retryable: bool = False
     retry_after: float | None = None
     model_outputs: list[dict[str, Any]] = field(default_factory=list)
-    tokens: dict[str, int] = field(default_factory=lambda: {"input": 0, "output": 0, "total": 0})
+    tokens: dict[str, int] = field(default_factory=lambda: TokenUsage().as_dict())
     warnings: list[str] = field(default_factory=list)
     next: NextAction = field(default_factory=lambda: NextAction("continue"))
 

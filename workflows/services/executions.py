@@ -11,6 +11,7 @@ from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from promptpilot.common.db import run_prepared
+from providers.types import TokenUsage
 
 from ..engine.errors import InputValidationError
 from ..engine.inputs import validate_inputs
@@ -80,7 +81,7 @@ def execution_start(
         status=ExecutionStatus.PENDING,
         input=validated,
         metadata=metadata or {},
-        aggregate_tokens={"input": 0, "output": 0, "total": 0},
+        aggregate_tokens=TokenUsage().as_dict(),
         idempotency_key=idempotency_key or None,
         started_by=started_by,
         enqueued_at=timezone.now(),
@@ -194,7 +195,7 @@ def execution_retry(*, execution: WorkflowExecution, user=None) -> WorkflowExecu
             input=execution.input,
             metadata={**(execution.metadata or {}), "retry_of": str(execution.id),
                       "resume_from": resume.step_name if resume else None},
-            aggregate_tokens={"input": 0, "output": 0, "total": 0},
+            aggregate_tokens=TokenUsage().as_dict(),
             started_by=user,
             retry_of=execution,
             enqueued_at=timezone.now(),

@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from promptpilot.common.errors import Conflict, ValidationFailed
 from providers.flags import live_features
 from providers.ratelimit import limited_adapter
+from providers.types import TokenUsage
 
 from ..engine.errors import InputValidationError
 from ..engine.inputs import sample_inputs, validate_inputs
@@ -467,19 +468,6 @@ def _detached(value: Any, label: str, warnings: list[str]) -> Any:
     return value
 
 
-def _tokens(raw: Any) -> dict[str, int]:
-    raw = raw if isinstance(raw, dict) else {}
-    counts = {}
-    for key in ("input", "output", "total"):
-        try:
-            counts[key] = int(raw.get(key) or 0)
-        except (TypeError, ValueError):
-            counts[key] = 0
-    if not counts["total"]:
-        counts["total"] = counts["input"] + counts["output"]
-    return counts
-
-
 def _tokens_estimated(run: Any) -> bool:
     """Counts are estimates unless every model call reported usage itself."""
     tokens = getattr(run, "tokens", None)
@@ -539,10 +527,10 @@ def workflow_preview(*, workflow: Workflow, inputs: dict[str, Any] | None = None
                 "output": _detached(result.output, f"{label} output", step_warnings) if result else None,
                 "error": _detached(result.error, f"{label} error", step_warnings) if result else None,
                 "warnings": step_warnings,
-                "token_estimate": _tokens(result.tokens if result else None),
+                "token_estimate": TokenUsage.from_raw(result.tokens if result else None).as_dict(),
             }
         )
-    totals = _tokens(run.tokens)
+    totals = TokenUsage.from_raw(run.tokens).as_dict()
     return {
         "status": run.status,
         "steps": steps,

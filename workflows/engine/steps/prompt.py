@@ -15,7 +15,7 @@ from typing import Any
 from providers.dispatcher import DEFAULT_MODE, MAX_MODELS, MODES, DispatchResult, dispatch
 from providers.errors import ProviderError
 from providers.flags import ADMIN_PATH, MULTI_MODEL
-from providers.types import DEFAULT_TIMEOUT_SECONDS, ModelRequest, ModelResponse
+from providers.types import DEFAULT_TIMEOUT_SECONDS, ModelRequest, TokenUsage
 
 from ..errors import ConfigError, EngineError, error_payload
 from ..templating import render, template_limits
@@ -91,19 +91,13 @@ def model_problem(model: Any) -> str | None:
     return None
 
 
-def _tokens(response: ModelResponse) -> dict[str, int]:
-    reported = response.tokens or {}
-    used_in, used_out = int(reported.get("input") or 0), int(reported.get("output") or 0)
-    return {"input": used_in, "output": used_out, "total": int(reported.get("total") or used_in + used_out)}
-
-
 def _model_output(model: dict[str, Any], **fields: Any) -> dict[str, Any]:
     record = {
         "provider": model["provider"],
         "model": model["model"],
         "status": "ok",
         "content": None,
-        "tokens": {"input": 0, "output": 0, "total": 0},
+        "tokens": TokenUsage().as_dict(),
         "latency_ms": 0,
         "retries": 0,
         "error": None,
@@ -183,7 +177,7 @@ class PromptStep(BaseStepHandler):
             latency_ms = int((time.monotonic() - started) * 1000)
             record = _model_output(model, status="error", latency_ms=latency_ms, error=error_payload(exc, step.name))
             return failed(step, exc, input=step_input, model_outputs=[record])
-        tokens = _tokens(response)
+        tokens = TokenUsage.from_raw(response.tokens).as_dict()
         record = _model_output(
             model,
             content=response.content,
