@@ -16,6 +16,7 @@ from celery import shared_task
 from django.db import DatabaseError, transaction
 from django.dispatch import receiver
 
+from promptpilot.common import task_names
 from workflows.models import WorkflowExecution
 from workflows.signals import execution_finished
 
@@ -23,8 +24,8 @@ from .services.events import event_dispatch_for_execution, event_redeliver_misse
 
 logger = logging.getLogger(__name__)
 
-DISPATCH_EVENT_TASK = "triggers.dispatch_event"
-REDELIVER_EVENTS_TASK = "triggers.redeliver_events"
+DISPATCH_EVENT_TASK = task_names.DISPATCH_EVENT
+REDELIVER_EVENTS_TASK = task_names.REDELIVER_EVENTS
 
 
 @shared_task(

@@ -7,6 +7,8 @@ from datetime import timedelta
 
 from celery import shared_task
 
+from promptpilot.common import task_names
+
 from .services import schedules
 from .services.schedules import (
     FIRE_SCHEDULE_TASK,
@@ -19,7 +21,7 @@ from .services.schedules import (
 
 logger = logging.getLogger(__name__)
 
-FIRE_DUE_SCHEDULES_TASK = "triggers.fire_due_schedules"
+FIRE_DUE_SCHEDULES_TASK = task_names.FIRE_DUE_SCHEDULES
 TICK = timedelta(seconds=1)  # the triggers-scheduler beat entry's interval (settings/base.py)
 
 

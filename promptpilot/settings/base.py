@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dj_database_url
 
+from promptpilot.common import task_names
+
 from . import env
 
 BASE_DIR = env.BASE_DIR
@@ -211,7 +213,7 @@ LOGGING = {
 # entry into django-celery-beat's tables, where staff can see and tune it in admin.
 CELERY_BEAT_SCHEDULE = {
     "workflows-reaper": {
-        "task": "workflows.reap",
+        "task": task_names.REAP,
         "schedule": env.REAPER_INTERVAL_SECONDS,
         "options": {"expires": max(env.REAPER_INTERVAL_SECONDS * 3, 30)},
     },
@@ -237,13 +239,13 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["InvocationStatusEnum"] = "triggers.
 # The schedule sweep (triggers/services/schedules.py): fires every due SCHEDULED slot.
 # One entry for all schedules; a tick older than 5 s is dropped (a newer one covers it).
 CELERY_BEAT_SCHEDULE["triggers-scheduler"] = {
-    "task": "triggers.fire_due_schedules",
+    "task": task_names.FIRE_DUE_SCHEDULES,
     "schedule": 1.0,
     "options": {"expires": 5},
 }
 # Platform events whose queueing was lost (triggers/services/events.py), with the reaper's rhythm.
 CELERY_BEAT_SCHEDULE["triggers-event-redelivery"] = {
-    "task": "triggers.redeliver_events",
+    "task": task_names.REDELIVER_EVENTS,
     "schedule": env.REAPER_INTERVAL_SECONDS,
     "options": {"expires": max(env.REAPER_INTERVAL_SECONDS * 3, 30)},
 }

@@ -47,6 +47,7 @@ from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
+from promptpilot.common import task_names
 from workflows.engine.errors import InputValidationError
 from workflows.engine.inputs import validate_inputs
 from workflows.models import ExecutionStatus, TriggerType, Workflow, WorkflowExecution, WorkflowVersion
@@ -63,7 +64,7 @@ CONFIG_KEYS = {"cron", "timezone", "input", "overlap", "pause_after_failures"}
 DEFAULT_TIMEZONE = "UTC"
 PREVIEW_COUNT = 5
 MAX_PAUSE_AFTER_FAILURES = 1000
-FIRE_SCHEDULE_TASK = "triggers.fire_schedule"
+FIRE_SCHEDULE_TASK = task_names.FIRE_SCHEDULE
 PERIODIC_TASK_PREFIX = "trigger:"
 # A beat mirror message older than this is dropped: the next one (or the scheduler) covers it.
 PERIODIC_TASK_EXPIRE_SECONDS = 50

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from django.conf import settings
 from django.db import transaction
 
+from promptpilot.common import task_names
+
 from .relay import relay
 
 logger = logging.getLogger(__name__)
@@ -76,7 +78,7 @@ def continuation(budget_seconds: float) -> Iterator[Continuation | None]:
         # in advance is RUNNING under this worker's lease: when the lease lapses, the reaper
         # sends it again.)
         if isinstance(leftover, tuple):
-            _send("workflows.run_step", list(leftover))
+            _send(task_names.RUN_STEP, list(leftover))
 
 
 def _send(task_name: str, args: list, *, countdown: float | None = None) -> bool:
@@ -99,7 +101,7 @@ def enqueue_execution(execution_id: uuid.UUID) -> None:
 def _send_start(execution_id: uuid.UUID) -> None:
     linger = float(settings.PROMPTPILOT["START_BATCH_SECONDS"])
     if linger <= 0:
-        _send("workflows.advance_execution", [str(execution_id)])
+        _send(task_names.ADVANCE_EXECUTION, [str(execution_id)])
         return
     batcher = relay()
     batcher.linger_seconds = linger
@@ -114,6 +116,6 @@ def enqueue_step(step_execution_id: uuid.UUID, attempt: int, *, countdown: float
         holder = getattr(_local, "continuation", None)
         if not countdown and holder is not None and holder.offer(step_execution_id, attempt):
             return
-        _send("workflows.run_step", [str(step_execution_id), attempt], countdown=countdown)
+        _send(task_names.RUN_STEP, [str(step_execution_id), attempt], countdown=countdown)
 
     transaction.on_commit(send)

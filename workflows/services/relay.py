@@ -27,9 +27,11 @@ from collections.abc import Callable
 
 from django.conf import settings
 
+from promptpilot.common import task_names
+
 logger = logging.getLogger(__name__)
 
-TASK = "workflows.advance_executions"
+TASK = task_names.ADVANCE_EXECUTIONS
 MAX_BATCH = 200  # ids per message: keeps a message small and one worker's admission loop short
 
 
