@@ -121,7 +121,7 @@ def beat(service_env, tmp_path_factory) -> Iterator[ServiceProcess]:
 def shared_worker(service_env, tmp_path_factory, beat) -> Iterator[ServiceProcess]:
     """A worker kept for one test module, for tests that do not kill workers. Module
     scoped so it is gone before tests that start (and kill) workers of their own."""
-    process = start_worker("shared", service_env, tmp_path_factory.mktemp("shared-worker"), concurrency=2)
+    process = start_worker("shared", service_env, tmp_path_factory.mktemp("shared-worker"))
     yield process
     process.stop()
 
@@ -131,8 +131,8 @@ def workers(service_env, tmp_path, beat) -> Iterator:
     """Start workers of your own inside a test: ``workers("a")``; all are stopped after it."""
     started: list[ServiceProcess] = []
 
-    def start(name: str | None = None, concurrency: int = 1) -> ServiceProcess:
-        process = start_worker(name or f"w{uuid.uuid4().hex[:6]}", service_env, tmp_path, concurrency)
+    def start(name: str | None = None, *pool_args: str) -> ServiceProcess:
+        process = start_worker(name or f"w{uuid.uuid4().hex[:6]}", service_env, tmp_path, *pool_args)
         started.append(process)
         return process
 

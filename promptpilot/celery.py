@@ -2,13 +2,40 @@
 import os
 
 from celery import Celery
-from celery.signals import beat_init, task_prerun, worker_init, worker_process_shutdown, worker_shutdown
+from celery.signals import (
+    beat_init,
+    celeryd_init,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "promptpilot.settings")
 
 app = Celery("promptpilot")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@celeryd_init.connect
+def _pooled_connections_for_a_threaded_worker(sender=None, options=None, **kwargs) -> None:
+    """A worker whose pool runs step attempts in threads takes its PostgreSQL connections
+    from one bounded psycopg pool (settings.PROMPTPILOT["DB_POOL"]) instead of one per
+    thread. Sent before the worker's first query. Prefork children keep one connection
+    each (a pool does not survive a fork)."""
+    from celery import concurrency
+    from celery.concurrency.thread import TaskPool as ThreadPool
+    from django.conf import settings
+
+    from promptpilot.common.db import pool_connections
+
+    pool_cls = (options or {}).get("pool_cls") or app.conf.worker_pool
+    if isinstance(pool_cls, str):
+        pool_cls = concurrency.get_implementation(pool_cls)
+    if isinstance(pool_cls, type) and issubclass(pool_cls, ThreadPool):
+        pool_connections(options=settings.PROMPTPILOT["DB_POOL"], application_name=f"promptpilot worker {sender}")
 
 
 @worker_init.connect
@@ -33,6 +60,16 @@ def _fresh_enough_database_connection(task=None, **kwargs) -> None:
     if task is not None and getattr(task.request, "is_eager", False):
         return
     close_old_connections()
+
+
+@task_postrun.connect
+def _connection_back_to_the_pool(task=None, **kwargs) -> None:
+    """A pooled connection goes back to the pool when its task ends, for the next thread
+    (Celery's Django fixup keeps connections for CELERY_DB_REUSE_MAX tasks otherwise)."""
+    from promptpilot.common.db import release_connection
+
+    if task is not None and not getattr(task.request, "is_eager", False):
+        release_connection()
 
 
 @worker_process_shutdown.connect

@@ -81,3 +81,23 @@ def clear_clients() -> None:
 def cached_client_count() -> int:
     with _lock:
         return len(_clients)
+
+
+def worker_concurrency() -> int:
+    """How many step attempts this process may run at once (a worker's thread pool)."""
+    from django.conf import settings
+
+    return int(getattr(settings, "CELERY_WORKER_CONCURRENCY", 0) or 0)
+
+
+def connection_limits() -> Any:
+    """HTTP connection pool limits for every SDK client (``httpx2``, which openai,
+    anthropic and google-genai share): a kept-alive connection for each step attempt a
+    worker process runs at once (``CELERY_WORKER_CONCURRENCY``), and room above it for
+    multi-model steps' parallel calls, so a hundred concurrent calls to one provider reuse
+    their connections instead of opening new ones (TLS handshakes and all) each time."""
+    import httpx2
+
+    concurrency = worker_concurrency()
+    return httpx2.Limits(max_connections=max(1000, 4 * concurrency),
+                         max_keepalive_connections=max(100, concurrency))

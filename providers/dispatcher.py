@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .clients import worker_concurrency
 from .errors import InvalidCredentials, MissingCredentials, ProviderError, ProviderTimeout
 from .types import ModelRequest, ModelResponse, ProviderAdapter, TokenUsage
 
@@ -342,7 +343,8 @@ def _all_failed(failed: list[_Call], mode: str) -> dict[str, Any]:
 
 # Threads for what cannot be awaited: sync-only adapters and rate-limit waits. Python's
 # default (CPUs + 4) would queue a busy worker's waits behind each other.
-EXECUTOR_THREADS = 32
+# At least one per step attempt the worker runs at once (threads start only when needed).
+MIN_EXECUTOR_THREADS = 32
 
 
 class _LoopThread:
@@ -350,7 +352,8 @@ class _LoopThread:
         self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         self.loop.set_default_executor(
-            ThreadPoolExecutor(max_workers=EXECUTOR_THREADS, thread_name_prefix="provider-dispatch")
+            ThreadPoolExecutor(max_workers=max(MIN_EXECUTOR_THREADS, 2 * worker_concurrency()),
+                               thread_name_prefix="provider-dispatch")
         )
         self.thread = threading.Thread(target=self._run, name="provider-dispatch-loop", daemon=True)
         self.thread.start()

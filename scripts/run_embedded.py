@@ -284,7 +284,7 @@ def build_commands(host: str, port: int) -> list[tuple[str, list[str]]]:
         (
             "worker",
             [
-                python, "-m", "celery", "-A", "promptpilot", "worker", "-l", "info", "--concurrency", "2",
+                python, "-m", "celery", "-A", "promptpilot", "worker", "-l", "info",
                 "--hostname", "embedded@%h",
             ],
         ),

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 
 
 def run_prepared(sql: str, params: Sequence[Any], *, fetch: bool = False, read_only: bool = False,
@@ -59,3 +59,34 @@ def _execute(db, sql: str, params: Sequence[Any], fetch: bool) -> tuple | None:
     with db.wrap_database_errors, ServerBindingCursor(db.connection) as cursor:
         cursor.execute(sql, params, prepare=True)
         return cursor.fetchone() if fetch else None
+
+
+# --- connections of a many-threaded process (the worker runtime) -----------------------
+
+
+def pool_connections(*, options: dict[str, Any], application_name: str) -> bool:
+    """Take this process's PostgreSQL connections from a psycopg pool of ``options``
+    (``max_size`` bounds them, whatever the number of threads), each connection labelled
+    ``application_name`` in ``pg_stat_activity``. Applies to connections opened from now on:
+    call it before the process's first query. Answers whether it applied (PostgreSQL only)."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.postgresql":
+        return False
+    # NOTE: in place: Django's connection handler holds this very dict.
+    database["CONN_MAX_AGE"] = 0  # a pooled connection goes back to the pool, not away
+    database.setdefault("OPTIONS", {})["pool"] = dict(options)
+    database["OPTIONS"].setdefault("application_name", application_name)
+    return True
+
+
+def pooled() -> bool:
+    return bool(connection.settings_dict.get("OPTIONS", {}).get("pool"))
+
+
+def release_connection() -> None:
+    """Give this thread's connection back to the pool before it waits on the outside world
+    (a model or HTTP call), so that a hundred such waits hold no connection between them.
+    Without a pool nothing happens: closing would cost a new connection on the next query.
+    Never inside a transaction."""
+    if connection.connection is not None and not connection.in_atomic_block and pooled():
+        connection.close()

@@ -180,6 +180,12 @@ CELERY_TASK_PUBLISH_RETRY = False
 CELERY_DB_REUSE_MAX = 1000
 CELERY_BEAT_SCHEDULER = env.CELERY_BEAT_SCHEDULER
 CELERY_TIMEZONE = "UTC"
+# The worker runtime (docs/WORKFLOW_ENGINE.md, "The worker runtime"): step attempts spend
+# nearly all their time waiting on model and HTTP calls, so one worker process runs many of
+# them in threads (`celery -A promptpilot worker` with no flags). CPU-bound work uses more
+# cores through more worker processes (docker-compose: --scale worker=N).
+CELERY_WORKER_POOL = env.WORKER_POOL
+CELERY_WORKER_CONCURRENCY = env.WORKER_CONCURRENCY
 
 # --- PromptPilot -----------------------------------------------------------
 PROMPTPILOT = {
@@ -195,6 +201,9 @@ PROMPTPILOT = {
     "PROVIDER_MODULES": env.PROVIDER_MODULES,
     "DEMO_PASSWORD": env.DEMO_PASSWORD,
     "METRICS_TOKEN": env.METRICS_TOKEN,
+    # PostgreSQL connections of a thread-pool worker process come from this psycopg pool
+    # (promptpilot/common/db.py, applied by promptpilot/celery.py at worker start).
+    "DB_POOL": {"min_size": 1, "max_size": env.DB_POOL_SIZE, "timeout": env.DB_POOL_TIMEOUT, "max_idle": 300.0},
     # Template limits: a template cannot hang or flood a worker.
     "TEMPLATE_MAX_OUTPUT_CHARS": 200_000,
     "TEMPLATE_MAX_LOOP_ITERATIONS": 10_000,

@@ -83,6 +83,15 @@ START_BATCH_SECONDS = _float("PROMPTPILOT_START_BATCH_SECONDS", 0.05)
 # false behind a connection pooler that does not keep them.
 PREPARED_STATEMENTS = _bool("PROMPTPILOT_PREPARED_STATEMENTS", True)
 
+# The worker runtime (docs/WORKFLOW_ENGINE.md, "The worker runtime"): `celery -A promptpilot
+# worker` runs this many step attempts at once in threads of one process; while one waits on
+# a model it holds no database connection, and the process takes at most DB_POOL_SIZE
+# PostgreSQL connections from a pool (a thread waits for one at most DB_POOL_TIMEOUT s).
+WORKER_POOL = _str("PROMPTPILOT_WORKER_POOL", "threads")
+WORKER_CONCURRENCY = _int("PROMPTPILOT_WORKER_CONCURRENCY", 100)
+DB_POOL_SIZE = _int("PROMPTPILOT_DB_POOL_SIZE", 10)
+DB_POOL_TIMEOUT = _float("PROMPTPILOT_DB_POOL_TIMEOUT", 30.0)
+
 # Extra provider adapter modules to import at start-up (comma separated dotted paths).
 PROVIDER_MODULES = _list("PROMPTPILOT_PROVIDER_MODULES", "")
 

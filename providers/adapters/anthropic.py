@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..clients import connection_limits
 from ..credentials import ANTHROPIC, Credentials, credentials_for
 from ..errors import ProviderError
 from ..registry import register
@@ -31,6 +32,7 @@ class AnthropicAdapter(SDKAdapter):
         return anthropic.Anthropic(
             api_key=credentials.api_key,
             base_url=credentials.base_url,
+            http_client=anthropic.DefaultHttpxClient(limits=connection_limits()),
             max_retries=0,  # the project's retry policy decides, and counts
             timeout=DEFAULT_TIMEOUT_SECONDS,  # each call passes the step's own timeout
         )
@@ -41,6 +43,7 @@ class AnthropicAdapter(SDKAdapter):
         return anthropic.AsyncAnthropic(
             api_key=credentials.api_key,
             base_url=credentials.base_url,
+            http_client=anthropic.DefaultAsyncHttpxClient(limits=connection_limits()),
             max_retries=0,
             timeout=DEFAULT_TIMEOUT_SECONDS,
         )

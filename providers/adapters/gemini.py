@@ -12,6 +12,7 @@ import json
 import re
 from typing import Any
 
+from ..clients import connection_limits
 from ..credentials import GEMINI, Credentials, credentials_for
 from ..errors import BadRequest, InvalidCredentials, ProviderError
 from ..registry import register
@@ -92,6 +93,8 @@ class GeminiAdapter(SDKAdapter):
                 api_version=API_VERSION,
                 timeout=timeout_ms(DEFAULT_TIMEOUT_SECONDS),  # each call passes the step's own timeout
                 retry_options=None,  # no SDK retries: the project's retry policy decides
+                client_args={"limits": connection_limits()},
+                async_client_args={"limits": connection_limits()},
             ),
         )
 

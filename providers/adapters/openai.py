@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..clients import connection_limits
 from ..credentials import OPENAI, Credentials, ProviderSpec, credentials_for
 from ..errors import ProviderError
 from ..registry import register
@@ -35,6 +36,7 @@ class OpenAIAdapter(SDKAdapter):
         return openai.OpenAI(
             api_key=credentials.api_key,
             base_url=credentials.base_url,
+            http_client=openai.DefaultHttpxClient(limits=connection_limits()),
             max_retries=0,  # the project's retry policy decides, and counts
             timeout=DEFAULT_TIMEOUT_SECONDS,  # each call passes the step's own timeout
         )
@@ -45,6 +47,7 @@ class OpenAIAdapter(SDKAdapter):
         return openai.AsyncOpenAI(
             api_key=credentials.api_key,
             base_url=credentials.base_url,
+            http_client=openai.DefaultAsyncHttpxClient(limits=connection_limits()),
             max_retries=0,
             timeout=DEFAULT_TIMEOUT_SECONDS,
         )

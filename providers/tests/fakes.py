@@ -53,6 +53,12 @@ class Recorded:
         return json.loads(self.raw_body) if self.raw_body else None
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 resets connections when a burst of calls (a
+    # worker's hundred threads) connects at once.
+    request_queue_size = 1024
+
+
 class FakeServer:
     """A threaded HTTP/1.1 server on 127.0.0.1:<free port>, answering from a queue."""
 
@@ -63,7 +69,7 @@ class FakeServer:
         self._release = threading.Event()
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = _Server(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-llm-server", daemon=True

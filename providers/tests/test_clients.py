@@ -103,3 +103,27 @@ def test_threads_sharing_one_client_call_concurrently(wire: Wire, fake_server) -
     requests = fake_server.requests[1:]
     assert len(requests) == 3
     assert max(r.started for r in requests) < min(r.finished for r in requests)  # all three overlapped
+
+
+def test_a_burst_as_large_as_the_worker_concurrency_reuses_its_connections_next_time(
+        wire: Wire, fake_server, settings) -> None:
+    # A worker running 150 attempts at once keeps 150 connections alive per provider client,
+    # not the SDKs' default of 100: the second burst opens no new connection.
+    settings.CELERY_WORKER_CONCURRENCY = burst = 150
+    fake_server.default = lambda request: Reply(200, wire.success(), delay=0.3)
+
+    def calls() -> None:
+        threads = [threading.Thread(target=call, args=(wire,)) for _ in range(burst)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    calls()
+    first_ports = {r.client_port for r in fake_server.requests}
+    calls()
+    second_ports = {r.client_port for r in fake_server.requests[burst:]}
+
+    assert len(fake_server.requests) == 2 * burst
+    assert len(first_ports) <= burst
+    assert second_ports <= first_ports, f"{len(second_ports - first_ports)} new connections in the second burst"

@@ -38,7 +38,7 @@ def limited_workers(service_env, tmp_path, beat, limit_log) -> Iterator[Callable
     started: list[ServiceProcess] = []
 
     def start(name: str) -> ServiceProcess:
-        process = start_worker(f"{name}-{uuid.uuid4().hex[:6]}", env, tmp_path, concurrency=1)
+        process = start_worker(f"{name}-{uuid.uuid4().hex[:6]}", env, tmp_path)
         started.append(process)
         return process
 

@@ -31,6 +31,8 @@ from typing import Any
 
 from django.db import connection, transaction
 
+from providers.types import TokenUsage
+
 from ..engine import runner
 from ..engine.retry import normalize_retry_config
 from ..engine.types import COMPLETED, RunContext, StepDefinition, StepResult, WorkflowDefinition
@@ -172,15 +174,14 @@ class Checkpointed:
 
 def checkpoint(claimed: Claimed, step: StepDefinition, definition: WorkflowDefinition, result: StepResult,
                *, raw_definition: dict[str, Any], now: datetime, worker: str, lease_seconds: float,
-               claim_next: bool, add_tokens, sum_tokens) -> Checkpointed | None:
+               claim_next: bool, add_tokens) -> Checkpointed | None:
     """Checkpoint a COMPLETED step that goes on to its next step or ends the run.
 
     The next step is inserted PENDING and sent after commit (``enqueue_step``), or, with
     ``claim_next``, inserted already RUNNING under this worker's lease and returned as
     ``next_claimed`` for this task to run next: the same state a claim would have written,
-    without the claim's statement and commit. ``add_tokens(run, result)`` and
-    ``sum_tokens(a, b)`` are the ORM path's own arithmetic, so both paths count tokens and
-    cost alike."""
+    without the claim's statement and commit. ``add_tokens(run, result)`` is the ORM
+    path's own arithmetic, so both paths count tokens and cost alike."""
     if result.status != COMPLETED:
         return None
     transition = runner.next_transition(definition, step, result)
@@ -203,7 +204,7 @@ def checkpoint(claimed: Claimed, step: StepDefinition, definition: WorkflowDefin
                 "input": json.dumps(result.input), "output": json.dumps(result.output),
                 "outputs": json.dumps(result.outputs), "error": json.dumps(result.error),
                 "model_outputs": json.dumps(result.model_outputs),
-                "tokens": json.dumps(sum_tokens(claimed.step_tokens, result.tokens)),
+                "tokens": json.dumps((TokenUsage.from_raw(claimed.step_tokens) + TokenUsage.from_raw(result.tokens)).as_dict()),
                 "new_warnings": json.dumps(list(result.warnings or [])),
             }
             if not last:

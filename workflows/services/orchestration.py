@@ -23,9 +23,11 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from promptpilot.common.db import release_connection
 from providers import pricing
 from providers.flags import live_features
 from providers.ratelimit import limited_adapter
+from providers.types import TokenUsage
 
 from ..engine import runner
 from ..engine.retry import normalize_retry_config, retry_delay
@@ -281,8 +283,7 @@ def _run_claimed(claimed: fast_path.Claimed) -> str:
     }
     began = time.monotonic()
     with keeper.holding(claimed.step_execution_id, attempt):
-        # limited_adapter: registry.get_adapter, wrapped in the provider's shared rate limit.
-        result = runner.run_step(step, claimed.context, providers=limited_adapter, limits=limits)
+        result = runner.run_step(step, claimed.context, providers=_adapter_for_call, limits=limits)
     pricing.annotate_costs(result.model_outputs)  # cost_usd on each model output
     if time.monotonic() - began > CONNECTION_CHECK_AFTER_SECONDS:
         # The connection sat idle through a long step: drop it if broken or too old, as Django
@@ -293,7 +294,7 @@ def _run_claimed(claimed: fast_path.Claimed) -> str:
         done = fast_path.checkpoint(
             claimed, step, definition, result, raw_definition=raw, now=timezone.now(), worker=worker_id(),
             lease_seconds=_conf("STEP_LEASE_SECONDS"), claim_next=holder is not None and holder.can_keep(),
-            add_tokens=_add_tokens, sum_tokens=_sum_tokens,
+            add_tokens=_add_tokens,
         )
         if done is not None:
             if done.finished:
@@ -302,6 +303,16 @@ def _run_claimed(claimed: fast_path.Claimed) -> str:
                 holder.keep(done.next_claimed)
             return "checkpointed"
     return _checkpoint(claimed.step_execution_id, attempt, step, definition, result)
+
+
+def _adapter_for_call(name: str):
+    """The adapter a step is about to call: ``registry.get_adapter`` wrapped in the
+    provider's shared rate limit (reading both may query the database). The call itself
+    may take seconds, so this thread's connection goes back to the pool first: a worker
+    waiting on a hundred calls holds no connection for any of them."""
+    adapter = limited_adapter(name)
+    release_connection()
+    return adapter
 
 
 def _claim(step_execution_id, attempt: int):
@@ -417,7 +428,7 @@ def _record_attempt(step_execution: WorkflowStepExecution, result: StepResult) -
     step_execution.outputs = result.outputs
     step_execution.error = result.error
     step_execution.model_outputs = result.model_outputs
-    step_execution.tokens = _sum_tokens(step_execution.tokens, result.tokens)
+    step_execution.tokens = (TokenUsage.from_raw(step_execution.tokens) + TokenUsage.from_raw(result.tokens)).as_dict()
     step_execution.warnings = [*step_execution.warnings, *result.warnings]
 
 
@@ -451,15 +462,10 @@ def _record_skipped(execution: WorkflowExecution, step: StepDefinition, now) -> 
     )
 
 
-def _sum_tokens(a: dict | None, b: dict | None) -> dict:
-    a, b = a or {}, b or {}
-    return {key: int(a.get(key, 0) or 0) + int(b.get(key, 0) or 0) for key in ("input", "output", "total")}
-
-
 def _add_tokens(execution: WorkflowExecution, result: StepResult) -> None:
     previous = execution.aggregate_tokens or {}
     execution.aggregate_tokens = {
-        **_sum_tokens(previous, result.tokens),
+        **(TokenUsage.from_raw(previous) + TokenUsage.from_raw(result.tokens)).as_dict(),
         # null as soon as one model call had no price (providers/pricing.py)
         "cost_usd": pricing.add_costs(previous.get("cost_usd", 0), pricing.sum_costs(result.model_outputs)),
     }

@@ -79,3 +79,17 @@ def test_dockerfile_builds_from_python_311_slim_with_the_requirements():
     assert "pip install -r requirements.txt" in dockerfile
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", "var", ".git"} <= set(ignored)
+
+
+def test_workers_run_the_shipped_runtime_one_per_core_within_postgres_connection_budget(config):
+    from django.conf import settings
+
+    services = config["services"]
+    worker = command(services["worker"])
+    assert not {"--pool", "-P", "--concurrency", "-c"} & set(worker.split()), "the shipped defaults, not flags"
+    assert services["worker"]["scale"] >= 2, "one worker process per core of a 2-core machine"
+    web = command(services["web"]).split()
+    web_connections = int(web[web.index("--workers") + 1]) * int(web[web.index("--threads") + 1])
+    beat_connections = 2
+    worker_connections = services["worker"]["scale"] * settings.PROMPTPILOT["DB_POOL"]["max_size"]
+    assert web_connections + worker_connections + beat_connections <= 40  # PostgreSQL's default max is 100

@@ -169,6 +169,16 @@ def wait_until_finished(base: str, token: str, execution_id: str, what: str, tim
     raise AssertionError(f"{what} did not finish within {timeout:g} s: {execution}")
 
 
+def execute_burst_through_api(base: str, password: str, runs: int) -> list[dict]:
+    """Many demo runs at once: the default worker takes them all together, on SQLite."""
+    token = api_call(base, "POST", "/api/auth/token/", {"username": "demo", "password": password})["token"]
+    demo = next(w for w in api_call(base, "GET", "/api/workflows/", token=token)["results"]
+                if w["name"] == "Demo: summarise and classify")
+    started = [api_call(base, "POST", f"/api/workflows/{demo['id']}/execute", {"input": {"topic": f"burst {i}"}},
+                        token=token)["id"] for i in range(runs)]
+    return [wait_until_finished(base, token, execution_id, "a burst run", timeout=120) for execution_id in started]
+
+
 def deliver_signed_webhook(base: str, password: str) -> dict:
     """Create a WEBHOOK trigger on the demo workflow, deliver one signed event, poll its run."""
     from triggers.services.webhooks import webhook_signature  # pure function: no database
@@ -213,6 +223,11 @@ def test_embedded_run_serves_the_admin_and_stops_cleanly_then_restarts_on_the_sa
         assert execution["status"] == "COMPLETED", execution["error"]
         assert "durable execution" in json.dumps(execution["output"])
         assert [s["status"] for s in execution["steps"]] == ["COMPLETED"] * len(execution["steps"])
+
+        burst = execute_burst_through_api(run.base, PASSWORD, runs=40)
+        assert [e["status"] for e in burst] == ["COMPLETED"] * 40, [e["error"] for e in burst if e["error"]]
+        assert "(thread)" in run.output(), "the worker runs the shipped thread pool"
+        assert "database is locked" not in run.output()
 
         hooked = deliver_signed_webhook(run.base, PASSWORD)
         assert hooked["status"] == "COMPLETED", hooked["error"]

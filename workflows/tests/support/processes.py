@@ -64,11 +64,13 @@ def celery_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "promptpilot", *args]
 
 
-def start_worker(name: str, env: dict[str, str], log_dir: Path, concurrency: int = 1) -> ServiceProcess:
+def start_worker(name: str, env: dict[str, str], log_dir: Path, *pool_args: str) -> ServiceProcess:
+    """A worker started as the contract command starts it (the shipped pool and
+    concurrency), unless ``pool_args`` (e.g. ``"--pool", "prefork"``) say otherwise."""
     worker = ServiceProcess(
         name,
-        celery_argv("worker", "-l", "info", "-n", f"{name}@%h", "--concurrency", str(concurrency),
-                    "--pool", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat"),
+        celery_argv("worker", "-l", "info", "-n", f"{name}@%h", *pool_args,
+                    "--without-gossip", "--without-mingle", "--without-heartbeat"),
         env,
         log_dir,
     )
