@@ -293,9 +293,10 @@ def _seed_history(workflow, user) -> None:
 
 
 class Worker:
-    """Our own Celery worker (prefork, 2 children), in its own process group."""
+    """Our own Celery worker, started as the contract command starts it (the shipped pool
+    and concurrency) unless ``pool_args`` say otherwise, in its own process group."""
 
-    def __init__(self, concurrency: int, log_dir: Path) -> None:
+    def __init__(self, pool_args: list[str], log_dir: Path) -> None:
         self.log_path = log_dir / "worker.log"
         self._log = self.log_path.open("ab")
         env = dict(os.environ)
@@ -304,7 +305,7 @@ class Worker:
             sys.executable, "-m", "celery", "-A", "promptpilot", "worker",
             "-I", includes,
             "-n", f"bench-{os.getpid()}@%h",
-            "--concurrency", str(concurrency), "--pool", "prefork", "-l", "warning",
+            *pool_args, "-l", "warning",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]
         self.proc = subprocess.Popen(
@@ -606,8 +607,8 @@ def lock_query_plans() -> dict[str, str]:
     from workflows.models import WorkflowExecution, WorkflowStepExecution
 
     plans = {}
-    for label, model in (("step (orchestration._claim/_checkpoint)", WorkflowStepExecution),
-                         ("execution (orchestration.execution_admit)", WorkflowExecution)):
+    for label, model in (("step (transitions.step_claim/_checkpoint)", WorkflowStepExecution),
+                         ("execution (transitions.execution_begin)", WorkflowExecution)):
         pk = model.objects.order_by("-created_at").values_list("pk", flat=True).first()
         if pk is None:
             continue
@@ -676,8 +677,10 @@ def _query_kind(sql: str) -> str:
 
 
 # The functions of one step attempt (and of admission), timed and tagged separately.
-PROFILED = ("execution_admit", "_attempt", "_run_claimed", "_claim", "_run_context", "_checkpoint", "_schedule_step", "_finish")
-FAST_PATH = ("admit", "claim", "checkpoint")  # workflows/services/fast_path.py, on PostgreSQL
+PROFILED = ("execution_admit", "_attempt", "_run_claimed")  # workflows/services/orchestration.py
+TRANSITIONS = ("execution_begin", "step_claim", "_run_context", "step_checkpoint", "_checkpoint", "_schedule_step",
+               "_finish")  # workflows/services/transitions/
+FAST_PATH = ("admit", "claim", "checkpoint")  # workflows/services/transitions/_postgres.py, on PostgreSQL
 
 
 def profile_in_process(workflow, user, runs: int = 30, out_dir: Path | None = None):
@@ -688,8 +691,9 @@ def profile_in_process(workflow, user, runs: int = 30, out_dir: Path | None = No
     functions in PROFILED are wrapped with timers; both are restored afterwards.
     """
     from workflows.engine import runner
-    from workflows.services import dispatch, fast_path, orchestration
+    from workflows.services import dispatch, orchestration, transitions
     from workflows.services.executions import execution_start
+    from workflows.services.transitions import _postgres as fast_path
 
     queue: list[tuple[str, list]] = []
     log = QueryLog()
@@ -697,6 +701,7 @@ def profile_in_process(workflow, user, runs: int = 30, out_dir: Path | None = No
     recording = {"on": False}
     originals = {name: getattr(orchestration, name) for name in PROFILED}
     fast_originals = {name: getattr(fast_path, name) for name in FAST_PATH}
+    transition_originals = {name: getattr(transitions, name) for name in TRANSITIONS}
     original_run_step = runner.run_step
     original_send = dispatch._send
 
@@ -726,6 +731,8 @@ def profile_in_process(workflow, user, runs: int = 30, out_dir: Path | None = No
         setattr(orchestration, name, timed(name, func))
     for name, func in fast_originals.items():
         setattr(fast_path, name, timed(f"fast_path.{name}", func))
+    for name, func in transition_originals.items():
+        setattr(transitions, name, timed(name, func))
     runner.run_step = timed("runner.run_step", original_run_step)
     try:
         for i in range(5):
@@ -747,6 +754,8 @@ def profile_in_process(workflow, user, runs: int = 30, out_dir: Path | None = No
             setattr(orchestration, name, func)
         for name, func in fast_originals.items():
             setattr(fast_path, name, func)
+        for name, func in transition_originals.items():
+            setattr(transitions, name, func)
     stream = io.StringIO()
     pstats.Stats(profiler, stream=stream).sort_stats("cumulative").print_stats(60)
     if out_dir is not None:
@@ -807,8 +816,9 @@ def profile_in_process(workflow, user, runs: int = 30, out_dir: Path | None = No
 def print_profile(result) -> None:
     print(f"\nIn-process profile of PromptPilot's services ({result['runs']} runs x {STEPS} steps, no broker):")
     print(f"  {'function':20} {'calls/step':>10} {'mean ms':>8} {'p50 ms':>7} {'in SQL ms':>9} {'statements':>10}")
-    order = ["execution_start", "execution_admit", "fast_path.admit", "_attempt", "_run_claimed", "fast_path.claim", "_claim", "_run_context",
-             "runner.run_step", "fast_path.checkpoint", "_checkpoint", "_schedule_step", "_finish"]
+    order = ["execution_start", "execution_admit", "execution_begin", "fast_path.admit", "_attempt", "step_claim",
+             "fast_path.claim", "_run_context", "_run_claimed", "runner.run_step", "step_checkpoint",
+             "fast_path.checkpoint", "_checkpoint", "_schedule_step", "_finish"]
     for name in order:
         f = result["functions"].get(name)
         if f:
@@ -841,7 +851,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", type=int, default=20, help="single runs for idle latency (default 20)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="throughput rounds, raw chain and PromptPilot alternating; the best counts (default 2)")
-    parser.add_argument("--concurrency", type=int, default=2, help="worker pool size (default 2)")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="worker concurrency (default: the shipped PROMPTPILOT_WORKER_CONCURRENCY)")
+    parser.add_argument("--pool", default=None, help="worker pool (default: the shipped PROMPTPILOT_WORKER_POOL)")
     parser.add_argument("--profile", action="store_true", help="also profile PromptPilot's services in-process")
     parser.add_argument("--py-spy", nargs="?", const="py-spy", default=None, metavar="PATH",
                         help="sample the worker with py-spy during the throughput batches (py-spy on PATH or PATH)")
@@ -874,6 +886,11 @@ def main(argv: list[str] | None = None) -> int:
             pass
 
 
+def _pool_args(args) -> list[str]:
+    return ([*(["--pool", args.pool] if args.pool else []),
+             *(["--concurrency", str(args.concurrency)] if args.concurrency else [])])
+
+
 def _run(args) -> int:
     info = machine()
     print("PromptPilot engine benchmark")
@@ -882,7 +899,7 @@ def _run(args) -> int:
     print(f"  database  {connection.settings_dict['NAME']} @ {connection.settings_dict.get('HOST') or 'local'}")
     print(f"  broker    {os.environ['CELERY_BROKER_URL']}")
     print(f"  workload  {STEPS} PROMPT steps, echo provider; N={args.n}, idle runs={args.idle}, "
-          f"worker prefork x{args.concurrency}\n", flush=True)
+          f"worker {' '.join(_pool_args(args)) or 'shipped defaults'}\n", flush=True)
 
     user, workflow = make_workflow(stale_stats=args.stale_stats)
     results: dict[str, dict] = {}
@@ -897,7 +914,7 @@ def _run(args) -> int:
         results["engine"] = run_engine_in_process(args.n, workflow)
 
         print("Starting the worker...", flush=True)
-        worker = Worker(args.concurrency, log_dir)
+        worker = Worker(_pool_args(args), log_dir)
         # readiness + warm-up: both pool children import, connect, compile templates
         raw_batch(10, worker, label="warm")
         pp_batch(10, workflow, user, worker)

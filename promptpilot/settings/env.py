@@ -82,6 +82,9 @@ START_BATCH_SECONDS = _float("PROMPTPILOT_START_BATCH_SECONDS", 0.05)
 # Server-side prepared statements for the hottest queries (promptpilot/common/db.py);
 # false behind a connection pooler that does not keep them.
 PREPARED_STATEMENTS = _bool("PROMPTPILOT_PREPARED_STATEMENTS", True)
+# The hand-written PostgreSQL statements of the commonest transitions (admission, claim,
+# checkpoint: workflows/services/transitions/_postgres.py); false runs the general ORM code.
+FAST_STATEMENTS = _bool("PROMPTPILOT_FAST_STATEMENTS", True)
 
 # The worker runtime (docs/WORKFLOW_ENGINE.md, "The worker runtime"): `celery -A promptpilot
 # worker` runs this many step attempts at once in threads of one process; while one waits on

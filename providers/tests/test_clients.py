@@ -108,7 +108,7 @@ def test_threads_sharing_one_client_call_concurrently(wire: Wire, fake_server) -
 def test_a_burst_as_large_as_the_worker_concurrency_reuses_its_connections_next_time(
         wire: Wire, fake_server, settings) -> None:
     # A worker running 150 attempts at once keeps 150 connections alive per provider client,
-    # not the SDKs' default of 100: the second burst opens no new connection.
+    # not the SDKs' default of 100, so a second burst reuses them.
     settings.CELERY_WORKER_CONCURRENCY = burst = 150
     fake_server.default = lambda request: Reply(200, wire.success(), delay=0.3)
 
@@ -126,4 +126,7 @@ def test_a_burst_as_large_as_the_worker_concurrency_reuses_its_connections_next_
 
     assert len(fake_server.requests) == 2 * burst
     assert len(first_ports) <= burst
-    assert second_ports <= first_ports, f"{len(second_ports - first_ports)} new connections in the second burst"
+    # The SDKs' default pool keeps 100 alive: the second burst would open at least 50 anew. (A
+    # few may still be replaced on a loaded machine, when the server is slow to read one.)
+    new_connections = len(second_ports - first_ports)
+    assert new_connections < burst - 100, f"{new_connections} new connections in the second burst"

@@ -35,7 +35,7 @@ class Continuation:
 
     def __init__(self, budget_seconds: float) -> None:
         self.deadline = time.monotonic() + budget_seconds
-        self.next: object | None = None  # (step execution id, attempt), or a fast_path.Claimed
+        self.next: object | None = None  # (step execution id, attempt), or a transitions.Claimed
 
     def can_keep(self) -> bool:
         """Whether this task may take one more step (nothing kept yet, budget left)."""

@@ -15,7 +15,7 @@ from providers.types import TokenUsage
 
 from ..engine.errors import InputValidationError
 from ..engine.inputs import validate_inputs
-from ..errors import ExecutionFinished, ExecutionNotRetryable, InputValidationFailed, WorkflowInactive
+from ..errors import ExecutionNotRetryable, InputValidationFailed, WorkflowInactive
 from ..models import (
     ExecutionStatus,
     StepExecutionStatus,
@@ -26,7 +26,9 @@ from ..models import (
 )
 from .definitions import workflow_current_version, workflow_version_variables
 from .dispatch import enqueue_execution
-from .orchestration import _finish, error_payload
+from .transitions import execution_cancel
+
+__all__ = ["execution_cancel", "execution_retry", "execution_start"]  # cancel is a transition
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ def execution_start(
     idempotency_key: str | None = None,
     metadata: dict[str, Any] | None = None,
     version_id: int | None = None,
+    retry_of: WorkflowExecution | None = None,
     along: Callable[[WorkflowExecution], Sequence[models.Model]] | None = None,
 ) -> WorkflowExecution:
     """Validate inputs, create a PENDING execution pinned to the current version and
@@ -49,9 +52,10 @@ def execution_start(
     ``execution.was_replayed = True`` (False otherwise).
 
     ``version_id``: the version to pin when the caller has just read the latest one (the
-    webhook receiver reads it with the trigger); default: the latest. ``along(execution)``
-    returns rows (e.g. the trigger's invocation) written in the same statement as the
-    execution, so they commit together or not at all.
+    webhook receiver reads it with the trigger) or a retry follows its original's; default:
+    the latest. ``along(execution)`` returns rows (e.g. the trigger's invocation, a retry's
+    reused steps) written in the same statement as the execution, so they commit together
+    or not at all. Every execution is created here, whatever started it.
     """
     if idempotency_key:
         existing = WorkflowExecution.objects.filter(workflow=workflow, idempotency_key=idempotency_key).first()
@@ -84,6 +88,7 @@ def execution_start(
         aggregate_tokens=TokenUsage().as_dict(),
         idempotency_key=idempotency_key or None,
         started_by=started_by,
+        retry_of=retry_of,
         enqueued_at=timezone.now(),
     )
     if version is not None:
@@ -145,31 +150,6 @@ def _insert_together(rows: Sequence[models.Model]) -> None:
         row._state.db = db.alias
 
 
-def execution_cancel(*, execution: WorkflowExecution, user=None) -> WorkflowExecution:
-    """Cancel a PENDING or RUNNING execution: no further step starts, a late result is discarded.
-    Raises ExecutionFinished (409) when the run has already ended."""
-    with transaction.atomic():
-        locked = WorkflowExecution.objects.select_for_update().get(pk=execution.pk)
-        if locked.is_finished:
-            raise ExecutionFinished(
-                f"This execution already ended {locked.status}; only PENDING or RUNNING executions can be cancelled.",
-                {"status": locked.status},
-            )
-        now = timezone.now()
-        running = (
-            WorkflowStepExecution.objects.filter(
-                execution=locked, status__in=[StepExecutionStatus.PENDING, StepExecutionStatus.RUNNING]
-            ).order_by("step_order").values_list("step_name", flat=True).first()
-        )
-        WorkflowStepExecution.objects.filter(
-            execution=locked, status__in=[StepExecutionStatus.PENDING, StepExecutionStatus.RUNNING]
-        ).update(status=StepExecutionStatus.CANCELLED, completed_at=now, lease_expires_at=None)
-        who = getattr(user, "username", None) or "system"
-        _finish(locked, ExecutionStatus.CANCELLED,
-                error=error_payload("Cancelled", f"Cancelled by {who}.", running, {}))
-    return locked
-
-
 def execution_retry(*, execution: WorkflowExecution, user=None) -> WorkflowExecution:
     """Start a new execution (trigger_type RETRY) from the failed step of a FAILED or
     CANCELLED one, reusing the outputs of the steps before it (no model call repeated).
@@ -185,36 +165,24 @@ def execution_retry(*, execution: WorkflowExecution, user=None) -> WorkflowExecu
     if resume is None:
         resume = next((s for s in step_runs if s.status not in (StepExecutionStatus.COMPLETED,
                                                                   StepExecutionStatus.SKIPPED)), None)
-    with transaction.atomic():
-        retry = WorkflowExecution.objects.create(
-            workflow=execution.workflow,
-            version=execution.version,
-            trigger=execution.trigger,
-            trigger_type=TriggerType.RETRY,
-            status=ExecutionStatus.PENDING,
-            input=execution.input,
-            metadata={**(execution.metadata or {}), "retry_of": str(execution.id),
-                      "resume_from": resume.step_name if resume else None},
-            aggregate_tokens=TokenUsage().as_dict(),
-            started_by=user,
-            retry_of=execution,
-            enqueued_at=timezone.now(),
-        )
-        reused = [s for s in step_runs if resume is None or s.step_order < resume.step_order]
-        WorkflowStepExecution.objects.bulk_create(
-            [
-                WorkflowStepExecution(
-                    execution=retry, step_id=s.step_id, step_name=s.step_name, step_order=s.step_order,
-                    step_type=s.step_type, status=s.status, input=s.input, output=s.output, outputs=s.outputs,
-                    error=s.error, retry_count=s.retry_count, retry_config=s.retry_config,
-                    model_outputs=s.model_outputs, tokens=s.tokens, warnings=s.warnings, attempt=s.attempt,
-                    reused_from=s, started_at=s.started_at, completed_at=s.completed_at,
-                )
-                for s in reused
-            ]
-        )
-        if resume is None:  # nothing failed inside the steps (e.g. cancelled before start)
-            retry.metadata = {**retry.metadata, "resume_from": None}
-            retry.save(update_fields=["metadata"])
-        enqueue_execution(retry.id)
-    return retry
+    reused = [s for s in step_runs if resume is None or s.step_order < resume.step_order]
+
+    def copies_of_reused_steps(retry: WorkflowExecution) -> list[WorkflowStepExecution]:
+        return [
+            WorkflowStepExecution(
+                execution=retry, step_id=s.step_id, step_name=s.step_name, step_order=s.step_order,
+                step_type=s.step_type, status=s.status, input=s.input, output=s.output, outputs=s.outputs,
+                error=s.error, retry_count=s.retry_count, retry_config=s.retry_config,
+                model_outputs=s.model_outputs, tokens=s.tokens, warnings=s.warnings, attempt=s.attempt,
+                reused_from=s, started_at=s.started_at, completed_at=s.completed_at,
+            )
+            for s in reused
+        ]
+
+    return execution_start(
+        workflow=execution.workflow, inputs=execution.input, trigger=execution.trigger,
+        trigger_type=TriggerType.RETRY, started_by=user, version_id=execution.version_id, retry_of=execution,
+        metadata={**(execution.metadata or {}), "retry_of": str(execution.id),
+                  "resume_from": resume.step_name if resume else None},
+        along=copies_of_reused_steps,
+    )

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from ..models import ExecutionStatus, StepExecutionStatus, WorkflowExecution, WorkflowStepExecution
 from .dispatch import enqueue_execution, enqueue_step
-from .orchestration import _fail_timeout, error_payload, execution_fail
+from .transitions import execution_time_out, step_lease_expire
 
 logger = logging.getLogger(__name__)
 BATCH = 200
@@ -51,40 +51,14 @@ def _locked(queryset):
 
 def _reclaim_expired_leases(report: SweepReport) -> None:
     now = timezone.now()
-    cap = settings.PROMPTPILOT["MAX_LOST_ATTEMPTS"]
     with transaction.atomic():
         expired = _locked(
             WorkflowStepExecution.objects.filter(status=StepExecutionStatus.RUNNING, lease_expires_at__lt=now)
         )[:BATCH]
         for step_execution in expired:
             report.expired_leases += 1
-            step_execution.lost_attempts += 1
-            lost = f"Attempt {step_execution.attempt} lost its worker ({step_execution.worker or 'unknown'}): lease expired."
-            step_execution.warnings = [*step_execution.warnings, lost]
-            step_execution.lease_expires_at = None
-            if step_execution.lost_attempts >= cap:
+            if step_lease_expire(step_execution=step_execution, now=now):
                 report.workers_lost += 1
-                error = error_payload(
-                    "WorkerLost",
-                    f"The worker running step \"{step_execution.step_name}\" was lost {step_execution.lost_attempts} "
-                    "times; the step is failed instead of being retried forever.",
-                    step_execution.step_name,
-                    {"lost_attempts": step_execution.lost_attempts, "last_worker": step_execution.worker},
-                )
-                step_execution.status = StepExecutionStatus.FAILED
-                step_execution.error = error
-                step_execution.completed_at = now
-                step_execution.attempt += 1  # fence off the lost worker, should it ever return
-                step_execution.save()
-                execution = WorkflowExecution.objects.select_for_update().get(pk=step_execution.execution_id)
-                if execution.status == ExecutionStatus.RUNNING:
-                    execution_fail(execution=execution, error=error)
-                continue
-            step_execution.status = StepExecutionStatus.PENDING
-            step_execution.attempt += 1  # fencing: the old attempt can no longer write
-            step_execution.available_at = now
-            step_execution.save()
-            enqueue_step(step_execution.id, step_execution.attempt)
 
 
 def _resend_stale_steps(report: SweepReport) -> None:
@@ -129,4 +103,4 @@ def _time_out_overdue_runs(report: SweepReport) -> None:
         for execution in overdue:
             report.timed_out += 1
             running = execution.step_executions.filter(status=StepExecutionStatus.RUNNING).first()
-            _fail_timeout(execution, running_step=running)
+            execution_time_out(execution=execution, running_step=running)

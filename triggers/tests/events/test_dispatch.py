@@ -11,7 +11,7 @@ from triggers.models import InvocationStatus, TriggerInvocation
 from triggers.receivers import dispatch_event
 from triggers.services.events import event_dispatch_for_execution
 from workflows.models import WorkflowExecution
-from workflows.services.orchestration import _announce_finished
+from workflows.services.transitions import _announce_finished
 
 from .helpers import event_trigger, finish, finished_run, source_workflow, target_workflow
 

@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from workflows.models import StepExecutionStatus, WorkflowExecution, WorkflowStepExecution
-from workflows.services import fast_path, orchestration
+from workflows.services import orchestration
 from workflows.services.executions import execution_cancel, execution_start
 from workflows.services.leases import LeaseKeeper
 from workflows.tests.factories import make_workflow
@@ -71,11 +71,12 @@ def _recorded(execution_id) -> dict:
             "warnings": run.warnings, "timed": bool(run.started_at and run.completed_at), "steps": steps}
 
 
-def test_fast_path_records_exactly_what_the_orm_path_records(user, sent, monkeypatch):
+def test_fast_statements_record_exactly_what_the_general_code_records(user, sent, settings):
     workflow = _three_steps(user)
+    settings.PROMPTPILOT = {**settings.PROMPTPILOT, "FAST_STATEMENTS": True}
     fast = execution_start(workflow=workflow, inputs={"topic": "otters"}, started_by=user)
     _drive(sent)
-    monkeypatch.setattr(fast_path, "available", lambda: False)  # as on SQLite
+    settings.PROMPTPILOT = {**settings.PROMPTPILOT, "FAST_STATEMENTS": False}  # as on SQLite
     orm = execution_start(workflow=workflow, inputs={"topic": "otters"}, started_by=user)
     _drive(sent)
 

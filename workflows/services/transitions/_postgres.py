@@ -1,4 +1,5 @@
-"""The common path of a step attempt in a few PostgreSQL statements.
+"""PostgreSQL statements for the commonest transitions: the body of ``transitions``'
+functions on PostgreSQL, never called from anywhere else.
 
 Admitting a run, claiming an attempt and checkpointing a COMPLETED step happen for every
 run and every step, so on PostgreSQL they are a few hand-written statements rather than
@@ -10,16 +11,15 @@ ORM round trips:
   RUNNING and before its deadline) that also returns the run context, in autocommit;
 - the checkpoint of a COMPLETED step: one transaction that locks the run (as cancel
   does), then in one statement adds the step's tokens to the run (finishing it on the last
-  step), writes the step under the same fencing condition as the ORM path (same attempt,
-  still RUNNING) and inserts the next step: PENDING, or already claimed by this worker
-  when the task goes on with it (``dispatch.continuation``).
+  step), writes the step under the same fencing condition (same attempt, still RUNNING)
+  and inserts the next step: PENDING, or already claimed by this worker when the task goes
+  on with it (``dispatch.continuation``).
 
 Whenever a condition does not hold (no row claimed, run cancelled or past its deadline,
 attempt fenced off, capped workflow, resumed retry) or the step did anything but complete
-and go on (failure, retry, skips), these functions answer ``None`` (or ``False``) and the
-caller runs the general ORM code in ``orchestration``, which decides and records why.
-The rules are the same; only the number of statements differs. Other databases (SQLite
-for the embedded default) always use the ORM code.
+and go on (failure, retry, skips), these functions answer ``None`` (or ``False``), and the
+transition goes on with its general code, which decides and records why. Off with
+``PROMPTPILOT_FAST_STATEMENTS=false``, and on other databases (SQLite).
 """
 from __future__ import annotations
 
@@ -33,10 +33,10 @@ from django.db import connection, transaction
 
 from providers.types import TokenUsage
 
-from ..engine import runner
-from ..engine.retry import normalize_retry_config
-from ..engine.types import COMPLETED, RunContext, StepDefinition, StepResult, WorkflowDefinition
-from ..models import (
+from ...engine import runner
+from ...engine.retry import normalize_retry_config
+from ...engine.types import COMPLETED, RunContext, StepDefinition, StepResult, WorkflowDefinition
+from ...models import (
     ExecutionStatus,
     StepExecutionStatus,
     Workflow,
@@ -45,27 +45,10 @@ from ..models import (
     WorkflowStepExecution,
     WorkflowVersion,
 )
+from .types import Checkpointed, Claimed
 
 RUNS = WorkflowExecution._meta.db_table
 STEPS = WorkflowStepExecution._meta.db_table
-
-
-def available() -> bool:
-    return connection.vendor == "postgresql"
-
-
-@dataclass
-class Claimed:
-    """What a claimed attempt needs to run and to be checkpointed."""
-
-    step_execution_id: str
-    attempt: int
-    step_name: str
-    execution_id: uuid.UUID
-    workflow_id: int
-    version_id: int
-    step_tokens: dict
-    context: RunContext
 
 
 CLAIM_SQL = f"""
@@ -166,12 +149,6 @@ def _checkpoint_sql(*, last: bool) -> str:
             "SELECT count(*) FROM step")
 
 
-@dataclass
-class Checkpointed:
-    finished: bool  # the run COMPLETED with this step
-    next_claimed: Claimed | None  # the next step, already claimed for this task (RUNNING)
-
-
 def checkpoint(claimed: Claimed, step: StepDefinition, definition: WorkflowDefinition, result: StepResult,
                *, raw_definition: dict[str, Any], now: datetime, worker: str, lease_seconds: float,
                claim_next: bool, add_tokens) -> Checkpointed | None:
@@ -215,9 +192,9 @@ def checkpoint(claimed: Claimed, step: StepDefinition, definition: WorkflowDefin
             if cursor.fetchone()[0] != 1:  # fenced off: a newer attempt owns the step
                 raise _NotCommonPath
         if last:
-            return Checkpointed(finished=True, next_claimed=None)
+            return Checkpointed(outcome="checkpointed", finished=True)
         context = claimed.context
-        return Checkpointed(finished=False, next_claimed=_handed_on(
+        return Checkpointed(outcome="checkpointed", next_claimed=_handed_on(
             values, claim_next, transition.next_step, claimed.execution_id, claimed.workflow_id, claimed.version_id,
             # what a claim would read back: the finished steps' outputs, this one's included
             RunContext(inputs=context.inputs, steps={**context.steps, step.name: runner.context_entry(step, result)},
@@ -246,7 +223,7 @@ def _handed_on(values: dict[str, Any], claim_next: bool, step: StepDefinition, e
                version_id: int, context: RunContext) -> Claimed | None:
     """After commit: the claimed next step for this task, or the PENDING one sent to the
     broker (``enqueue_step`` sends on commit; we are past it, so it sends now)."""
-    from .dispatch import enqueue_step
+    from ..dispatch import enqueue_step
 
     if not claim_next:
         enqueue_step(values["next_id"], 1)

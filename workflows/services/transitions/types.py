@@ -1,0 +1,33 @@
+"""What the transitions hand back to the orchestration that drives them."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from ...engine.types import RunContext
+
+
+@dataclass
+class Claimed:
+    """A claimed attempt (its row RUNNING under this worker's lease): what it needs to run
+    and to be checkpointed."""
+
+    step_execution_id: str
+    attempt: int
+    step_name: str
+    execution_id: uuid.UUID
+    workflow_id: int
+    version_id: int
+    step_tokens: dict
+    context: RunContext
+
+
+@dataclass
+class Checkpointed:
+    """A checkpoint's outcome: ``outcome`` is "checkpointed", "retry-scheduled" or
+    "rejected" (fenced off or cancelled); ``next_claimed`` the next step, already claimed
+    for the same task (RUNNING under its lease), when it asked for one and may have it."""
+
+    outcome: str
+    next_claimed: Claimed | None = None
+    finished: bool = False  # the run ended COMPLETED with this step (PostgreSQL statements)
