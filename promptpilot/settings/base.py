@@ -168,6 +168,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         }
     )
 else:
+    if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        # kombu's Redis transport, minus a new redis.Redis per command (promptpilot/common/broker.py).
+        CELERY_BROKER_TRANSPORT = "promptpilot.common.broker:Transport"
     # Fail fast when the broker is down at enqueue time: the execution stays PENDING
     # in the database and the reaper enqueues it again later.
     CELERY_BROKER_CONNECTION_TIMEOUT = 2

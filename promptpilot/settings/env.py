@@ -91,7 +91,7 @@ FAST_STATEMENTS = _bool("PROMPTPILOT_FAST_STATEMENTS", True)
 # a model it holds no database connection, and the process takes at most DB_POOL_SIZE
 # PostgreSQL connections from a pool (a thread waits for one at most DB_POOL_TIMEOUT s).
 WORKER_POOL = _str("PROMPTPILOT_WORKER_POOL", "threads")
-WORKER_CONCURRENCY = _int("PROMPTPILOT_WORKER_CONCURRENCY", 100)
+WORKER_CONCURRENCY = _int("PROMPTPILOT_WORKER_CONCURRENCY", 200)
 DB_POOL_SIZE = _int("PROMPTPILOT_DB_POOL_SIZE", 10)
 DB_POOL_TIMEOUT = _float("PROMPTPILOT_DB_POOL_TIMEOUT", 30.0)
 

@@ -10,6 +10,7 @@ them cost more than the step.
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import threading
 import time
@@ -17,9 +18,11 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from functools import reduce
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Q
 from django.utils import timezone
 
 from ..models import StepExecutionStatus, WorkflowStepExecution
@@ -72,13 +75,16 @@ class LeaseKeeper:
         cancelled) is left alone and its late result will be rejected at checkpoint."""
         try:
             expires = timezone.now() + timedelta(seconds=lease)
-            for step_execution_id, attempt in held.items():
-                renewed = WorkflowStepExecution.objects.filter(
-                    pk=step_execution_id, attempt=attempt, status=StepExecutionStatus.RUNNING
-                ).update(lease_expires_at=expires)
-                if not renewed:
-                    logger.info("step.lease_lost", extra={"step_execution_id": step_execution_id,
-                                                          "attempt": attempt})
+            # One statement for every attempt held (a worker may hold hundreds at once).
+            still_ours = Q(status=StepExecutionStatus.RUNNING) & reduce(
+                operator.or_, (Q(pk=step_execution_id, attempt=attempt) for step_execution_id, attempt in held.items()))
+            renewed = WorkflowStepExecution.objects.filter(still_ours).update(lease_expires_at=expires)
+            if renewed < len(held):
+                kept = {str(pk) for pk in WorkflowStepExecution.objects.filter(still_ours).values_list("pk", flat=True)}
+                for step_execution_id, attempt in held.items():
+                    if step_execution_id not in kept:
+                        logger.info("step.lease_lost", extra={"step_execution_id": step_execution_id,
+                                                              "attempt": attempt})
         except Exception:  # renewing must never kill the worker; the lease just lapses
             logger.exception("step.lease_renewal_failed")
         finally:
