@@ -35,6 +35,7 @@ from django.utils import timezone
 from psycopg.sql import Literal
 
 from promptpilot.common.db import run_prepared
+from providers.types import TokenUsage
 from workflows.engine.errors import InputValidationError, TemplateError
 from workflows.engine.inputs import validate_inputs
 from workflows.models import ExecutionStatus, TriggerType, Workflow, WorkflowExecution, WorkflowVersion
@@ -170,7 +171,7 @@ def accept(entry: Remembered, *, msg_id: str, payload: dict[str, Any], inputs: d
 # literals; only the columns named in _DYNAMIC are parameters.
 _FIXED = {
     WorkflowExecution: {"trigger_type": TriggerType.WEBHOOK, "status": ExecutionStatus.PENDING,
-                        "aggregate_tokens": {"input": 0, "output": 0, "total": 0}},
+                        "aggregate_tokens": TokenUsage().as_dict()},
     TriggerInvocation: {"status": InvocationStatus.ACCEPTED, "verified": True},
 }
 _DYNAMIC = {
