@@ -274,7 +274,7 @@ def step_checkpoint(*, claimed: Claimed, result: StepResult, worker: str, claim_
                                     add_tokens=_add_tokens)
         if done is not None:
             if done.finished:
-                _after_finish(claimed.execution_id, claimed.workflow_id, ExecutionStatus.COMPLETED)
+                _after_finish(claimed.execution_id, claimed.workflow_id, ExecutionStatus.COMPLETED, capped=done.capped)
             return done
     # Anything but a COMPLETED step going on, or no fast statements.
     return Checkpointed(outcome=_checkpoint(claimed.step_execution_id, claimed.attempt, step, definition, result,
@@ -435,9 +435,12 @@ def _finish(execution: WorkflowExecution, status: str, *, output: Any = None, er
     _after_finish(execution.id, execution.workflow_id, status)
 
 
-def _after_finish(execution_id, workflow_id: int, status: str) -> None:
-    """Once the run's end commits: free its slot for the oldest waiting run, tell the receivers."""
-    capped = Workflow.objects.filter(pk=workflow_id).values_list("max_concurrent_executions", flat=True).first()
+def _after_finish(execution_id, workflow_id: int, status: str, *, capped: bool | None = None) -> None:
+    """Once the run's end commits: free its slot for the oldest waiting run, tell the
+    receivers. ``capped``: whether the workflow has a cap, when the caller read it already."""
+    if capped is None:
+        capped = bool(Workflow.objects.filter(pk=workflow_id).values_list("max_concurrent_executions",
+                                                                          flat=True).first())
     if capped:  # a slot is free now: start the oldest waiting run
         transaction.on_commit(lambda: workflow_admit_pending(workflow_id=workflow_id))
     transaction.on_commit(lambda: _announce_finished(execution_id))

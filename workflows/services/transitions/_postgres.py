@@ -142,11 +142,13 @@ SELECT %(next_id)s, %(execution_id)s,
 
 def _checkpoint_sql(*, last: bool) -> str:
     """One statement for the run, the step and the next step (all or nothing: the caller
-    rolls back when the step was fenced off, which the count of ``step`` tells)."""
+    rolls back when the step was fenced off, which the count of ``step`` tells). It also
+    answers the workflow's ``max_concurrent_executions``: a run that ends frees a slot."""
     run = f"{RUN_UPDATE_SQL}{RUN_FINISH_SQL if last else ''} WHERE id = %(execution_id)s"
     following = "" if last else f", following AS ({INSERT_STEP_SQL} WHERE EXISTS (SELECT 1 FROM step))"
-    return (f"WITH run AS ({run} RETURNING 1), step AS ({STEP_UPDATE_SQL} RETURNING 1){following} "
-            "SELECT count(*) FROM step")
+    cap = f"(SELECT w.max_concurrent_executions FROM {Workflow._meta.db_table} w WHERE w.id = {RUNS}.workflow_id)"
+    return (f"WITH run AS ({run} RETURNING {cap} AS cap), step AS ({STEP_UPDATE_SQL} RETURNING 1){following} "
+            "SELECT (SELECT count(*) FROM step), (SELECT cap FROM run)")
 
 
 def checkpoint(claimed: Claimed, step: StepDefinition, definition: WorkflowDefinition, result: StepResult,
@@ -189,10 +191,11 @@ def checkpoint(claimed: Claimed, step: StepDefinition, definition: WorkflowDefin
                                                 raw_definition=raw_definition, now=now, worker=worker,
                                                 lease_seconds=lease_seconds, claim_next=claim_next))
             cursor.execute(_checkpoint_sql(last=last), values)
-            if cursor.fetchone()[0] != 1:  # fenced off: a newer attempt owns the step
+            steps_written, cap = cursor.fetchone()
+            if steps_written != 1:  # fenced off: a newer attempt owns the step
                 raise _NotCommonPath
         if last:
-            return Checkpointed(outcome="checkpointed", finished=True)
+            return Checkpointed(outcome="checkpointed", finished=True, capped=bool(cap))
         context = claimed.context
         return Checkpointed(outcome="checkpointed", next_claimed=_handed_on(
             values, claim_next, transition.next_step, claimed.execution_id, claimed.workflow_id, claimed.version_id,

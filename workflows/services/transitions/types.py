@@ -31,3 +31,4 @@ class Checkpointed:
     outcome: str
     next_claimed: Claimed | None = None
     finished: bool = False  # the run ended COMPLETED with this step (PostgreSQL statements)
+    capped: bool | None = None  # and its workflow has max_concurrent_executions (None: not read)

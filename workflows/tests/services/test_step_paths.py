@@ -219,6 +219,17 @@ def test_capped_workflows_are_admitted_in_arrival_order(user, sent, budget):
     assert statuses == {first.pk: "RUNNING", second.pk: "PENDING"}
 
 
+def test_a_capped_run_that_completes_admits_the_oldest_waiting_one_at_once(user, sent, budget):
+    budget(0)  # every step through the "broker": the second run is admitted while the first runs
+    workflow = make_workflow(user, steps=[_echo("a", "a"), _echo("b", "b")], max_concurrent_executions=1)
+    first = execution_start(workflow=workflow, inputs={}, started_by=user)
+    second = execution_start(workflow=workflow, inputs={}, started_by=user)
+    _drive(sent)  # no reaper: the second run starts because the first one's end freed its slot
+
+    statuses = dict(WorkflowExecution.objects.filter(pk__in=[first.pk, second.pk]).values_list("pk", "status"))
+    assert statuses == {first.pk: "COMPLETED", second.pk: "COMPLETED"}
+
+
 def test_the_lease_keeper_renews_held_attempts_and_leaves_fenced_ones(user, sent, budget):
     budget(0)
     workflow = make_workflow(user, steps=[_echo("a", "a"), _echo("b", "b")])
