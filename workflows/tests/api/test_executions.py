@@ -262,3 +262,14 @@ def test_retry_completed_execution_is_409(api, workflow, make_execution):
     assert response.status_code == 409
     assert response.json()["code"] == "execution_not_retryable"
     assert WorkflowExecution.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_retry_of_a_run_of_a_deactivated_workflow_is_409_and_starts_nothing(api, workflow, make_execution):
+    failed = make_execution(workflow, status="FAILED",
+                            error={"type": "TemplateError", "message": "boom", "step": None, "details": {}})
+    Workflow.objects.filter(pk=workflow.pk).update(is_active=False)
+    response = api.post(f"/api/executions/{failed.pk}/retry")
+    assert response.status_code == 409
+    assert response.json()["code"] == "workflow_inactive"
+    assert WorkflowExecution.objects.count() == 1
