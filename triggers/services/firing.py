@@ -16,7 +16,7 @@ from django.db.models import Q
 
 from workflows.errors import InputValidationFailed, WorkflowInactive
 from workflows.models import Workflow, WorkflowVariable
-from workflows.services.executions import execution_start
+from workflows.services.executions import WorkflowGuard, execution_start
 
 from ..errors import TriggerInputInvalid, TriggerRejected
 from ..models import InvocationStatus, TriggerInvocation, WorkflowTrigger
@@ -67,6 +67,54 @@ def last_triggered_touch(trigger: WorkflowTrigger, now) -> None:
     trigger.last_triggered_at = now
 
 
+def trigger_start(
+    *,
+    trigger: WorkflowTrigger,
+    inputs: dict[str, Any] | None,
+    payload: Any,
+    delivery_id: str | None,
+    verified: bool,
+    request_meta: dict[str, Any] | None,
+    actor=None,
+    metadata: dict[str, Any] | None = None,
+    version_id: int | None = None,
+    guard: WorkflowGuard | None = None,
+) -> TriggerInvocation:
+    """Write a firing's ACCEPTED invocation and its PENDING execution together (through
+    ``execution_start``, which raises what it raises) and return the invocation. The one
+    place that says what a fired execution and its invocation hold; ``trigger_fire`` adds
+    what a refused or repeated firing records, the webhook receiver's fast path a ``guard``
+    (triggers/services/webhook_fast_path.py)."""
+    invocation = TriggerInvocation(
+        trigger=trigger, status=InvocationStatus.ACCEPTED, verified=verified, delivery_id=delivery_id or None,
+        payload=payload, request_meta=request_meta or {},
+    )
+
+    def with_invocation(execution):
+        invocation.execution = execution
+        return [invocation]
+
+    execution_start(
+        workflow=trigger.workflow,
+        inputs=inputs,
+        trigger=trigger,
+        trigger_type=trigger.type,
+        started_by=actor,
+        version_id=version_id,
+        metadata={
+            **(metadata or {}),
+            "payload": payload,
+            "trigger_id": str(trigger.pk),
+            "trigger_name": trigger.name,
+            "invocation_id": str(invocation.pk),
+            "delivery_id": delivery_id or None,
+        },
+        along=with_invocation,
+        guard=guard,
+    )
+    return invocation
+
+
 def trigger_fire(
     *,
     trigger: WorkflowTrigger,
@@ -97,37 +145,14 @@ def trigger_fire(
     ``touch_last_triggered=False``: the caller saves ``last_triggered_at`` itself (the
     schedule sweep writes it with the rest of a batch's state in one UPDATE).
     """
-    invocation = TriggerInvocation(
-        trigger=trigger, status=InvocationStatus.ACCEPTED, verified=verified, delivery_id=delivery_id or None,
-        payload=payload, request_meta=request_meta or {},
-    )
-
-    def with_invocation(execution):
-        invocation.execution = execution
-        return [invocation]
-
     try:
         # NOTE: no look-up of the delivery id first: the invocation is written in the same
         # statement as the execution, and the unique index on (trigger, delivery_id) turns a
         # repeat into an IntegrityError that rolls both back (a concurrent repeat waits on
         # the index until the first commits). Repeats are rare; every delivery saves a query.
-        execution = execution_start(
-            workflow=trigger.workflow,
-            inputs=inputs,
-            trigger=trigger,
-            trigger_type=trigger.type,
-            started_by=actor,
-            version_id=version_id,
-            metadata={
-                **(metadata or {}),
-                "payload": payload,
-                "trigger_id": str(trigger.pk),
-                "trigger_name": trigger.name,
-                "invocation_id": str(invocation.pk),
-                "delivery_id": delivery_id or None,
-            },
-            along=with_invocation,
-        )
+        invocation = trigger_start(trigger=trigger, inputs=inputs, payload=payload, delivery_id=delivery_id,
+                                   verified=verified, actor=actor, request_meta=request_meta, metadata=metadata,
+                                   version_id=version_id)
     except IntegrityError:
         first = first_accepted_invocation(trigger, delivery_id) if delivery_id else None
         if first is None:
@@ -150,8 +175,8 @@ def trigger_fire(
             raise TriggerInputInvalid(exc.message, exc.extra, invocation=rejected) from None
         raise TriggerRejected(exc.message, exc.extra, invocation=rejected) from None
     if touch_last_triggered:
-        last_triggered_touch(trigger, execution.created_at)
+        last_triggered_touch(trigger, invocation.execution.created_at)
     invocation.was_duplicate = False
     logger.info("trigger.fired", extra={"trigger_id": str(trigger.pk), "invocation_id": str(invocation.pk),
-                                        "execution_id": str(execution.pk)})
+                                        "execution_id": str(invocation.execution_id)})
     return invocation

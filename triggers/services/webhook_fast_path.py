@@ -2,13 +2,15 @@
 
 A delivery to a trigger this process has already accepted one for is checked against
 what it read then (the trigger's secrets, config and name, its workflow, the workflow's
-latest version and variables), and its invocation and PENDING execution are written in
-one prepared INSERT without reading the trigger again. The INSERT re-checks all of that
-in the database, atomically: the execution's ``workflow_id`` is a sub-query that finds the
-trigger only if it is still an active WEBHOOK trigger with the same secrets, config and
-name, on an active workflow whose latest version is the one remembered. If anything
-changed, the sub-query is NULL, the NOT NULL column refuses the row, nothing is written,
-and the delivery goes the full way (``webhook_receive``), which reads the trigger again.
+latest version and variables), and its invocation and PENDING execution are written by
+``trigger_start`` → ``execution_start``, like every firing's, in their one INSERT
+statement, without reading the trigger again. The statement re-checks all of that in the
+database, atomically: the execution's ``workflow_id`` is a guard (``WorkflowGuard``), a
+sub-query that finds the trigger only if it is still an active WEBHOOK trigger with the
+same secrets, config and name, on an active workflow whose latest version is the one
+remembered. If anything changed, the sub-query is NULL, the NOT NULL column refuses the
+row, nothing is written, and the delivery goes the full way (``webhook_receive``), which
+reads the trigger again.
 
 Everything else goes the full way too: the first delivery to a trigger in a process, a
 signature that does not verify, a body that is not a JSON object, inputs that do not fit,
@@ -23,27 +25,22 @@ import json
 import logging
 import threading
 import uuid
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
-from django.utils import timezone
-from psycopg.sql import Literal
+from django.db import IntegrityError, InterfaceError, OperationalError, connection
 
-from promptpilot.common.db import run_prepared
-from providers.types import TokenUsage
-from workflows.engine.errors import InputValidationError, TemplateError
-from workflows.engine.inputs import validate_inputs
-from workflows.models import ExecutionStatus, TriggerType, Workflow, WorkflowExecution, WorkflowVersion
+from workflows.engine.errors import TemplateError
+from workflows.errors import InputValidationFailed
+from workflows.models import Workflow, WorkflowVersion
 from workflows.services.definitions import workflow_version_variables
-from workflows.services.dispatch import enqueue_execution
+from workflows.services.executions import WorkflowGuard
 
-from ..models import InvocationStatus, TriggerInvocation, TriggerKind, WorkflowTrigger
-from .firing import last_triggered_touch
+from ..models import TriggerInvocation, TriggerKind, WorkflowTrigger
+from .firing import last_triggered_touch, trigger_start
 
 logger = logging.getLogger(__name__)
 
@@ -61,20 +58,11 @@ class Remembered:
     secret_encrypted: str
     previous_secret_encrypted: str | None
     previous_secret_expires_at: datetime | None
-    config_json: str  # as the guard compares it
     workflow_id: int
     version_id: int
     variables: tuple[dict[str, Any], ...]
-    last_triggered_at: datetime | None  # kept up to date by this process's deliveries
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """An accepted delivery, as the receiver answers it (the fields of a TriggerInvocation it reads)."""
-
-    pk: uuid.UUID  # the invocation
-    execution_id: uuid.UUID
-    status: str = InvocationStatus.ACCEPTED
+    trigger: WorkflowTrigger  # a copy of the fields a firing writes (``last_triggered_at`` kept up to date)
+    guard: WorkflowGuard  # the statement's re-check of all of the above
 
 
 _remembered: dict[str, Remembered] = {}
@@ -86,13 +74,22 @@ def remember(trigger: WorkflowTrigger) -> None:
     version_id = getattr(trigger, "latest_version_id", None)
     if version_id is None or not available():
         return
+    # Copies, not the request's objects: the entry is shared by the process's threads.
+    copy = WorkflowTrigger(id=trigger.pk, type=TriggerKind.WEBHOOK, name=trigger.name,
+                           workflow_id=trigger.workflow_id, last_triggered_at=trigger.last_triggered_at)
+    copy.workflow = Workflow(id=trigger.workflow_id, name=trigger.workflow.name, is_active=True)
     entry = Remembered(
-        pk=trigger.pk, name=trigger.name, config=trigger.config or {}, config_json=json.dumps(trigger.config or {}),
+        pk=trigger.pk, name=trigger.name, config=trigger.config or {},
         secret_encrypted=trigger.secret_encrypted,
         previous_secret_encrypted=trigger.previous_secret_encrypted,
         previous_secret_expires_at=trigger.previous_secret_expires_at, workflow_id=trigger.workflow_id,
         version_id=version_id, variables=tuple(workflow_version_variables(version_id=version_id)),
-        last_triggered_at=trigger.last_triggered_at,
+        trigger=copy,
+        guard=WorkflowGuard(_guard_sql(), (
+            trigger.pk, trigger.secret_encrypted, trigger.previous_secret_encrypted,
+            trigger.previous_secret_expires_at, json.dumps(trigger.config or {}), trigger.name,
+            trigger.workflow_id, version_id,
+        )),
     )
     with _lock:
         if len(_remembered) >= MAX_REMEMBERED:
@@ -124,31 +121,16 @@ def secrets_of(entry: Remembered, now: datetime) -> list[str]:
 
 
 def accept(entry: Remembered, *, msg_id: str, payload: dict[str, Any], inputs: dict[str, Any],
-           request_meta: dict[str, Any]) -> Accepted | None:
-    """Write the invocation and the PENDING execution of a verified delivery, or return
-    None when the full way must handle it (see the module's docstring)."""
+           request_meta: dict[str, Any]) -> TriggerInvocation | None:
+    """Fire the remembered trigger for a verified delivery (``trigger_start``, guarded) and
+    return its ACCEPTED invocation, or None when the full way must handle it (see the
+    module's docstring): nothing is written then."""
     try:
-        validated = validate_inputs(list(entry.variables), inputs)
-    except InputValidationError:
+        invocation = trigger_start(trigger=entry.trigger, inputs=inputs, payload=payload, delivery_id=msg_id,
+                                   verified=True, request_meta=request_meta, version_id=entry.version_id,
+                                   guard=entry.guard)
+    except InputValidationFailed:
         return None  # the full way records the INVALID_INPUT invocation
-    now = timezone.now()
-    db = transaction.get_connection()
-    execution_id, invocation_id = uuid.uuid4(), uuid.uuid4()
-    sql = _statement()
-    metadata = {"payload": payload, "trigger_id": str(entry.pk), "trigger_name": entry.name,
-                "invocation_id": str(invocation_id), "delivery_id": msg_id}
-    # In the statement's parameter order (see _statement): the execution's, the guard's,
-    # then the invocation's.
-    params = [
-        execution_id,
-        entry.pk, entry.secret_encrypted, entry.previous_secret_encrypted, entry.previous_secret_expires_at,
-        entry.config_json, entry.name, entry.workflow_id, entry.version_id,  # the guard, in place of workflow_id
-        entry.version_id, entry.pk, _json(db, validated), _json(db, metadata), now, now,
-        invocation_id, entry.pk, now, msg_id, _json(db, payload), _json(db, request_meta), execution_id,
-    ]
-    try:
-        with transaction.atomic() if db.in_atomic_block else nullcontext():
-            run_prepared(sql, params, caller_recovers=True)
     except IntegrityError as exc:
         # The trigger changed (the guard found nothing: a NOT NULL violation) or the
         # webhook-id repeats: the full way reads the trigger again and records what happened.
@@ -160,40 +142,18 @@ def accept(entry: Remembered, *, msg_id: str, payload: dict[str, Any], inputs: d
         # Had the INSERT committed after all, the full way finds the webhook-id taken and
         # answers with that run.
         return None
-    enqueue_execution(execution_id)
-    last_triggered_touch(entry, now)
-    logger.info("execution.created", extra={"execution_id": str(execution_id), "workflow_id": entry.workflow_id})
-    return Accepted(pk=invocation_id, execution_id=execution_id)
-
-
-# The values each accepted delivery's rows hold that do not depend on the delivery (the
-# rest of each model's fields take their defaults). They are written into the statement as
-# literals; only the columns named in _DYNAMIC are parameters.
-_FIXED = {
-    WorkflowExecution: {"trigger_type": TriggerType.WEBHOOK, "status": ExecutionStatus.PENDING,
-                        "aggregate_tokens": TokenUsage().as_dict()},
-    TriggerInvocation: {"status": InvocationStatus.ACCEPTED, "verified": True},
-}
-_DYNAMIC = {
-    WorkflowExecution: ("id", "workflow_id", "version_id", "trigger_id", "input", "metadata", "created_at",
-                        "enqueued_at"),
-    TriggerInvocation: ("id", "trigger_id", "received_at", "delivery_id", "payload", "request_meta", "execution_id"),
-}
+    last_triggered_touch(entry.trigger, invocation.execution.created_at)
+    return invocation
 
 
 @lru_cache(maxsize=1)
-def _statement() -> str:
-    """Both rows in one INSERT statement, the execution's ``workflow_id`` being the guard.
-
-    Parameters, in the models' field order: the execution's id, the guard's eight (in
-    place of ``workflow_id``: trigger id, secret, previous secret, its expiry, config as
-    JSON text, name, workflow id, version id), the execution's version, trigger, input,
-    metadata, created_at and enqueued_at, then the invocation's id, trigger, received_at,
-    delivery id, payload, request_meta and execution id.
-    """
+def _guard_sql() -> str:
+    """The trigger as remembered, re-checked: answers its workflow id, or NULL if anything
+    changed. Parameters: trigger id, secret, previous secret, its expiry, config as JSON
+    text, name, workflow id, latest version id."""
     quote = connection.ops.quote_name
     t, w, v = (quote(m._meta.db_table) for m in (WorkflowTrigger, Workflow, WorkflowVersion))
-    guard = (
+    return (
         f"(SELECT t.{quote('workflow_id')} FROM {t} t JOIN {w} w ON w.{quote('id')} = t.{quote('workflow_id')} "
         f"WHERE t.{quote('id')} = %s AND t.{quote('type')} = '{TriggerKind.WEBHOOK}' AND t.{quote('is_active')} "
         f"AND w.{quote('is_active')} AND t.{quote('secret_encrypted')} = %s "
@@ -203,27 +163,6 @@ def _statement() -> str:
         f"AND (SELECT v.{quote('id')} FROM {v} v WHERE v.{quote('workflow_id')} = t.{quote('workflow_id')} "
         f"ORDER BY v.{quote('number')} DESC LIMIT 1) = %s)"
     )
-    db = transaction.get_connection()
-    inserts = []
-    for model in (WorkflowExecution, TriggerInvocation):
-        columns, values = [], []
-        for field in model._meta.local_concrete_fields:
-            columns.append(quote(field.column))
-            if field.attname == "workflow_id" and model is WorkflowExecution:
-                values.append(guard)
-            elif field.attname in _DYNAMIC[model]:
-                values.append("%s")
-            else:
-                value = _FIXED[model].get(field.attname, field.get_default())
-                literal = Literal(field.get_db_prep_save(value, db)).as_string(None)
-                values.append(literal.replace("%", "%%"))  # the statement has parameters
-        inserts.append(f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(columns)}) "
-                       f"VALUES ({', '.join(values)})")
-    return f"WITH _row0 AS ({inserts[0]}) {inserts[1]}"
-
-
-def _json(db, value: Any):
-    return db.ops.adapt_json_value(value, None)
 
 
 def inputs_of(entry: Remembered, payload: dict[str, Any]) -> dict[str, Any] | None:

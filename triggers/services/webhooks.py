@@ -338,7 +338,7 @@ def webhook_receive(*, trigger: WorkflowTrigger, request: WebhookRequest) -> Tri
 
 
 def webhook_receive_remembered(*, entry: webhook_fast_path.Remembered,
-                               request: WebhookRequest) -> webhook_fast_path.Accepted | None:
+                               request: WebhookRequest) -> TriggerInvocation | None:
     """A delivery to a trigger this process knows (``webhook_fast_path.remembered``), without
     reading the trigger again: the ACCEPTED invocation, or None when the delivery must go
     the full way (``webhook_receive``)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -28,9 +29,24 @@ from .definitions import workflow_current_version, workflow_version_variables
 from .dispatch import enqueue_execution
 from .transitions import execution_cancel
 
-__all__ = ["execution_cancel", "execution_retry", "execution_start"]  # cancel is a transition
+__all__ = ["WorkflowGuard", "execution_cancel", "execution_retry", "execution_start"]  # cancel is a transition
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkflowGuard:
+    """A condition the database checks in the statement that writes an execution (PostgreSQL).
+
+    ``sql`` is a sub-query (``%s`` placeholders, ``params``) answering the new execution's
+    ``workflow_id``; it answers NULL when what the caller remembered no longer holds (e.g.
+    the webhook receiver's cached trigger changed), and then the NOT NULL column refuses
+    the row: nothing is written and ``execution_start`` raises IntegrityError, so the
+    caller can go its full way. It saves the caller a read before every write.
+    """
+
+    sql: str
+    params: tuple[Any, ...]
 
 
 def execution_start(
@@ -45,6 +61,7 @@ def execution_start(
     version_id: int | None = None,
     retry_of: WorkflowExecution | None = None,
     along: Callable[[WorkflowExecution], Sequence[models.Model]] | None = None,
+    guard: WorkflowGuard | None = None,
 ) -> WorkflowExecution:
     """Validate inputs, create a PENDING execution pinned to the current version and
     enqueue it after commit. Raises InputValidationFailed (400) / WorkflowInactive (409).
@@ -55,7 +72,9 @@ def execution_start(
     webhook receiver reads it with the trigger) or a retry follows its original's; default:
     the latest. ``along(execution)`` returns rows (e.g. the trigger's invocation, a retry's
     reused steps) written in the same statement as the execution, so they commit together
-    or not at all. Every execution is created here, whatever started it.
+    or not at all. ``guard``: the database re-checks what the caller read from a cache
+    (see WorkflowGuard); a broken connection is then closed and raised, for the caller to
+    go its full way. Every execution is created here, whatever started it.
     """
     if idempotency_key:
         existing = WorkflowExecution.objects.filter(workflow=workflow, idempotency_key=idempotency_key).first()
@@ -97,7 +116,7 @@ def execution_start(
         # One statement is atomic on its own (no BEGIN/COMMIT round trips); inside a caller's
         # transaction, a savepoint lets the caller go on after an IntegrityError.
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
-            _insert_together([execution, *(along(execution) if along else ())])
+            _insert_together([execution, *(along(execution) if along else ())], guard=guard)
             # NOTE: sent only after commit, so a worker never looks for a row that is not there yet.
             enqueue_execution(execution.id)
     except IntegrityError:
@@ -114,14 +133,21 @@ def execution_start(
 
 
 @lru_cache(maxsize=32)
-def _insert_sql(model: type[models.Model]) -> tuple[str, tuple[models.Field, ...]]:
-    fields = tuple(model._meta.local_concrete_fields)
+def _insert_sql(model: type[models.Model], guarded: str | None = None) -> tuple[str, tuple[models.Field, ...]]:
+    """The model's INSERT and the fields whose values it takes; with ``guarded`` (a
+    WorkflowGuard's sub-query), ``workflow_id`` is that sub-query and not a value."""
+    fields = tuple(f for f in model._meta.local_concrete_fields if not (guarded and f.attname == "workflow_id"))
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in fields)
-    return f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})", fields
+    columns = [quote(f.column) for f in fields]
+    values = ["%s"] * len(fields)
+    if guarded:
+        columns.append(quote(model._meta.get_field("workflow").column))
+        values.append(guarded)
+    return (f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(columns)}) VALUES ({', '.join(values)})",
+            fields)
 
 
-def _insert_together(rows: Sequence[models.Model]) -> None:
+def _insert_together(rows: Sequence[models.Model], *, guard: WorkflowGuard | None = None) -> None:
     """INSERT ``rows`` (primary keys set in Python, e.g. UUIDs) in ONE statement: atomic on
     its own and one round trip. Values go through each field's own pre_save/prep (defaults,
     auto_now_add, JSON adaptation), as ``Model.objects.create`` would; it sends no signals.
@@ -132,15 +158,19 @@ def _insert_together(rows: Sequence[models.Model]) -> None:
     """
     db = transaction.get_connection()  # the wrapper itself: ``connection`` is a proxy, slow to read 30 times
     statements: list[tuple[str, list]] = []
-    for row in rows:
+    for index, row in enumerate(rows):
         if row.pk is None:
             raise ValueError(f"{type(row).__name__} needs its primary key set before _insert_together.")
-        sql, fields = _insert_sql(type(row))
-        statements.append((sql, [f.get_db_prep_save(f.pre_save(row, True), db) for f in fields]))
+        guarded = guard.sql if guard is not None and index == 0 else None  # the execution's row
+        sql, fields = _insert_sql(type(row), guarded)
+        values = [f.get_db_prep_save(f.pre_save(row, True), db) for f in fields]
+        statements.append((sql, values + list(guard.params) if guarded else values))
     if db.vendor == "postgresql":
         *first, last = [sql for sql, _ in statements]
         sql = (f"WITH {', '.join(f'_row{i} AS ({s})' for i, s in enumerate(first))} {last}") if first else last
-        run_prepared(sql, [value for _, values in statements for value in values])
+        run_prepared(sql, [value for _, values in statements for value in values], caller_recovers=guard is not None)
+    elif guard is not None:
+        raise ValueError("A WorkflowGuard needs PostgreSQL (INSERTs inside WITH).")
     else:  # INSERTs inside WITH are PostgreSQL's: elsewhere (SQLite) one INSERT per row, in one transaction
         with transaction.atomic(using=db.alias), db.cursor() as cursor:
             for sql, values in statements:
