@@ -95,6 +95,11 @@ class PromptDetailApi(BaseApi):
 
 # --- workflows -----------------------------------------------------------------------
 
+def _saved(workflow) -> dict:
+    """A written workflow, with the save-time check's warnings (``[]`` when none)."""
+    return {**WorkflowOutputSerializer(workflow).data, "warnings": list(getattr(workflow, "definition_warnings", []))}
+
+
 class WorkflowListCreateApi(BaseApi):
     @extend_schema(operation_id="workflows_list", tags=["workflows"],
                    responses=paginated_serializer(WorkflowOutputSerializer, "PaginatedWorkflowList"))
@@ -109,7 +114,7 @@ class WorkflowListCreateApi(BaseApi):
     def post(self, request: Request) -> Response:
         data = validated_data(WorkflowInputSerializer, request)
         workflow = workflow_services.workflow_create(owner=request.user, data=data)
-        return Response(WorkflowOutputSerializer(workflow).data, status=status.HTTP_201_CREATED)
+        return Response(_saved(workflow), status=status.HTTP_201_CREATED)
 
 
 class WorkflowDetailApi(BaseApi):
@@ -122,7 +127,7 @@ class WorkflowDetailApi(BaseApi):
         workflow = selectors.workflow_get(request.user, id)
         data = validated_data(WorkflowInputSerializer, request, partial=partial)
         workflow = workflow_services.workflow_update(workflow=workflow, data=data, user=request.user)
-        return Response(WorkflowOutputSerializer(workflow).data)
+        return Response(_saved(workflow))
 
     @extend_schema(
         operation_id="workflows_update", tags=["workflows"], parameters=[WORKFLOW_ID], request=WorkflowInputSerializer,
@@ -175,7 +180,7 @@ class WorkflowVersionRestoreApi(BaseApi):
     def post(self, request: Request, id: str, number: str) -> Response:
         workflow = selectors.workflow_get(request.user, id)
         workflow = workflow_services.workflow_version_restore(workflow=workflow, number=number, user=request.user)
-        return Response(WorkflowOutputSerializer(workflow).data)
+        return Response(_saved(workflow))
 
 
 def _execution_location(execution) -> str:

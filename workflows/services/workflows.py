@@ -22,12 +22,13 @@ from providers.types import TokenUsage
 
 from ..engine.errors import InputValidationError
 from ..engine.inputs import sample_inputs, validate_inputs
-from ..engine.runner import run_workflow, validate_definition
+from ..engine.runner import run_workflow
 from ..engine.templating import validate_template
 from ..engine.types import WorkflowDefinition
 from ..errors import DefinitionInvalid, InputValidationFailed
 from ..models import ExecutionStatus, Prompt, Workflow, WorkflowStep, WorkflowVariable, WorkflowVersion
 from ..selectors import workflow_version_get
+from .definition_check import DefinitionCheck, definition_check
 from .definitions import workflow_definition_snapshot, workflow_version_create
 
 logger = logging.getLogger(__name__)
@@ -56,12 +57,6 @@ def _concurrent_change(exc: IntegrityError) -> ConcurrentChange:
 
 
 # --- validation helpers ------------------------------------------------------------
-
-def _validate_definition(steps: list[dict[str, Any]], variables: list[dict[str, Any]]) -> dict[str, list[str]]:
-    # The engine owns the rules of a runnable definition; the API adds ownership checks.
-    # live_features: the admin switches that are on (workflow.multiModel gates multi-model steps).
-    return validate_definition(steps, variables, features=live_features()) or {}
-
 
 def _add(errors: dict[str, list[str]], path: str, message: str) -> None:
     messages = errors.setdefault(path, [])
@@ -167,21 +162,44 @@ def _structural_errors(steps: list[dict[str, Any]], variables: list[dict[str, An
     return errors
 
 
-def _check_definition(*, owner, steps: list[dict[str, Any]], variables: list[dict[str, Any]]) -> dict[int, Prompt]:
-    """Raise DefinitionInvalid naming every problem; return the prompts the steps link to."""
-    errors: dict[str, list[str]] = {}
-    prompts = _resolve_prompts(owner=owner, steps=steps, errors=errors)
+def _definition_check(*, owner, steps: list[dict[str, Any]],
+                      variables: list[dict[str, Any]]) -> tuple[DefinitionCheck, dict[int, Prompt]]:
+    """Every error and warning of normalised rows; and the prompts the steps link to."""
+    prompt_errors: dict[str, list[str]] = {}
+    prompts = _resolve_prompts(owner=owner, steps=steps, errors=prompt_errors)
     engine_steps = []
     for step in steps:
         pid = _prompt_id(step["prompt"])
         engine_steps.append({**step, "prompt": _prompt_snapshot(prompts[pid]) if pid in prompts else None})
-    for path, messages in _validate_definition(engine_steps, variables).items():
-        for message in messages if isinstance(messages, (list, tuple)) else [messages]:
-            _add(errors, path, str(message))
-    if not errors:
-        errors = _structural_errors(steps, variables)
-    _raise_if_errors(errors)
-    return prompts
+    found = definition_check(steps=engine_steps, variables=variables)
+    check = DefinitionCheck(warnings=found.warnings)
+    for path, messages in [*prompt_errors.items(), *found.errors.items()]:
+        for message in messages:
+            check.add_error(path, message)
+    if check.ok:
+        for path, messages in _structural_errors(steps, variables).items():
+            for message in messages:
+                check.add_error(path, message)
+    return check, prompts
+
+
+def _check_definition(*, owner, steps: list[dict[str, Any]],
+                      variables: list[dict[str, Any]]) -> tuple[dict[int, Prompt], list[dict[str, Any]]]:
+    """Raise DefinitionInvalid naming every problem; return the linked prompts and the warnings."""
+    check, prompts = _definition_check(owner=owner, steps=steps, variables=variables)
+    _raise_if_errors(check.errors)
+    return prompts, check.warnings
+
+
+def workflow_definition_check(*, owner, steps: list[dict[str, Any]], variables: list[dict[str, Any]]) -> DefinitionCheck:
+    """The save-time check of a definition as submitted (``prompt``: an id of ``owner``'s
+    prompts, or null), without saving anything: errors (``{path: [messages]}``, the
+    definition would be refused) and warnings (it would be saved). Pages call this."""
+    return _definition_check(
+        owner=owner,
+        steps=[_normalise_step(s, i) for i, s in enumerate(steps or [], start=1)],
+        variables=[_normalise_variable(v) for v in variables or []],
+    )[0]
 
 
 def _replace_definition(*, workflow: Workflow, steps: list[dict[str, Any]] | None,
@@ -231,7 +249,7 @@ def workflow_create(*, owner, data: dict[str, Any]) -> Workflow:
     errors: dict[str, list[str]] = {}
     _check_positive(data, errors)
     _raise_if_errors(errors, "The workflow is invalid")
-    prompts = _check_definition(owner=owner, steps=steps, variables=variables)
+    prompts, warnings = _check_definition(owner=owner, steps=steps, variables=variables)
     fields = {f: data[f] for f in WORKFLOW_FIELDS if f in data}
     try:
         with transaction.atomic():
@@ -241,6 +259,7 @@ def workflow_create(*, owner, data: dict[str, Any]) -> Workflow:
     except IntegrityError as exc:
         raise _concurrent_change(exc) from exc
     logger.info("workflow.created", extra={"workflow_id": workflow.pk})
+    workflow.definition_warnings = warnings
     return workflow
 
 
@@ -254,13 +273,14 @@ def workflow_update(*, workflow: Workflow, data: dict[str, Any], user=None) -> W
     variables = [_normalise_variable(v) for v in data["variables"]] if "variables" in data else None
     steps = [_normalise_step(s, i) for i, s in enumerate(data["steps"], start=1)] if "steps" in data else None
     prompts: dict[int, Prompt] = {}
+    warnings: list[dict[str, Any]] = []
     if variables is not None or steps is not None:
         current = workflow_definition_snapshot(workflow=workflow)
         check_vars = variables if variables is not None else current["variables"]
         check_steps = steps if steps is not None else [
             {**s, "prompt": (s["prompt"] or {}).get("id")} for s in current["steps"]
         ]
-        prompts = _check_definition(owner=workflow.owner, steps=check_steps, variables=check_vars)
+        prompts, warnings = _check_definition(owner=workflow.owner, steps=check_steps, variables=check_vars)
     fields = {f: data[f] for f in WORKFLOW_FIELDS if f in data}
     try:
         with transaction.atomic():
@@ -274,6 +294,7 @@ def workflow_update(*, workflow: Workflow, data: dict[str, Any], user=None) -> W
     except IntegrityError as exc:
         raise _concurrent_change(exc) from exc
     logger.info("workflow.updated", extra={"workflow_id": workflow.pk, "version": workflow.latest_version_number})
+    workflow.definition_warnings = warnings
     return workflow
 
 
@@ -331,7 +352,7 @@ def workflow_version_restore(*, workflow: Workflow, number: Any, user) -> Workfl
     notes: list[str] = []
     variables = [_normalise_variable(v) for v in definition.get("variables", [])]
     steps = [_restored_step(step, owner=workflow.owner, notes=notes) for step in definition.get("steps", [])]
-    prompts = _check_definition(owner=workflow.owner, steps=steps, variables=variables)
+    prompts, warnings = _check_definition(owner=workflow.owner, steps=steps, variables=variables)
     limits = definition.get("workflow") or {}
     note = f"restored from v{version.number}" + (f" ({'; '.join(notes)})" if notes else "")
     try:
@@ -347,6 +368,7 @@ def workflow_version_restore(*, workflow: Workflow, number: Any, user) -> Workfl
     except IntegrityError as exc:
         raise _concurrent_change(exc) from exc
     logger.info("workflow.version_restored", extra={"workflow_id": workflow.pk, "from_version": version.number})
+    workflow.definition_warnings = warnings
     return workflow
 
 

@@ -73,7 +73,7 @@ def test_preview_with_invalid_input_is_400_naming_variables(api, workflow):
 
 @pytest.mark.django_db
 def test_preview_of_a_failing_step_is_200_with_failed_status(api, create_workflow):
-    created = create_workflow(steps=[{"name": "bad", "type": "TRANSFORM", "config": {"template": "{{ input.nope }}"}}])
+    created = create_workflow(steps=[{"name": "bad", "type": "TRANSFORM", "config": {"template": "{{ input.name.nope }}"}}])
     response = api.post(f"/api/workflows/{created['id']}/preview", {"input": {"name": "Ada"}}, format="json")
     assert response.status_code == 200, response.json()
     body = response.json()
