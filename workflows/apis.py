@@ -30,6 +30,7 @@ from .serializers import (
     WorkflowVersionSerializer,
 )
 from .services import executions as execution_services
+from .services import preview as preview_services
 from .services import workflows as workflow_services
 
 
@@ -225,16 +226,22 @@ class WorkflowPreviewApi(BaseApi):
     @extend_schema(
         operation_id="workflows_preview", tags=["workflows"], parameters=[WORKFLOW_ID],
         request=PreviewInputSerializer, responses={200: PreviewOutputSerializer, **error_responses(400, 404)},
-        description="Run the saved definition in-process; nothing is persisted.",
+        description="Run the saved definition in-process; nothing is persisted (no execution, step or "
+                    "invocation row, no Celery message). See docs/API.md#preview for the options.",
     )
     def post(self, request: Request, id: str) -> Response:
         workflow = selectors.workflow_get(request.user, id)
         data = validated_data(PreviewInputSerializer, request)
-        result = workflow_services.workflow_preview(
+        result = preview_services.workflow_preview(
             workflow=workflow,
+            user=request.user,
             inputs=data.get("input") or {},
             use_sample_data=data.get("use_sample_data", False),
             trigger=dict(data["trigger"]) if data.get("trigger") else None,
+            dry_run_models=data.get("dry_run_models", False),
+            until=data.get("until"),
+            steps_output=data.get("steps_output") or {},
+            from_execution=data.get("from_execution"),
         )
         return Response(result)
 

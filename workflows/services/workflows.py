@@ -5,27 +5,15 @@ one transaction, and snapshotted by ``workflow_version_create`` so runs can pin 
 """
 from __future__ import annotations
 
-import copy
 import logging
-import math
-import time
-from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from promptpilot.common.errors import Conflict, ValidationFailed
-from providers.flags import live_features
-from providers.ratelimit import limited_adapter
-from providers.types import TokenUsage
 
-from ..engine.errors import InputValidationError
-from ..engine.inputs import sample_inputs, validate_inputs
-from ..engine.runner import run_workflow
 from ..engine.templating import validate_template
-from ..engine.types import WorkflowDefinition
-from ..errors import DefinitionInvalid, InputValidationFailed
+from ..errors import DefinitionInvalid
 from ..models import ExecutionStatus, Prompt, Workflow, WorkflowStep, WorkflowVariable, WorkflowVersion
 from ..selectors import workflow_version_get
 from .definition_check import DefinitionCheck, definition_check
@@ -439,125 +427,3 @@ def prompt_delete(*, prompt: Prompt, user=None) -> None:
     pk = prompt.pk
     prompt.delete()
     logger.info("prompt.deleted", extra={"prompt_id": pk})
-
-
-# --- preview -------------------------------------------------------------------------
-
-def _jsonable(value: Any, depth: int = 0, seen: frozenset[int] = frozenset()) -> Any:
-    """A plain-JSON rendition of any value (for outputs that are not plain JSON)."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if depth > 64 or id(value) in seen:
-        return repr(value)[:1000]
-    inner = seen | {id(value)}
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v, depth + 1, inner) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_jsonable(v, depth + 1, inner) for v in value]
-    return repr(value)[:1000]
-
-
-def _is_plain_json(value: Any, depth: int = 0) -> bool:
-    if value is None or isinstance(value, (str, bool, int)):
-        return True
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if depth > 64:
-        return False
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_plain_json(v, depth + 1) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_is_plain_json(v, depth + 1) for v in value)
-    return False
-
-
-def _detached(value: Any, label: str, warnings: list[str]) -> Any:
-    """A deep copy, so the caller can never mutate engine state; a value that cannot be
-    copied comes back as it is, with a warning, never a crash."""
-    try:
-        value = copy.deepcopy(value)
-    except Exception as exc:  # noqa: BLE001  (any object may refuse to be copied)
-        warnings.append(f"{label} could not be copied ({type(exc).__name__}); returned as it is.")
-    try:
-        plain = _is_plain_json(value)
-    except RecursionError:
-        plain = False
-    if not plain:
-        warnings.append(f"{label} is not plain JSON; returned as its closest JSON form.")
-        value = _jsonable(value)
-    return value
-
-
-def _tokens_estimated(run: Any) -> bool:
-    """Counts are estimates unless every model call reported usage itself."""
-    tokens = getattr(run, "tokens", None)
-    if isinstance(tokens, dict) and "estimated" in tokens:
-        return bool(tokens["estimated"])
-    for _step, result, _ms in getattr(run, "steps", []) or []:
-        for output in getattr(result, "model_outputs", None) or []:
-            if not isinstance(output, dict):
-                continue
-            if output.get("estimated") or (output.get("tokens") or {}).get("estimated"):
-                return True
-            if output.get("provider") == "echo":  # echo counts words: an estimate by design
-                return True
-    return False
-
-
-def workflow_preview(*, workflow: Workflow, inputs: dict[str, Any] | None = None, use_sample_data: bool = False,
-                     trigger: dict[str, Any] | None = None,
-                     providers: Callable[[str], Any] | None = None) -> dict[str, Any]:
-    """Run the saved definition in-process and persist nothing (DESIGN §6 shape)."""
-    definition = workflow_definition_snapshot(workflow=workflow)
-    variables = definition["variables"]
-    raw = dict(sample_inputs(variables)) if use_sample_data else {}
-    raw.update(inputs or {})
-    try:
-        validated = validate_inputs(variables, raw)
-    except InputValidationError as exc:
-        errors = dict(exc.errors)
-        raise InputValidationFailed(
-            "The input is invalid: " + "; ".join(f"{k}: {v}" for k, v in errors.items()), {"errors": errors}
-        ) from None
-    trigger_context = {"type": "MANUAL", "payload": None, **(trigger or {})}
-    limits = {
-        "max_output_chars": settings.PROMPTPILOT["TEMPLATE_MAX_OUTPUT_CHARS"],
-        "max_loop_iterations": settings.PROMPTPILOT["TEMPLATE_MAX_LOOP_ITERATIONS"],
-        "features": live_features(),  # admin switches: workflow.multiModel
-    }
-    started = time.monotonic()
-    run = run_workflow(
-        WorkflowDefinition.from_dict(definition), validated,
-        providers=providers or limited_adapter, trigger=trigger_context, limits=limits,  # shared rate limits apply
-    )
-    duration_ms = int((time.monotonic() - started) * 1000)
-
-    warnings: list[str] = [str(w) for w in (run.warnings or [])]
-    steps = []
-    for step, result, step_ms in run.steps:
-        step_warnings = [str(w) for w in (getattr(result, "warnings", None) or [])]
-        label = f'Step "{step.name}"'
-        steps.append(
-            {
-                "name": step.name,
-                "type": step.type,
-                "status": result.status if result is not None else "SKIPPED",
-                "duration_ms": int(step_ms) if step_ms is not None else None,
-                "input": _detached(result.input, f"{label} input", step_warnings) if result else None,
-                "output": _detached(result.output, f"{label} output", step_warnings) if result else None,
-                "error": _detached(result.error, f"{label} error", step_warnings) if result else None,
-                "warnings": step_warnings,
-                "token_estimate": TokenUsage.from_raw(result.tokens if result else None).as_dict(),
-            }
-        )
-    totals = TokenUsage.from_raw(run.tokens).as_dict()
-    return {
-        "status": run.status,
-        "steps": steps,
-        "warnings": warnings,
-        "token_estimate": {**totals, "estimated": _tokens_estimated(run)},
-        "output": _detached(run.output, "Workflow output", warnings),
-        "duration_ms": duration_ms,
-    }

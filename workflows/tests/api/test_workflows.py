@@ -110,7 +110,7 @@ def test_every_definition_change_makes_a_version(api, workflow):
     assert numbers == [1, 2, 3]
     latest = workflow.versions.get(number=3)
     assert latest.definition["workflow"]["timeout_seconds"] == 30
-    assert [v["name"] for v in latest.definition["variables"]] == ["name"]
+    assert [(v["name"], v["default"]) for v in latest.definition["variables"]] == [("name", None), ("times", 3)]
 
 
 # --- rejected writes change nothing -------------------------------------------------------
