@@ -164,14 +164,13 @@ class DefinitionCheckedStepFormSet(BaseInlineFormSet):
     as the API does, so an admin edit cannot save a workflow that cannot run."""
 
     variables_formset: BaseInlineFormSet | None = None  # linked by WorkflowAdmin._create_formsets
+    definition_warnings: list[str] = []  # set by clean(); shown by WorkflowAdmin.save_related
 
     def clean(self) -> None:
         super().clean()
         if any(self.errors) or (self.variables_formset is not None and not self.variables_formset.is_valid()):
             return  # field errors first; they are shown next to their fields
-        from providers.flags import live_features
-
-        from .engine.runner import validate_definition
+        from .services.definition_check import definition_check
 
         steps = [
             {
@@ -193,12 +192,14 @@ class DefinitionCheckedStepFormSet(BaseInlineFormSet):
             ]
         else:
             variables = list(self.instance.variables.values("name", "type", "required", "default", "sample"))
-        errors = validate_definition(steps, variables, features=live_features())
-        if errors:
+        # The same check as the API and the pages: errors refuse the save, warnings are shown after it.
+        check = definition_check(steps=steps, variables=variables)
+        if check.errors:
             raise forms.ValidationError(
-                [f"{_where(path, steps, variables)}: {message}" for path, messages in errors.items()
+                [f"{_where(path, steps, variables)}: {message}" for path, messages in check.errors.items()
                  for message in messages]
             )
+        self.definition_warnings = [warning["message"] for warning in check.warnings]
 
 
 def _prompt_dict(prompt: Prompt | None) -> dict[str, Any] | None:
@@ -321,6 +322,9 @@ class WorkflowAdmin(admin.ModelAdmin):
         version = workflow_version_create(workflow=workflow, user=request.user, note="edited in admin")
         if version.number != before:
             self.message_user(request, f"Saved the definition as version {version.number}.", messages.INFO)
+        for formset in formsets:
+            for warning in getattr(formset, "definition_warnings", []):
+                self.message_user(request, f"Warning: {warning}", messages.WARNING)
 
 
 @admin.register(WorkflowVersion)

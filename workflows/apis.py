@@ -30,6 +30,7 @@ from .serializers import (
     WorkflowVersionSerializer,
 )
 from .services import executions as execution_services
+from .services import preview as preview_services
 from .services import workflows as workflow_services
 
 
@@ -95,6 +96,11 @@ class PromptDetailApi(BaseApi):
 
 # --- workflows -----------------------------------------------------------------------
 
+def _saved(workflow) -> dict:
+    """A written workflow, with the save-time check's warnings (``[]`` when none)."""
+    return {**WorkflowOutputSerializer(workflow).data, "warnings": list(getattr(workflow, "definition_warnings", []))}
+
+
 class WorkflowListCreateApi(BaseApi):
     @extend_schema(operation_id="workflows_list", tags=["workflows"],
                    responses=paginated_serializer(WorkflowOutputSerializer, "PaginatedWorkflowList"))
@@ -109,7 +115,7 @@ class WorkflowListCreateApi(BaseApi):
     def post(self, request: Request) -> Response:
         data = validated_data(WorkflowInputSerializer, request)
         workflow = workflow_services.workflow_create(owner=request.user, data=data)
-        return Response(WorkflowOutputSerializer(workflow).data, status=status.HTTP_201_CREATED)
+        return Response(_saved(workflow), status=status.HTTP_201_CREATED)
 
 
 class WorkflowDetailApi(BaseApi):
@@ -122,7 +128,7 @@ class WorkflowDetailApi(BaseApi):
         workflow = selectors.workflow_get(request.user, id)
         data = validated_data(WorkflowInputSerializer, request, partial=partial)
         workflow = workflow_services.workflow_update(workflow=workflow, data=data, user=request.user)
-        return Response(WorkflowOutputSerializer(workflow).data)
+        return Response(_saved(workflow))
 
     @extend_schema(
         operation_id="workflows_update", tags=["workflows"], parameters=[WORKFLOW_ID], request=WorkflowInputSerializer,
@@ -175,7 +181,7 @@ class WorkflowVersionRestoreApi(BaseApi):
     def post(self, request: Request, id: str, number: str) -> Response:
         workflow = selectors.workflow_get(request.user, id)
         workflow = workflow_services.workflow_version_restore(workflow=workflow, number=number, user=request.user)
-        return Response(WorkflowOutputSerializer(workflow).data)
+        return Response(_saved(workflow))
 
 
 def _execution_location(execution) -> str:
@@ -220,16 +226,22 @@ class WorkflowPreviewApi(BaseApi):
     @extend_schema(
         operation_id="workflows_preview", tags=["workflows"], parameters=[WORKFLOW_ID],
         request=PreviewInputSerializer, responses={200: PreviewOutputSerializer, **error_responses(400, 404)},
-        description="Run the saved definition in-process; nothing is persisted.",
+        description="Run the saved definition in-process; nothing is persisted (no execution, step or "
+                    "invocation row, no Celery message). See docs/API.md#preview for the options.",
     )
     def post(self, request: Request, id: str) -> Response:
         workflow = selectors.workflow_get(request.user, id)
         data = validated_data(PreviewInputSerializer, request)
-        result = workflow_services.workflow_preview(
+        result = preview_services.workflow_preview(
             workflow=workflow,
+            user=request.user,
             inputs=data.get("input") or {},
             use_sample_data=data.get("use_sample_data", False),
             trigger=dict(data["trigger"]) if data.get("trigger") else None,
+            dry_run_models=data.get("dry_run_models", False),
+            until=data.get("until"),
+            steps_output=data.get("steps_output") or {},
+            from_execution=data.get("from_execution"),
         )
         return Response(result)
 

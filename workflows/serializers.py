@@ -251,6 +251,22 @@ class PreviewInputSerializer(serializers.Serializer):
         help_text="Fill inputs from each variable's sample (values in input still win).",
     )
     trigger = TriggerContextSerializer(required=False, help_text="What templates see as trigger.type / trigger.payload.")
+    dry_run_models = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Call no provider: each model call is an estimate from the rendered prompt (steps marked dry_run).",
+    )
+    until = serializers.CharField(
+        required=False, allow_null=True, default=None,
+        help_text="Stop after this step (its name): a prefix or single-step test run.",
+    )
+    steps_output = JSONObjectField(
+        required=False, allow_null=True, default=dict,
+        help_text='{"<step name>": output}: these steps are not run; their output stands in (status PROVIDED).',
+    )
+    from_execution = serializers.UUIDField(
+        required=False, allow_null=True, default=None,
+        help_text="Id of a past run of this workflow: its input is used (values in input still win).",
+    )
 
 
 class TokenCountSerializer(serializers.Serializer):
@@ -266,13 +282,15 @@ class PreviewTokenEstimateSerializer(TokenCountSerializer):
 class PreviewStepSerializer(serializers.Serializer):
     name = serializers.CharField()
     type = serializers.CharField()
-    status = serializers.CharField()
+    status = serializers.CharField(help_text="COMPLETED, FAILED, SKIPPED, or PROVIDED (output from steps_output).")
     duration_ms = serializers.IntegerField(allow_null=True)
     input = serializers.JSONField(allow_null=True)
     output = serializers.JSONField(allow_null=True)
     error = serializers.JSONField(allow_null=True)
     warnings = serializers.ListField(child=serializers.CharField())
-    token_estimate = TokenCountSerializer()
+    token_estimate = PreviewTokenEstimateSerializer()
+    cost_estimate_usd = serializers.FloatField(allow_null=True, help_text="Null when a model used has no price.")
+    dry_run = serializers.BooleanField(help_text="The model call was replaced by an estimate.")
 
 
 class PreviewOutputSerializer(serializers.Serializer):
@@ -282,6 +300,8 @@ class PreviewOutputSerializer(serializers.Serializer):
     steps = PreviewStepSerializer(many=True)
     warnings = serializers.ListField(child=serializers.CharField())
     token_estimate = PreviewTokenEstimateSerializer()
+    cost_estimate_usd = serializers.FloatField(allow_null=True, help_text="Null when a model used has no price.")
+    dry_run = serializers.BooleanField()
     output = serializers.JSONField(allow_null=True)
     duration_ms = serializers.IntegerField()
 

@@ -569,6 +569,21 @@ def evaluate_expression(
     return value
 
 
+def parse(source: str, *, kind: str = "template") -> nodes.Template | None:
+    """The Jinja2 AST of a template or an expression (for static checks), or None when
+    it does not parse (``validate_template`` / ``validate_expression`` say why)."""
+    text = source if kind == "template" else "{{ " + source + " }}"
+    try:
+        return _env.parse(text)
+    except Exception:  # syntax errors, RecursionError on absurd nesting
+        return None
+
+
+def global_names() -> frozenset[str]:
+    """Names every template sees besides its context (``range``, ``namespace``...)."""
+    return frozenset(_env.globals)
+
+
 def validate_template(source: str) -> str | None:
     """A message (with line number) if the template does not compile, else None."""
     try:

@@ -5,29 +5,18 @@ one transaction, and snapshotted by ``workflow_version_create`` so runs can pin 
 """
 from __future__ import annotations
 
-import copy
 import logging
-import math
-import time
-from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from promptpilot.common.errors import Conflict, ValidationFailed
-from providers.flags import live_features
-from providers.ratelimit import limited_adapter
-from providers.types import TokenUsage
 
-from ..engine.errors import InputValidationError
-from ..engine.inputs import sample_inputs, validate_inputs
-from ..engine.runner import run_workflow, validate_definition
 from ..engine.templating import validate_template
-from ..engine.types import WorkflowDefinition
-from ..errors import DefinitionInvalid, InputValidationFailed
+from ..errors import DefinitionInvalid
 from ..models import ExecutionStatus, Prompt, Workflow, WorkflowStep, WorkflowVariable, WorkflowVersion
 from ..selectors import workflow_version_get
+from .definition_check import DefinitionCheck, definition_check
 from .definitions import workflow_definition_snapshot, workflow_version_create
 
 logger = logging.getLogger(__name__)
@@ -56,12 +45,6 @@ def _concurrent_change(exc: IntegrityError) -> ConcurrentChange:
 
 
 # --- validation helpers ------------------------------------------------------------
-
-def _validate_definition(steps: list[dict[str, Any]], variables: list[dict[str, Any]]) -> dict[str, list[str]]:
-    # The engine owns the rules of a runnable definition; the API adds ownership checks.
-    # live_features: the admin switches that are on (workflow.multiModel gates multi-model steps).
-    return validate_definition(steps, variables, features=live_features()) or {}
-
 
 def _add(errors: dict[str, list[str]], path: str, message: str) -> None:
     messages = errors.setdefault(path, [])
@@ -167,21 +150,44 @@ def _structural_errors(steps: list[dict[str, Any]], variables: list[dict[str, An
     return errors
 
 
-def _check_definition(*, owner, steps: list[dict[str, Any]], variables: list[dict[str, Any]]) -> dict[int, Prompt]:
-    """Raise DefinitionInvalid naming every problem; return the prompts the steps link to."""
-    errors: dict[str, list[str]] = {}
-    prompts = _resolve_prompts(owner=owner, steps=steps, errors=errors)
+def _definition_check(*, owner, steps: list[dict[str, Any]],
+                      variables: list[dict[str, Any]]) -> tuple[DefinitionCheck, dict[int, Prompt]]:
+    """Every error and warning of normalised rows; and the prompts the steps link to."""
+    prompt_errors: dict[str, list[str]] = {}
+    prompts = _resolve_prompts(owner=owner, steps=steps, errors=prompt_errors)
     engine_steps = []
     for step in steps:
         pid = _prompt_id(step["prompt"])
         engine_steps.append({**step, "prompt": _prompt_snapshot(prompts[pid]) if pid in prompts else None})
-    for path, messages in _validate_definition(engine_steps, variables).items():
-        for message in messages if isinstance(messages, (list, tuple)) else [messages]:
-            _add(errors, path, str(message))
-    if not errors:
-        errors = _structural_errors(steps, variables)
-    _raise_if_errors(errors)
-    return prompts
+    found = definition_check(steps=engine_steps, variables=variables)
+    check = DefinitionCheck(warnings=found.warnings)
+    for path, messages in [*prompt_errors.items(), *found.errors.items()]:
+        for message in messages:
+            check.add_error(path, message)
+    if check.ok:
+        for path, messages in _structural_errors(steps, variables).items():
+            for message in messages:
+                check.add_error(path, message)
+    return check, prompts
+
+
+def _check_definition(*, owner, steps: list[dict[str, Any]],
+                      variables: list[dict[str, Any]]) -> tuple[dict[int, Prompt], list[dict[str, Any]]]:
+    """Raise DefinitionInvalid naming every problem; return the linked prompts and the warnings."""
+    check, prompts = _definition_check(owner=owner, steps=steps, variables=variables)
+    _raise_if_errors(check.errors)
+    return prompts, check.warnings
+
+
+def workflow_definition_check(*, owner, steps: list[dict[str, Any]], variables: list[dict[str, Any]]) -> DefinitionCheck:
+    """The save-time check of a definition as submitted (``prompt``: an id of ``owner``'s
+    prompts, or null), without saving anything: errors (``{path: [messages]}``, the
+    definition would be refused) and warnings (it would be saved). Pages call this."""
+    return _definition_check(
+        owner=owner,
+        steps=[_normalise_step(s, i) for i, s in enumerate(steps or [], start=1)],
+        variables=[_normalise_variable(v) for v in variables or []],
+    )[0]
 
 
 def _replace_definition(*, workflow: Workflow, steps: list[dict[str, Any]] | None,
@@ -231,7 +237,7 @@ def workflow_create(*, owner, data: dict[str, Any]) -> Workflow:
     errors: dict[str, list[str]] = {}
     _check_positive(data, errors)
     _raise_if_errors(errors, "The workflow is invalid")
-    prompts = _check_definition(owner=owner, steps=steps, variables=variables)
+    prompts, warnings = _check_definition(owner=owner, steps=steps, variables=variables)
     fields = {f: data[f] for f in WORKFLOW_FIELDS if f in data}
     try:
         with transaction.atomic():
@@ -241,6 +247,7 @@ def workflow_create(*, owner, data: dict[str, Any]) -> Workflow:
     except IntegrityError as exc:
         raise _concurrent_change(exc) from exc
     logger.info("workflow.created", extra={"workflow_id": workflow.pk})
+    workflow.definition_warnings = warnings
     return workflow
 
 
@@ -254,13 +261,14 @@ def workflow_update(*, workflow: Workflow, data: dict[str, Any], user=None) -> W
     variables = [_normalise_variable(v) for v in data["variables"]] if "variables" in data else None
     steps = [_normalise_step(s, i) for i, s in enumerate(data["steps"], start=1)] if "steps" in data else None
     prompts: dict[int, Prompt] = {}
+    warnings: list[dict[str, Any]] = []
     if variables is not None or steps is not None:
         current = workflow_definition_snapshot(workflow=workflow)
         check_vars = variables if variables is not None else current["variables"]
         check_steps = steps if steps is not None else [
             {**s, "prompt": (s["prompt"] or {}).get("id")} for s in current["steps"]
         ]
-        prompts = _check_definition(owner=workflow.owner, steps=check_steps, variables=check_vars)
+        prompts, warnings = _check_definition(owner=workflow.owner, steps=check_steps, variables=check_vars)
     fields = {f: data[f] for f in WORKFLOW_FIELDS if f in data}
     try:
         with transaction.atomic():
@@ -274,6 +282,7 @@ def workflow_update(*, workflow: Workflow, data: dict[str, Any], user=None) -> W
     except IntegrityError as exc:
         raise _concurrent_change(exc) from exc
     logger.info("workflow.updated", extra={"workflow_id": workflow.pk, "version": workflow.latest_version_number})
+    workflow.definition_warnings = warnings
     return workflow
 
 
@@ -331,7 +340,7 @@ def workflow_version_restore(*, workflow: Workflow, number: Any, user) -> Workfl
     notes: list[str] = []
     variables = [_normalise_variable(v) for v in definition.get("variables", [])]
     steps = [_restored_step(step, owner=workflow.owner, notes=notes) for step in definition.get("steps", [])]
-    prompts = _check_definition(owner=workflow.owner, steps=steps, variables=variables)
+    prompts, warnings = _check_definition(owner=workflow.owner, steps=steps, variables=variables)
     limits = definition.get("workflow") or {}
     note = f"restored from v{version.number}" + (f" ({'; '.join(notes)})" if notes else "")
     try:
@@ -347,6 +356,7 @@ def workflow_version_restore(*, workflow: Workflow, number: Any, user) -> Workfl
     except IntegrityError as exc:
         raise _concurrent_change(exc) from exc
     logger.info("workflow.version_restored", extra={"workflow_id": workflow.pk, "from_version": version.number})
+    workflow.definition_warnings = warnings
     return workflow
 
 
@@ -417,125 +427,3 @@ def prompt_delete(*, prompt: Prompt, user=None) -> None:
     pk = prompt.pk
     prompt.delete()
     logger.info("prompt.deleted", extra={"prompt_id": pk})
-
-
-# --- preview -------------------------------------------------------------------------
-
-def _jsonable(value: Any, depth: int = 0, seen: frozenset[int] = frozenset()) -> Any:
-    """A plain-JSON rendition of any value (for outputs that are not plain JSON)."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if depth > 64 or id(value) in seen:
-        return repr(value)[:1000]
-    inner = seen | {id(value)}
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v, depth + 1, inner) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_jsonable(v, depth + 1, inner) for v in value]
-    return repr(value)[:1000]
-
-
-def _is_plain_json(value: Any, depth: int = 0) -> bool:
-    if value is None or isinstance(value, (str, bool, int)):
-        return True
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if depth > 64:
-        return False
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_plain_json(v, depth + 1) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_is_plain_json(v, depth + 1) for v in value)
-    return False
-
-
-def _detached(value: Any, label: str, warnings: list[str]) -> Any:
-    """A deep copy, so the caller can never mutate engine state; a value that cannot be
-    copied comes back as it is, with a warning, never a crash."""
-    try:
-        value = copy.deepcopy(value)
-    except Exception as exc:  # noqa: BLE001  (any object may refuse to be copied)
-        warnings.append(f"{label} could not be copied ({type(exc).__name__}); returned as it is.")
-    try:
-        plain = _is_plain_json(value)
-    except RecursionError:
-        plain = False
-    if not plain:
-        warnings.append(f"{label} is not plain JSON; returned as its closest JSON form.")
-        value = _jsonable(value)
-    return value
-
-
-def _tokens_estimated(run: Any) -> bool:
-    """Counts are estimates unless every model call reported usage itself."""
-    tokens = getattr(run, "tokens", None)
-    if isinstance(tokens, dict) and "estimated" in tokens:
-        return bool(tokens["estimated"])
-    for _step, result, _ms in getattr(run, "steps", []) or []:
-        for output in getattr(result, "model_outputs", None) or []:
-            if not isinstance(output, dict):
-                continue
-            if output.get("estimated") or (output.get("tokens") or {}).get("estimated"):
-                return True
-            if output.get("provider") == "echo":  # echo counts words: an estimate by design
-                return True
-    return False
-
-
-def workflow_preview(*, workflow: Workflow, inputs: dict[str, Any] | None = None, use_sample_data: bool = False,
-                     trigger: dict[str, Any] | None = None,
-                     providers: Callable[[str], Any] | None = None) -> dict[str, Any]:
-    """Run the saved definition in-process and persist nothing (DESIGN §6 shape)."""
-    definition = workflow_definition_snapshot(workflow=workflow)
-    variables = definition["variables"]
-    raw = dict(sample_inputs(variables)) if use_sample_data else {}
-    raw.update(inputs or {})
-    try:
-        validated = validate_inputs(variables, raw)
-    except InputValidationError as exc:
-        errors = dict(exc.errors)
-        raise InputValidationFailed(
-            "The input is invalid: " + "; ".join(f"{k}: {v}" for k, v in errors.items()), {"errors": errors}
-        ) from None
-    trigger_context = {"type": "MANUAL", "payload": None, **(trigger or {})}
-    limits = {
-        "max_output_chars": settings.PROMPTPILOT["TEMPLATE_MAX_OUTPUT_CHARS"],
-        "max_loop_iterations": settings.PROMPTPILOT["TEMPLATE_MAX_LOOP_ITERATIONS"],
-        "features": live_features(),  # admin switches: workflow.multiModel
-    }
-    started = time.monotonic()
-    run = run_workflow(
-        WorkflowDefinition.from_dict(definition), validated,
-        providers=providers or limited_adapter, trigger=trigger_context, limits=limits,  # shared rate limits apply
-    )
-    duration_ms = int((time.monotonic() - started) * 1000)
-
-    warnings: list[str] = [str(w) for w in (run.warnings or [])]
-    steps = []
-    for step, result, step_ms in run.steps:
-        step_warnings = [str(w) for w in (getattr(result, "warnings", None) or [])]
-        label = f'Step "{step.name}"'
-        steps.append(
-            {
-                "name": step.name,
-                "type": step.type,
-                "status": result.status if result is not None else "SKIPPED",
-                "duration_ms": int(step_ms) if step_ms is not None else None,
-                "input": _detached(result.input, f"{label} input", step_warnings) if result else None,
-                "output": _detached(result.output, f"{label} output", step_warnings) if result else None,
-                "error": _detached(result.error, f"{label} error", step_warnings) if result else None,
-                "warnings": step_warnings,
-                "token_estimate": TokenUsage.from_raw(result.tokens if result else None).as_dict(),
-            }
-        )
-    totals = TokenUsage.from_raw(run.tokens).as_dict()
-    return {
-        "status": run.status,
-        "steps": steps,
-        "warnings": warnings,
-        "token_estimate": {**totals, "estimated": _tokens_estimated(run)},
-        "output": _detached(run.output, "Workflow output", warnings),
-        "duration_ms": duration_ms,
-    }

@@ -6,9 +6,10 @@ import threading
 import pytest
 
 from workflows.models import WorkflowExecution, WorkflowStepExecution
-from workflows.services.workflows import _detached
+from workflows.services.preview import _detached
 
-STEP_KEYS = {"name", "type", "status", "duration_ms", "input", "output", "error", "warnings", "token_estimate"}
+STEP_KEYS = {"name", "type", "status", "duration_ms", "input", "output", "error", "warnings", "token_estimate",
+             "cost_estimate_usd", "dry_run"}
 
 
 @pytest.mark.django_db
@@ -18,7 +19,8 @@ def test_preview_answers_the_documented_shape(api, workflow, suffix):
     response = api.post(f"/api/workflows/{workflow.pk}/{suffix}", {"input": {"name": "Ada", "times": 2}}, format="json")
     assert response.status_code == 200, response.json()
     body = response.json()
-    assert set(body) == {"status", "steps", "warnings", "token_estimate", "output", "duration_ms"}
+    assert set(body) == {"status", "steps", "warnings", "token_estimate", "cost_estimate_usd", "dry_run", "output",
+                         "duration_ms"}
     assert body["status"] == "COMPLETED"
     assert set(body["token_estimate"]) == {"input", "output", "total", "estimated"}
     assert isinstance(body["duration_ms"], int)
@@ -73,7 +75,7 @@ def test_preview_with_invalid_input_is_400_naming_variables(api, workflow):
 
 @pytest.mark.django_db
 def test_preview_of_a_failing_step_is_200_with_failed_status(api, create_workflow):
-    created = create_workflow(steps=[{"name": "bad", "type": "TRANSFORM", "config": {"template": "{{ input.nope }}"}}])
+    created = create_workflow(steps=[{"name": "bad", "type": "TRANSFORM", "config": {"template": "{{ input.name.nope }}"}}])
     response = api.post(f"/api/workflows/{created['id']}/preview", {"input": {"name": "Ada"}}, format="json")
     assert response.status_code == 200, response.json()
     body = response.json()

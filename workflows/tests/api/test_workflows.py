@@ -102,12 +102,15 @@ def test_no_op_update_makes_no_version(api, workflow, workflow_payload):
 @pytest.mark.django_db
 def test_every_definition_change_makes_a_version(api, workflow):
     api.patch(f"/api/workflows/{workflow.pk}/", {"timeout_seconds": 30}, format="json")
-    api.patch(f"/api/workflows/{workflow.pk}/", {"variables": [{"name": "name", "type": "STRING"}]}, format="json")
+    # (the steps read input.times, so it stays declared: dropping it would be refused)
+    api.patch(f"/api/workflows/{workflow.pk}/", {"variables": [
+        {"name": "name", "type": "STRING"}, {"name": "times", "type": "NUMBER", "required": False, "default": 3},
+    ]}, format="json")
     numbers = list(workflow.versions.order_by("number").values_list("number", flat=True))
     assert numbers == [1, 2, 3]
     latest = workflow.versions.get(number=3)
     assert latest.definition["workflow"]["timeout_seconds"] == 30
-    assert [v["name"] for v in latest.definition["variables"]] == ["name"]
+    assert [(v["name"], v["default"]) for v in latest.definition["variables"]] == [("name", None), ("times", 3)]
 
 
 # --- rejected writes change nothing -------------------------------------------------------

@@ -409,3 +409,36 @@ def test_trigger_filters(admin_client, ops_world, url_query, expect):
 def test_invocation_filters(admin_client, ops_world, url_query, expect):
     response = admin_client.get(f"{changelist(ops_world.invocation)}?{url_query}")
     assert response.status_code == 200 and len(rows(response)) == expect
+
+
+def test_admin_edit_naming_a_missing_variable_is_refused_like_the_api(admin_client, ops_world):
+    workflow = ops_world.workflow
+    url = change(workflow)
+    data = _post_data_from(admin_client.get(url))
+    step_prefix = next(k[: -len("-name")] for k, v in data.items() if k.endswith("-name") and v == "shape")
+    data[f"{step_prefix}-config"] = json.dumps({"template": "Result: {{ input.topci }}"})
+
+    response = admin_client.post(url, data)
+
+    assert response.status_code == 200
+    errors = [str(e) for inline in response.context["inline_admin_formsets"]
+              for e in inline.formset.non_form_errors()]
+    assert any(e.startswith('step "shape" config.template') and "input.topci" in e for e in errors), errors
+    assert workflow.versions.count() == 1
+    assert workflow.steps.get(name="shape").config["template"] == "Result: {{ steps.draft.output }}"
+
+
+def test_admin_edit_with_a_guarded_missing_name_saves_and_shows_the_warning(admin_client, ops_world):
+    workflow = ops_world.workflow
+    url = change(workflow)
+    data = _post_data_from(admin_client.get(url))
+    step_prefix = next(k[: -len("-name")] for k, v in data.items() if k.endswith("-name") and v == "shape")
+    data[f"{step_prefix}-config"] = json.dumps(
+        {"template": "{% if input.tone is defined %}{{ input.tone }}{% endif %}{{ steps.draft.output }}"})
+
+    response = admin_client.post(url, data, follow=True)
+
+    assert response.status_code == 200
+    assert workflow.versions.count() == 2
+    warnings = [text for level, text in messages_of(response) if level == "warning"]
+    assert any('Step "shape"' in w and "input.tone" in w for w in warnings), messages_of(response)

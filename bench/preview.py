@@ -1,0 +1,142 @@
+"""Preview benchmark: the preview API's latency against the engine run it wraps, in one run.
+
+    DATABASE_URL=postgres://.../db python bench/preview.py [--n 300]
+
+A 5-step PROMPT/echo workflow (the same templates as bench/engine.py) is run N times,
+interleaved, three ways:
+
+  (a) floor    ``run_workflow`` (engine functions only) on a definition built once,
+               in this process, with the echo adapter;
+  (b) service  ``workflow_preview``: reads the saved definition, validates the input,
+               runs the steps, copies and prices every value (nothing is persisted);
+  (c) API      ``POST /api/workflows/{id}/preview`` through Django's test client
+               (auth, parsing, serialization, middleware; no network socket).
+
+Reported: p50/p95 of each in ms and the ratios (b)/(a) and (c)/(a). Goal (issue 10):
+preview p50 < 30 ms and overhead <= 2x the direct run. See bench/README.md, "Preview".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ["DJANGO_SETTINGS_MODULE"] = "promptpilot.settings"
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench")
+os.environ.setdefault("PROMPTPILOT_LOG_LEVEL", "WARNING")
+
+import django  # noqa: E402
+
+django.setup()
+
+from bench.raw_chain import MODEL, STEPS, step_name, step_template  # noqa: E402
+
+WORKFLOW_NAME = "bench: 5 echo steps (preview)"
+BENCH_USER = "bench"
+GOAL_P50_MS = 30.0
+GOAL_RATIO = 2.0
+INPUT = {"x": "durable execution of prompt workflows"}
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+
+
+def _workflow():
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from workflows.models import Workflow
+    from workflows.services.workflows import workflow_create
+
+    call_command("migrate", interactive=False, verbosity=0)
+    user, _ = get_user_model().objects.get_or_create(username=BENCH_USER)
+    Workflow.objects.filter(owner=user, name=WORKFLOW_NAME).delete()
+    steps = [
+        {"name": step_name(i), "order": i, "type": "PROMPT", "config": {"template": step_template(i), "model": MODEL}}
+        for i in range(1, STEPS + 1)
+    ]
+    workflow = workflow_create(owner=user, data={
+        "name": WORKFLOW_NAME, "variables": [{"name": "x", "type": "STRING"}], "steps": steps,
+    })
+    return user, workflow
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=300, help="runs per mode (after 20 warm-up runs each)")
+    args = parser.parse_args()
+
+    from django.conf import settings
+    from django.test import Client
+
+    from providers.registry import get_adapter
+    from workflows.engine.runner import run_workflow
+    from workflows.engine.types import WorkflowDefinition
+    from workflows.services.definitions import workflow_definition_snapshot
+    from workflows.services.preview import workflow_preview
+
+    if "testserver" not in settings.ALLOWED_HOSTS and "*" not in settings.ALLOWED_HOSTS:
+        settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
+    user, workflow = _workflow()
+    definition = WorkflowDefinition.from_dict(workflow_definition_snapshot(workflow=workflow))
+    limits = {"max_output_chars": settings.PROMPTPILOT["TEMPLATE_MAX_OUTPUT_CHARS"],
+              "max_loop_iterations": settings.PROMPTPILOT["TEMPLATE_MAX_LOOP_ITERATIONS"], "features": frozenset()}
+    client = Client()
+    client.force_login(user)
+    url = f"/api/workflows/{workflow.pk}/preview"
+    body = json.dumps({"input": INPUT})
+
+    def floor() -> None:
+        run = run_workflow(definition, INPUT, providers=get_adapter, limits=limits)
+        assert run.status == "COMPLETED", run.error
+
+    def service() -> None:
+        result = workflow_preview(workflow=workflow, user=user, inputs=INPUT)
+        assert result["status"] == "COMPLETED", result
+
+    def api() -> None:
+        response = client.post(url, body, content_type="application/json")
+        assert response.status_code == 200 and response.json()["status"] == "COMPLETED", response.content[:300]
+
+    modes = {"floor (engine only)": floor, "preview service": service, "preview API": api}
+    timings: dict[str, list[float]] = {name: [] for name in modes}
+    for _ in range(20):
+        for run in modes.values():
+            run()
+    for _ in range(args.n):
+        for name, run in modes.items():  # interleaved, so noise from other work hits all three alike
+            started = time.perf_counter()
+            run()
+            timings[name].append((time.perf_counter() - started) * 1000)
+
+    print(f"# preview bench {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {platform.processor() or platform.machine()} · "
+          f"{os.cpu_count()} CPUs · Python {platform.python_version()} · n={args.n} per mode")
+    floor_p50 = p50(timings["floor (engine only)"])
+    print(f"{'mode':<22} {'p50 ms':>8} {'p95 ms':>8} {'p50 / floor':>12}")
+    for name, values in timings.items():
+        print(f"{name:<22} {p50(values):8.2f} {p95(values):8.2f} {p50(values) / floor_p50:11.2f}x")
+    api_p50 = p50(timings["preview API"])
+    ratio = api_p50 / floor_p50
+    verdict = "met" if api_p50 < GOAL_P50_MS and ratio <= GOAL_RATIO else "NOT met"
+    print(f"goal (API p50 < {GOAL_P50_MS:g} ms and <= {GOAL_RATIO:g}x the direct run): {verdict} "
+          f"(p50 {api_p50:.2f} ms, {ratio:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
