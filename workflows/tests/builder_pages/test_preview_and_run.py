@@ -17,7 +17,7 @@ def test_the_preview_form_is_built_from_the_variables(page, flow):
     assert 'name="var__ticket"' in body and 'placeholder="Printer on fire"' in body
     assert 'name="var__tone"' in body and 'placeholder="calm"' in body
     assert 'name="use_sample_data"' in body and 'name="dry_run_models"' in body
-    assert 'name="input_json"' in body and 'hx-post="/workflows/%d/preview"' % flow.pk in body
+    assert 'name="input_json"' in body and f'hx-post="/workflows/{flow.pk}/preview"' in body
 
 
 def test_preview_with_sample_data_answers_step_cards_and_saves_nothing(page, flow):
