@@ -22,7 +22,9 @@ urlpatterns = [
     re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/", include("workflows.api_urls")),
     path("triggers/", include("triggers.urls")),
-    path("", RedirectView.as_view(pattern_name="triggers:list", permanent=False)),
+    path("workflows/", include("workflows.urls_builder")),
+    # The product's home: the builder's workflows.
+    path("", RedirectView.as_view(pattern_name="workflows:list", permanent=False)),
 ]
 
 # JSON error bodies under /api/ (unknown paths, malformed requests); Django's pages elsewhere.

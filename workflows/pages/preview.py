@@ -1,0 +1,92 @@
+"""The preview page: ``/workflows/{id}/preview`` (DESIGN §6, §10).
+
+A form built from the workflow's variables (or a raw JSON object), "use sample data"
+and "dry run" switches; the Run button posts to the same URL with htmx, which answers
+with the result partial (per-step cards) without leaving the page. Without JavaScript
+the POST renders the whole page with the result. Nothing is persisted: the page calls
+``workflow_preview``, the service behind ``POST /api/workflows/{id}/preview``.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_http_methods
+
+from promptpilot.common.errors import ApplicationError
+
+from ..errors import InputValidationFailed
+from ..forms import PreviewForm, pretty_json
+from ..services import workflows as workflow_services
+from ..services.definitions import workflow_definition_snapshot
+from .workflows import is_htmx, workflow_or_404
+
+DRY_RUN_UNSUPPORTED = ("Dry run is not available on this server yet: the preview called the models. "
+                       "(The preview service does not take dry_run_models.)")
+
+
+def _preview(workflow, *, options: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Call the preview service with the options it takes; name the ones it does not."""
+    # NOTE: dry_run_models (and later options) reach the service as soon as its
+    # signature takes them; until then the page says the option was not applied.
+    accepted = inspect.signature(workflow_services.workflow_preview).parameters
+    unsupported = [key for key in options if key not in accepted]
+    result = workflow_services.workflow_preview(
+        workflow=workflow, **{k: v for k, v in options.items() if k in accepted})
+    return result, unsupported
+
+
+def _as_json(value: Any) -> str:
+    return "" if value is None else pretty_json(value)
+
+
+def result_view(result: dict[str, Any]) -> dict[str, Any]:
+    """The service's answer, with the JSON parts pretty-printed for the cards."""
+    steps = []
+    for step in result.get("steps") or []:
+        steps.append({
+            **step,
+            "input_json": _as_json(step.get("input")),
+            "output_json": _as_json(step.get("output")),
+            "error_json": _as_json(step.get("error")),
+            "tokens": step.get("token_estimate") or {},
+            "cost": step.get("cost_estimate_usd"),
+            "dry_run": bool((step.get("token_estimate") or {}).get("dry_run") or step.get("dry_run")),
+        })
+    return {**result, "steps": steps, "output_json": _as_json(result.get("output")),
+            "tokens": result.get("token_estimate") or {}, "cost": result.get("cost_estimate_usd")}
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def workflow_preview_page(request: HttpRequest, id: int) -> HttpResponse:
+    workflow = workflow_or_404(request, id)
+    variables = workflow_definition_snapshot(workflow=workflow)["variables"]
+    context: dict[str, Any] = {"workflow": workflow, "variables": variables, "result": None, "notices": []}
+    if request.method == "GET":
+        context["form"] = PreviewForm(initial={"use_sample_data": True, "mode": "form"}, variables=variables)
+        return render(request, "workflows/preview.html", context)
+
+    form = PreviewForm(request.POST, variables=variables)
+    context["form"] = form
+    if form.is_valid():
+        options: dict[str, Any] = {"inputs": form.cleaned_data["inputs"],
+                                   "use_sample_data": form.cleaned_data["use_sample_data"]}
+        if form.cleaned_data["dry_run_models"]:
+            options["dry_run_models"] = True
+        try:
+            result, unsupported = _preview(workflow, options=options)
+        except InputValidationFailed as exc:
+            form.add_error(None, exc.message)
+            form.add_input_errors(exc.extra.get("errors") or {})
+        except ApplicationError as exc:
+            form.add_error(None, exc.message)
+        else:
+            context["result"] = result_view(result)
+            if "dry_run_models" in unsupported:
+                context["notices"].append(DRY_RUN_UNSUPPORTED)
+    template = "workflows/partials/_preview_result.html" if is_htmx(request) else "workflows/preview.html"
+    return render(request, template, context)
