@@ -21,6 +21,8 @@ urlpatterns = [
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
     re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/", include("workflows.api_urls")),
+    path("executions/", include("workflows.urls_executions")),
+    path("prompts/", include("workflows.urls_prompts")),
     path("triggers/", include("triggers.urls")),
     path("workflows/", include("workflows.urls_builder")),
     # The product's home: the builder's workflows.
