@@ -8,7 +8,6 @@ the POST renders the whole page with the result. Nothing is persisted: the page 
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
@@ -20,23 +19,9 @@ from promptpilot.common.errors import ApplicationError
 
 from ..errors import InputValidationFailed
 from ..forms import PreviewForm, pretty_json
-from ..services import workflows as workflow_services
 from ..services.definitions import workflow_definition_snapshot
+from ..services.preview import workflow_preview
 from .workflows import is_htmx, workflow_or_404
-
-DRY_RUN_UNSUPPORTED = ("Dry run is not available on this server yet: the preview called the models. "
-                       "(The preview service does not take dry_run_models.)")
-
-
-def _preview(workflow, *, options: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Call the preview service with the options it takes; name the ones it does not."""
-    # NOTE: dry_run_models (and later options) reach the service as soon as its
-    # signature takes them; until then the page says the option was not applied.
-    accepted = inspect.signature(workflow_services.workflow_preview).parameters
-    unsupported = [key for key in options if key not in accepted]
-    result = workflow_services.workflow_preview(
-        workflow=workflow, **{k: v for k, v in options.items() if k in accepted})
-    return result, unsupported
 
 
 def _as_json(value: Any) -> str:
@@ -73,12 +58,10 @@ def workflow_preview_page(request: HttpRequest, id: int) -> HttpResponse:
     form = PreviewForm(request.POST, variables=variables)
     context["form"] = form
     if form.is_valid():
-        options: dict[str, Any] = {"inputs": form.cleaned_data["inputs"],
-                                   "use_sample_data": form.cleaned_data["use_sample_data"]}
-        if form.cleaned_data["dry_run_models"]:
-            options["dry_run_models"] = True
         try:
-            result, unsupported = _preview(workflow, options=options)
+            result = workflow_preview(workflow=workflow, user=request.user, inputs=form.cleaned_data["inputs"],
+                                      use_sample_data=form.cleaned_data["use_sample_data"],
+                                      dry_run_models=form.cleaned_data["dry_run_models"])
         except InputValidationFailed as exc:
             form.add_error(None, exc.message)
             form.add_input_errors(exc.extra.get("errors") or {})
@@ -86,7 +69,5 @@ def workflow_preview_page(request: HttpRequest, id: int) -> HttpResponse:
             form.add_error(None, exc.message)
         else:
             context["result"] = result_view(result)
-            if "dry_run_models" in unsupported:
-                context["notices"].append(DRY_RUN_UNSUPPORTED)
     template = "workflows/partials/_preview_result.html" if is_htmx(request) else "workflows/preview.html"
     return render(request, template, context)

@@ -50,18 +50,13 @@ def test_invalid_input_names_the_variable(page, flow):
     assert "The input is invalid" in body and "ticket" in body
 
 
-def test_dry_run_is_sent_to_the_service_or_the_page_says_it_was_not_applied(page, flow):
+def test_a_dry_run_calls_no_model_and_marks_the_cards(page, flow):
+    normal = text(page.post(f"/workflows/{flow.pk}/preview", {"mode": "form", "use_sample_data": "on"}, **HTMX))
     body = text(page.post(f"/workflows/{flow.pk}/preview",
                           {"mode": "form", "use_sample_data": "on", "dry_run_models": "on"}, **HTMX))
-    import inspect
-
-    from workflows.services.workflows import workflow_preview
-
-    if "dry_run_models" in inspect.signature(workflow_preview).parameters:
-        assert "Dry run is not available" not in body
-    else:
-        assert "Dry run is not available on this server yet" in body
     assert body.count('data-testid="step-card"') == 2
+    assert '<span class="tag">dry run</span>' in body and '<span class="tag">dry run</span>' not in normal
+    assert "was not called" in body
 
 
 def test_without_htmx_the_preview_renders_the_whole_page(page, flow):
