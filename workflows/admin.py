@@ -249,7 +249,8 @@ class WorkflowAdmin(admin.ModelAdmin):
     list_select_related = ("owner",)
     search_fields = ("name", "description", "owner__username")
     autocomplete_fields = ("owner",)
-    readonly_fields = ("current_version", "versions_link", "executions_link", "created_at", "updated_at")
+    readonly_fields = ("page_links", "current_version", "versions_link", "executions_link", "created_at",
+                       "updated_at")
     inlines = (WorkflowVariableInline, WorkflowStepInline)
     date_hierarchy = "created_at"
 
@@ -270,6 +271,13 @@ class WorkflowAdmin(admin.ModelAdmin):
     @admin.display(description="executions", ordering="execution_count")
     def execution_count(self, obj: Workflow) -> int:
         return obj.execution_count
+
+    @admin.display(description="pages")
+    def page_links(self, obj: Workflow) -> SafeString | str:
+        if not obj.pk:
+            return EMPTY
+        return format_html('<a href="{}">Workflow page</a> · <a href="{}">Preview</a>',
+                           reverse("workflows:detail", args=[obj.pk]), reverse("workflows:preview", args=[obj.pk]))
 
     @admin.display(description="current version")
     def current_version(self, obj: Workflow) -> SafeString | str:
@@ -453,7 +461,7 @@ class StepExecutionInline(StepExecutionDisplay, admin.TabularInline):
 @admin.register(WorkflowExecution)
 class WorkflowExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
-        "id", "workflow", "badge", "trigger_type", "created_at", "duration", "version_number",
+        "id", "workflow", "badge", "trigger_type", "created_at", "duration", "version_number", "page_link",
     )
     list_display_links = ("id",)
     list_filter = ("status", "workflow", "trigger_type", "created_at")
@@ -464,7 +472,7 @@ class WorkflowExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     inlines = (StepExecutionInline,)
     fieldsets = (
         (None, {"fields": (
-            "id", "workflow_link", "version_link", "badge", "trigger_type", "trigger", "started_by",
+            "id", "page_link", "workflow_link", "version_link", "badge", "trigger_type", "trigger", "started_by",
             "retry_of_link", "idempotency_key",
         )}),
         ("Timing", {"fields": ("created_at", "started_at", "completed_at", "duration", "deadline_at", "enqueued_at",
@@ -500,6 +508,10 @@ class WorkflowExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="version", ordering="version__number")
     def version_number(self, obj: WorkflowExecution) -> str:
         return f"v{obj.version.number}"
+
+    @admin.display(description="page")
+    def page_link(self, obj: WorkflowExecution) -> SafeString | str:
+        return format_html('<a href="{}">Execution page</a>', reverse("executions:detail", args=[obj.pk]))
 
     @admin.display(description="workflow")
     def workflow_link(self, obj: WorkflowExecution) -> SafeString | str:

@@ -14,7 +14,7 @@ ALLOWED_HOSTS = env.ALLOWED_HOSTS
 CSRF_TRUSTED_ORIGINS = env.CSRF_TRUSTED_ORIGINS
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "promptpilot.common.admin_site.PromptPilotAdminConfig",  # django.contrib.admin, our sections first
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -100,6 +100,7 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+FORMAT_MODULE_PATH = ["promptpilot.formats"]  # times to the second
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
