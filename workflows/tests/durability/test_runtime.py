@@ -29,6 +29,7 @@ from .helpers import calls_for, wait_finished, wait_for
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 IN_FLIGHT = 100
+SLOW_SECOND_MS = 12000
 
 
 def _tag() -> str:
@@ -105,12 +106,14 @@ def test_worker_killed_with_a_hundred_steps_in_flight_loses_none_and_repeats_no_
     tag = _tag()
     workflow = _numbered_workflow(user, [
         probe_step("first", f"one {tag} {{{{ input.n }}}}"),
-        probe_step("second", f"two {tag} {{{{ input.n }}}}", delay_ms=4000),
+        # Long enough that the hundredth second step starts before the first one ends,
+        # even on the general (slower) statements of a busy CI machine.
+        probe_step("second", f"two {tag} {{{{ input.n }}}}", delay_ms=SLOW_SECOND_MS),
     ])
     doomed = workers("doomed-many")
     seconds = [f"two {tag} {i}" for i in range(IN_FLIGHT)]
     executions = _start_runs(user, workflow, IN_FLIGHT)
-    wait_for(lambda: _in_flight(probe_log, seconds) == IN_FLIGHT, 30, f"{IN_FLIGHT} second steps in flight")
+    wait_for(lambda: _in_flight(probe_log, seconds) == IN_FLIGHT, 60, f"{IN_FLIGHT} second steps in flight")
     doomed.kill()  # SIGKILL: every attempt in flight is lost with the process
 
     workers("rescuer-many")
