@@ -16,8 +16,10 @@ disagree). Without Redis (the embedded default) the same budgets hold per worker
 *process*, with threads waiting on a condition variable.
 
 ``acquire`` waits for a slot, bounded by its ``timeout``; out of time, it raises
-``RateLimited`` (retryable, with ``retry_after``) so the step's retry policy brings the
-attempt back later as a Celery countdown instead of holding a worker. The orchestrator
+``RateLimited`` (retryable, with ``retry_after``, ``details.limited_by: "ProviderLimit"``).
+A step's call waits only briefly (``RATE_LIMIT_HOLD_SECONDS``): the orchestrator then
+defers the attempt as a Celery countdown instead of holding a worker thread, until the
+step has waited ``RATE_LIMIT_MAX_WAIT_SECONDS`` in all (``workflows.engine.retry``). The orchestrator
 resolves adapters through ``limited_adapter``, so no adapter knows about any of this.
 """
 from __future__ import annotations
@@ -351,7 +353,8 @@ def acquire(
         if attempt.acquired:
             break
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        # Out of time, or the window frees a request only after the deadline: give up now.
+        if remaining <= 0 or (attempt.wait_seconds is not None and attempt.wait_seconds > remaining):
             retry_after = attempt.wait_seconds if attempt.wait_seconds is not None else CONCURRENCY_RETRY_AFTER
             raise RateLimited(
                 f"{provider_key}: no free slot in its shared rate limit within {timeout:g} s "
@@ -453,9 +456,10 @@ class LimitedAdapter:
         self.limit = limit if limit is not None else limit_for(provider_key)
 
     def complete(self, request: ModelRequest) -> ModelResponse:
-        # NOTE: the wait is bounded by the step's timeout and by RATE_LIMIT_MAX_WAIT_SECONDS;
-        # past that the attempt gives its worker back and retries as a countdown.
-        with acquire(self.name, self._max_wait(request)) as slot:
+        # NOTE: a thread waits here at most RATE_LIMIT_HOLD_SECONDS; past that RateLimited
+        # ends the attempt and the orchestrator defers the step (a countdown, no thread
+        # held), up to RATE_LIMIT_MAX_WAIT_SECONDS in all: workflows.engine.retry.slot_deferral.
+        with acquire(self.name, self._hold(request)) as slot:
             response = self.adapter.complete(request)
         return self._with_slot_warnings(response, slot)
 
@@ -471,6 +475,9 @@ class LimitedAdapter:
 
     def _max_wait(self, request: ModelRequest) -> float:
         return min(float(request.timeout_seconds), float(_settings("RATE_LIMIT_MAX_WAIT_SECONDS", 30.0)))
+
+    def _hold(self, request: ModelRequest) -> float:
+        return min(self._max_wait(request), float(_settings("RATE_LIMIT_HOLD_SECONDS", 1.0)))
 
     def _with_slot_warnings(self, response: ModelResponse, slot: Slot) -> ModelResponse:
         warnings = list(slot.warnings)

@@ -284,9 +284,12 @@ PROMPTPILOT["PROVIDERS"] = {
 PROMPTPILOT["RATE_LIMIT_REDIS_URL"] = env.REDIS_URL or (
     CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
 )
-# A call waits at most this long (and never past its step's timeout) for a rate-limit
-# slot; then the attempt fails RateLimited and the step's retry policy brings it back.
+# A step waits at most this long in all (and never past its step's timeout) for a
+# rate-limit slot; then the attempt fails RateLimited and the step's retry policy applies.
 PROMPTPILOT["RATE_LIMIT_MAX_WAIT_SECONDS"] = 30.0
+# ...but it holds its worker thread only this long per try: past it the attempt is
+# deferred (PENDING again, sent back as a countdown, not counted as a retry).
+PROMPTPILOT["RATE_LIMIT_HOLD_SECONDS"] = 1.0
 # Workers re-read prices, limits and connections after this many seconds.
 PROMPTPILOT["PROVIDER_CONFIG_CACHE_SECONDS"] = 10.0
 

@@ -324,10 +324,41 @@ def test_a_step_that_cannot_get_a_slot_fails_retryable_and_backs_off_by_countdow
 
 @pytest.mark.django_db
 def test_a_long_wait_for_a_slot_is_reported_in_the_call_warnings(settings):
-    settings.PROMPTPILOT = {**settings.PROMPTPILOT, "RATE_LIMIT_REDIS_URL": ""}
+    settings.PROMPTPILOT = {**settings.PROMPTPILOT, "RATE_LIMIT_REDIS_URL": "", "RATE_LIMIT_HOLD_SECONDS": 5}
     ProviderLimit.objects.create(provider="rl-test", max_concurrency=1)
     backend = ratelimit.get_backend()
     assert backend.try_acquire("rl-test", Limit(max_concurrency=1), "busy", 60).acquired
     threading.Timer(1.1, backend.release, args=("rl-test", "busy")).start()
     response = limited_adapter("rl-test", resolve=lambda name: RecordingAdapter()).complete(_request())
     assert any("Waited 1." in warning and "rate limit of rl-test" in warning for warning in response.warnings)
+
+
+@pytest.mark.django_db
+def test_a_call_holds_its_thread_only_for_the_hold_time_not_the_whole_wait(settings):
+    settings.PROMPTPILOT = {**settings.PROMPTPILOT, "RATE_LIMIT_REDIS_URL": "",
+                            "RATE_LIMIT_HOLD_SECONDS": 0.2, "RATE_LIMIT_MAX_WAIT_SECONDS": 30}
+    ProviderLimit.objects.create(provider="rl-test", max_concurrency=1)
+    backend = ratelimit.get_backend()
+    assert backend.try_acquire("rl-test", Limit(max_concurrency=1), "busy", 60).acquired
+    try:
+        started = time.monotonic()
+        with pytest.raises(RateLimited) as raised:
+            limited_adapter("rl-test", resolve=lambda name: RecordingAdapter()).complete(_request())
+        held = time.monotonic() - started
+    finally:
+        backend.release("rl-test", "busy")
+    # Well under the 30 s budget: the orchestrator defers the attempt instead (test_slot_deferral.py).
+    assert held < 5, held
+    assert raised.value.details["limited_by"] == "ProviderLimit" and raised.value.retry_after > 0
+
+
+def test_a_full_window_gives_up_at_once_when_it_frees_only_after_the_deadline(backend):
+    limit = Limit(requests_per_minute=1)
+    with ratelimit.acquire("rl-window", 5, limit=limit, backend=backend):
+        pass
+    started = time.monotonic()
+    with pytest.raises(RateLimited) as raised:
+        with ratelimit.acquire("rl-window", 5, limit=limit, backend=backend):
+            pass
+    assert time.monotonic() - started < 1  # no pointless 5 s wait: the window frees in ~60 s
+    assert raised.value.retry_after > 50

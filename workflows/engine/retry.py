@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from .types import FAILED, StepResult
@@ -127,3 +129,61 @@ def retry_delay(
     if result.retry_after is not None and result.retry_after > 0:
         delay = max(delay, min(float(result.retry_after), ceiling))
     return max(0.0, min(delay, float(max_backoff)))
+
+
+# --- waiting for a shared rate-limit slot (ProviderLimit) ----------------------------------
+# A step whose call found no free slot within RATE_LIMIT_HOLD_SECONDS is *deferred*: its
+# attempt ends, and the step is sent again after a countdown, without counting as a retry,
+# so hundreds of steps queued behind one provider's budget hold no worker thread. The wait
+# in all is bounded (``max_wait``); past it the RateLimited failure meets the retry policy.
+SLOT_DEFERRAL_MAX_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class SlotDeferral:
+    delay: float  # seconds until the step's next try
+    waiting_since: datetime
+    deferrals: int  # tries deferred so far, this one included
+
+    def error(self, error: dict[str, Any]) -> dict[str, Any]:
+        """The step's ``error`` while it waits: the RateLimited failure and how long it has waited."""
+        details = {**(error.get("details") or {}), "waiting_since": self.waiting_since.isoformat(),
+                   "deferrals": self.deferrals}
+        return {**error, "details": details}
+
+
+def slot_deferral(
+    result: StepResult,
+    previous_error: dict[str, Any] | None,
+    *,
+    now: datetime,
+    max_wait: float,
+    rng: Callable[[], float] = random.random,
+) -> SlotDeferral | None:
+    """How to defer an attempt that found its provider's shared budget full, or None when
+    ``result`` is anything else or the step has already waited ``max_wait`` seconds.
+
+    ``previous_error`` is the step's error before this attempt: a deferred step carries
+    its ``waiting_since`` there. The delay grows from the budget's ``retry_after``
+    (doubling per deferral, at most 10 s, jittered) so waiters do not knock in step."""
+    if not _is_slot_wait(result.error) or result.status != FAILED:
+        return None
+    waiting_since, deferrals = now, 0
+    if _is_slot_wait(previous_error):
+        details = previous_error.get("details") or {}
+        if details.get("waiting_since"):
+            waiting_since = datetime.fromisoformat(details["waiting_since"])
+            deferrals = int(details.get("deferrals", 0))
+    waited = (now - waiting_since).total_seconds()
+    if waited >= max_wait:
+        return None
+    base = max(float(result.retry_after or 0.0), 0.1)
+    delay = min(SLOT_DEFERRAL_MAX_SECONDS, base * 2 ** min(deferrals, 8))
+    delay = delay * (0.5 + rng() / 2)
+    delay = max(min(delay, max_wait - waited), 0.05)
+    return SlotDeferral(delay=delay, waiting_since=waiting_since, deferrals=deferrals + 1)
+
+
+def _is_slot_wait(error: dict[str, Any] | None) -> bool:
+    return bool(error) and error.get("type") == "RateLimited" and (
+        (error.get("details") or {}).get("limited_by") == "ProviderLimit")

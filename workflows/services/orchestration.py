@@ -91,7 +91,7 @@ def step_attempt_run(*, step_execution_id: uuid.UUID | str, attempt: int, run_ne
     ``run_next(step_execution_id, attempt)`` runs an attempt as a task of its own in this
     process (the Celery task applies itself: workflows/tasks.py); without it, attempts run
     by a nested call of this function (tests, in-process callers). Returns what happened
-    to this attempt ("checkpointed", "retry-scheduled", "not-claimed", "rejected") for logs
+    to this attempt ("checkpointed", "retry-scheduled", "deferred", "not-claimed", "rejected") for logs
     and tests; a duplicate or late delivery is a no-op.
     """
     with continuation(_conf("INLINE_STEP_BUDGET_SECONDS")) as holder:

@@ -36,7 +36,7 @@ from providers import pricing
 from providers.types import TokenUsage
 
 from ...engine import runner
-from ...engine.retry import normalize_retry_config, retry_delay
+from ...engine.retry import SlotDeferral, normalize_retry_config, retry_delay, slot_deferral
 from ...engine.types import RunContext, StepDefinition, StepResult, WorkflowDefinition
 from ...errors import ExecutionFinished
 from ...models import (
@@ -304,9 +304,15 @@ def _checkpoint(step_execution_id, attempt: int, step: StepDefinition, definitio
             step_execution.save(update_fields=["status", "completed_at", "lease_expires_at"])
             return "rejected"
 
+        waiting_for_slot = step_execution.error  # a deferred step's wait so far (slot_deferral)
         _record_attempt(step_execution, result)
         _add_tokens(execution, result)  # every attempt's model calls count, retried ones too
         if result.status == runner.FAILED:
+            deferral = slot_deferral(result, waiting_for_slot, now=now, max_wait=_conf("RATE_LIMIT_MAX_WAIT_SECONDS"))
+            if deferral is not None:
+                _defer_for_slot(step_execution, deferral, now)
+                execution.save(update_fields=["aggregate_tokens", "warnings"])
+                return "deferred"
             delay = retry_delay(step_execution.retry_config, retry_count=step_execution.retry_count,
                                 result=result, max_backoff=_conf("MAX_BACKOFF_SECONDS"))
             if delay is not None:
@@ -360,6 +366,25 @@ def _schedule_retry(step_execution: WorkflowStepExecution, result: StepResult, d
     step_execution.available_at = now + timedelta(seconds=delay)
     step_execution.save()
     enqueue_step(step_execution.id, step_execution.attempt, countdown=delay)
+
+
+def _defer_for_slot(step_execution: WorkflowStepExecution, deferral: SlotDeferral, now) -> None:
+    """Back to PENDING with a new attempt number (a message's fencing token) but the same
+    ``retry_count``: waiting for a shared rate-limit slot is not a failure of the step."""
+    step_execution.error = deferral.error(step_execution.error or {})
+    provider = (step_execution.error.get("details") or {}).get("provider", "its provider")
+    note = f"Waiting for a slot in the shared rate limit of {provider}"
+    step_execution.warnings = [
+        *(w for w in step_execution.warnings if not w.startswith(note)),
+        f"{note} since {deferral.waiting_since:%H:%M:%S} ({deferral.deferrals} tries deferred, "
+        "no worker held meanwhile).",
+    ]
+    step_execution.status = StepExecutionStatus.PENDING
+    step_execution.attempt += 1
+    step_execution.lease_expires_at = None
+    step_execution.available_at = now + timedelta(seconds=deferral.delay)
+    step_execution.save()
+    enqueue_step(step_execution.id, step_execution.attempt, countdown=deferral.delay)
 
 
 def _record_skipped(execution: WorkflowExecution, step: StepDefinition, now) -> None:

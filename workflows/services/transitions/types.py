@@ -24,8 +24,8 @@ class Claimed:
 
 @dataclass
 class Checkpointed:
-    """A checkpoint's outcome: ``outcome`` is "checkpointed", "retry-scheduled" or
-    "rejected" (fenced off or cancelled); ``next_claimed`` the next step, already claimed
+    """A checkpoint's outcome: ``outcome`` is "checkpointed", "retry-scheduled",
+    "deferred" (waiting for a shared rate-limit slot) or "rejected" (fenced off or cancelled); ``next_claimed`` the next step, already claimed
     for the same task (RUNNING under its lease), when it asked for one and may have it."""
 
     outcome: str

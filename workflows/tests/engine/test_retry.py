@@ -1,11 +1,18 @@
 """workflows/engine/retry.py: which failures retry, and how long the engine waits."""
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from workflows.engine.retry import DEFAULT_RETRY_CONFIG, normalize_retry_config, retry_delay, validate_retry_config
+from workflows.engine.retry import (
+    DEFAULT_RETRY_CONFIG,
+    normalize_retry_config,
+    retry_delay,
+    slot_deferral,
+    validate_retry_config,
+)
 from workflows.engine.types import COMPLETED, FAILED, StepResult
 
 
@@ -99,3 +106,51 @@ def test_transient_errors_are_not_retried_when_only_invalid_output_is_listed() -
 
 def test_completed_results_never_retry() -> None:
     assert delay(NO_JITTER, result=StepResult(status=COMPLETED)) is None
+
+
+# --- deferral while a shared rate-limit slot is busy (ProviderLimit) ---------------------
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+
+def slot_busy(retry_after: float = 1.0) -> StepResult:
+    return StepResult(status=FAILED, retryable=True, retry_after=retry_after, error={
+        "type": "RateLimited", "message": "no free slot",
+        "details": {"provider": "openai", "limited_by": "ProviderLimit"}})
+
+
+def test_a_full_shared_budget_defers_the_attempt_and_starts_the_wait_clock() -> None:
+    deferral = slot_deferral(slot_busy(), None, now=NOW, max_wait=30, rng=lambda: 1.0)
+    assert deferral is not None
+    assert (deferral.waiting_since, deferral.deferrals, deferral.delay) == (NOW, 1, 1.0)
+    error = deferral.error(slot_busy().error)
+    assert error["details"] == {"provider": "openai", "limited_by": "ProviderLimit",
+                                "waiting_since": NOW.isoformat(), "deferrals": 1}
+
+
+def test_later_deferrals_keep_the_wait_clock_and_back_off_up_to_ten_seconds() -> None:
+    first = slot_deferral(slot_busy(), None, now=NOW, max_wait=300, rng=lambda: 1.0)
+    previous = first.error(slot_busy().error)
+    delays = []
+    for n in range(1, 8):
+        later = slot_deferral(slot_busy(), previous, now=NOW + timedelta(seconds=n), max_wait=300, rng=lambda: 1.0)
+        assert later.waiting_since == NOW and later.deferrals == n + 1
+        delays.append(later.delay)
+        previous = later.error(slot_busy().error)
+    assert delays == [2.0, 4.0, 8.0, 10.0, 10.0, 10.0, 10.0]
+
+
+def test_the_wait_in_all_is_bounded_then_the_retry_policy_decides() -> None:
+    waited = slot_deferral(slot_busy(), None, now=NOW, max_wait=30).error(slot_busy().error)
+    assert slot_deferral(slot_busy(), waited, now=NOW + timedelta(seconds=31), max_wait=30) is None
+    # The last deferral never overshoots the budget.
+    last = slot_deferral(slot_busy(retry_after=20), waited, now=NOW + timedelta(seconds=25), max_wait=30, rng=lambda: 1.0)
+    assert last.delay == pytest.approx(5.0)
+
+
+def test_only_the_shared_budget_defers_not_a_providers_own_429_or_other_failures() -> None:
+    providers_429 = StepResult(status=FAILED, retryable=True, retry_after=3, error={
+        "type": "RateLimited", "message": "Rate limit reached", "details": {"status_code": 429}})
+    assert slot_deferral(providers_429, None, now=NOW, max_wait=30) is None
+    assert slot_deferral(failure("ProviderTimeout"), None, now=NOW, max_wait=30) is None
+    assert slot_deferral(StepResult(status=COMPLETED, output="ok"), None, now=NOW, max_wait=30) is None
