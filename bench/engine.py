@@ -23,7 +23,6 @@ import cProfile
 import io
 import json
 import os
-import platform
 import pstats
 import signal
 import statistics
@@ -34,7 +33,6 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,14 +47,21 @@ GOAL_RATIO = 0.8
 GOAL_STEP_OVERHEAD_MS = 4.0
 
 
-def _configure_env() -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "promptpilot.settings"
-    os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
-    os.environ.setdefault("CELERY_BROKER_URL", DEFAULT_BROKER_URL)
-    os.environ.setdefault("PROMPTPILOT_LOG_LEVEL", "WARNING")
+from bench.common import (  # noqa: E402
+    ChildProcess,
+    child_env,
+    configure_env,
+    ensure_broker,
+    ensure_database,
+    flush_broker,
+    machine,
+    p50,
+    p95,
+    wait_until,
+)
+from bench.common import claim_database as claim_bench_database  # noqa: E402
 
-
-_configure_env()
+configure_env(database_url=DEFAULT_DATABASE_URL, broker_url=DEFAULT_BROKER_URL)
 
 import django  # noqa: E402
 
@@ -69,135 +74,22 @@ from bench.raw_chain import RAW_TABLE, STEPS, compute_step, raw_chain, step_name
 # --------------------------------------------------------------------------- helpers
 
 
-def p50(values):
-    return statistics.median(values) if values else float("nan")
-
-
-def p95(values):
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-
-
-def machine() -> dict[str, str]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        pg = cursor.fetchone()[0]
-        cursor.execute("SHOW synchronous_commit")
-        sync = cursor.fetchone()[0]
-    import celery
-    import redis
-
-    redis_version = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).info("server").get("redis_version", "?")
-    try:  # read-only git: which code was measured
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "workflows", "promptpilot", "providers"],
-                               cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-        code = f"{head or '?'}" + (" + uncommitted changes in workflows/promptpilot/providers" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        code = "unknown"
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "code": code,
-        "cpus": str(os.cpu_count()),
-        "cpu": model,
-        "python": platform.python_version(),
-        "postgres": f"{pg} (synchronous_commit={sync})",
-        "redis": redis_version,
-        "celery": celery.__version__,
-    }
-
-
-def wait_until(predicate, *, timeout: float, interval: float, what: str, worker=None):
-    """Poll ``predicate`` until it returns a truthy value; bounded by ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if worker is not None:
-            worker.check_alive()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not done within {timeout:.0f} s")
-        time.sleep(interval)
-
-
-# --------------------------------------------------------------------------- setup
-
-
-def ensure_database() -> None:
-    from django.core.management import call_command
-    from django.db.migrations.executor import MigrationExecutor
-
-    try:
-        connection.ensure_connection()
-    except Exception as exc:
-        raise SystemExit(
-            f"Cannot reach the database ({exc}).\nCreate it with: createdb -h 127.0.0.1 -U postgres bench"
-        ) from None
-    if connection.vendor != "postgresql":
-        raise SystemExit(f"The benchmark needs PostgreSQL; DATABASE_URL gives {connection.vendor}.")
-    executor = MigrationExecutor(connection)
-    if executor.migration_plan(executor.loader.graph.leaf_nodes()):
-        print("Migrating the benchmark database...", flush=True)
-        call_command("migrate", interactive=False, verbosity=0)
+def prepare_database() -> None:
+    """The bench database (bench/common.py), with the raw chain's table emptied."""
     from bench.raw_chain import CREATE_TABLE_SQL
 
+    ensure_database()
     with connection.cursor() as cursor:
         cursor.execute(CREATE_TABLE_SQL)
         cursor.execute(f"TRUNCATE {RAW_TABLE}")
 
 
-def ensure_broker() -> None:
-    import redis
-
-    url = os.environ["CELERY_BROKER_URL"]
-    if not url.startswith("redis://"):
-        raise SystemExit(f"The benchmark needs a Redis broker; CELERY_BROKER_URL is {url!r}.")
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=2)
-        client.ping()
-    except Exception as exc:
-        raise SystemExit(f"Cannot reach Redis at {url} ({exc}).") from None
-    owner = client.get(OWNER_KEY)
-    if owner is not None:
-        raise SystemExit(
-            f"Another bench/engine.py ({owner.decode(errors='replace')}) is using the broker {url}: two runs on one "
-            f"broker database would take each other's messages. Wait for it, or delete the key {OWNER_KEY!r} "
-            "if that run is gone (it expires by itself)."
-        )
-    client.flushdb()  # our own database number only: stale messages of an interrupted run go
-    client.set(OWNER_KEY, f"pid {os.getpid()} since {datetime.now(UTC):%H:%M:%S} UTC", ex=OWNER_TTL_SECONDS)
+def claim_database() -> None:
+    claim_bench_database(ADVISORY_LOCK, "bench/engine.py")
 
 
 OWNER_KEY = "promptpilot-bench:owner"
 OWNER_TTL_SECONDS = 900  # longer than any run; a run killed with SIGKILL frees the broker after that
-_db_guard = None
-
-
-def claim_database() -> None:
-    """One benchmark at a time per database: a session advisory lock on a connection of its own."""
-    global _db_guard
-    import psycopg
-
-    settings = connection.settings_dict
-    _db_guard = psycopg.connect(psycopg.conninfo.make_conninfo(
-        dbname=settings["NAME"], user=settings["USER"], password=settings.get("PASSWORD") or None,
-        host=settings.get("HOST") or None, port=settings.get("PORT") or None), autocommit=True)
-    if not _db_guard.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_LOCK]).fetchone()[0]:
-        raise SystemExit(f"Another bench/engine.py is running on the database {settings['NAME']}; wait for it.")
-
-
 ADVISORY_LOCK = 0x70705F62656E6368  # "pp_bench"
 
 
@@ -292,53 +184,21 @@ def _seed_history(workflow, user) -> None:
 # --------------------------------------------------------------------------- worker
 
 
-class Worker:
+class Worker(ChildProcess):
     """Our own Celery worker, started as the contract command starts it (the shipped pool
     and concurrency) unless ``pool_args`` say otherwise, in its own process group."""
 
+    label = "worker"
+
     def __init__(self, pool_args: list[str], log_dir: Path) -> None:
-        self.log_path = log_dir / "worker.log"
-        self._log = self.log_path.open("ab")
-        env = dict(os.environ)
-        includes = "bench.raw_chain"
         argv = [
             sys.executable, "-m", "celery", "-A", "promptpilot", "worker",
-            "-I", includes,
+            "-I", "bench.raw_chain",
             "-n", f"bench-{os.getpid()}@%h",
             *pool_args, "-l", "warning",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]
-        self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"The worker exited with {self.proc.returncode}:\n{self.tail()}")
-
-    def tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def _signal(self, sig: int) -> None:
-        try:
-            os.killpg(self.proc.pid, sig)  # the group of the process we started, by its id
-        except ProcessLookupError:
-            pass
-
-    def stop(self, grace: float = 10) -> None:
-        if self.proc.poll() is None:
-            self._signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        else:
-            self._signal(signal.SIGKILL)  # children left behind, if any
-        self._log.close()
+        super().__init__(argv, log_dir / "worker.log", child_env())
 
 
 @contextmanager
@@ -507,7 +367,7 @@ def raw_batch(n: int, worker: Worker, label: str = "tp"):
     for i in range(n):
         raw_chain(batch, f"{batch}-{i}", f"item {i}").apply_async()
     wait_until(lambda: _raw_done(batch) >= n, timeout=max(60, n * 0.5), interval=0.05,
-               what=f"raw chain batch of {n}", worker=worker)
+               what=f"raw chain batch of {n}", check=worker.check_alive)
     rows = _raw_rows("batch = %s", [batch])
     last = max(done_at for _, _, _, done_at in rows)
     finals = {run_id: output for run_id, step, output, _ in rows if step == STEPS}
@@ -524,7 +384,7 @@ def raw_single(worker: Worker, i: int, into: dict) -> None:
     raw_chain("idle", run_id, f"item {i}").apply_async()
     rows = wait_until(
         lambda: (r := _raw_rows("run_id = %s", [run_id])) and len(r) >= STEPS and r,
-        timeout=30, interval=0.005, what="raw chain idle run", worker=worker,
+        timeout=30, interval=0.005, what="raw chain idle run", check=worker.check_alive,
     )
     done = sorted((step, done_at) for _, step, _, done_at in rows)
     into.setdefault("latencies", []).append((done[-1][1] - started) * 1000)
@@ -549,7 +409,7 @@ def pp_batch(n: int, workflow, user, worker: Worker):
     unfinished = [ExecutionStatus.PENDING, ExecutionStatus.RUNNING]
     wait_until(
         lambda: not WorkflowExecution.objects.filter(pk__in=ids, status__in=unfinished).exists(),
-        timeout=max(60, n * 1.0), interval=0.05, what=f"PromptPilot batch of {n}", worker=worker,
+        timeout=max(60, n * 1.0), interval=0.05, what=f"PromptPilot batch of {n}", check=worker.check_alive,
     )
     rows = list(WorkflowExecution.objects.filter(pk__in=ids).values("id", "status", "completed_at", "output"))
     statuses = Counter(row["status"] for row in rows)
@@ -576,7 +436,7 @@ def pp_single(workflow, user, worker: Worker, i: int, into: dict) -> None:
             found = cursor.fetchone()
         return dict(zip(("status", "created_at", "completed_at"), found, strict=True)) if found else None
 
-    row = wait_until(poll, timeout=30, interval=0.005, what="PromptPilot idle run", worker=worker)
+    row = wait_until(poll, timeout=30, interval=0.005, what="PromptPilot idle run", check=worker.check_alive)
     if row["status"] != ExecutionStatus.COMPLETED:
         raise AssertionError(f"PromptPilot idle run ended {row['status']}")
     add = lambda key, value: into.setdefault(key, []).append(value)  # noqa: E731
@@ -872,18 +732,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _terminate)  # also when started in the background, where SIGINT is ignored
 
-    ensure_database()
+    prepare_database()
     claim_database()
-    ensure_broker()
+    ensure_broker(owner_key=OWNER_KEY, owner_ttl=OWNER_TTL_SECONDS, script="bench/engine.py")
     try:
         return _run(args)
     finally:
-        try:
-            import redis
-
-            redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).flushdb()  # our messages and owner key
-        except Exception:
-            pass
+        flush_broker()
 
 
 def _pool_args(args) -> list[str]:
@@ -895,7 +750,7 @@ def _run(args) -> int:
     info = machine()
     print("PromptPilot engine benchmark")
     for key, value in info.items():
-        print(f"  {key:9} {value}")
+        print(f"  {key:16} {value}")
     print(f"  database  {connection.settings_dict['NAME']} @ {connection.settings_dict.get('HOST') or 'local'}")
     print(f"  broker    {os.environ['CELERY_BROKER_URL']}")
     print(f"  workload  {STEPS} PROMPT steps, echo provider; N={args.n}, idle runs={args.idle}, "

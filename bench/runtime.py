@@ -28,7 +28,6 @@ import http.client
 import json
 import logging
 import os
-import platform
 import re
 import select
 import signal
@@ -40,12 +39,13 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench import common  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench_runtime"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/12"
@@ -346,138 +346,21 @@ def own_cpu_seconds() -> float:
 
 
 def configure_env() -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "promptpilot.settings"
-    os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
-    os.environ.setdefault("CELERY_BROKER_URL", DEFAULT_BROKER_URL)
-    os.environ.setdefault("PROMPTPILOT_LOG_LEVEL", "WARNING")
-    os.environ["PGAPPNAME"] = APP_NAME  # libpq: marks this script's connections (not passed to the worker)
-
-
-def conninfo(dbname: str | None = None) -> str:
-    import psycopg
-    from django.db import connection
-
-    s = connection.settings_dict
-    return psycopg.conninfo.make_conninfo(
-        dbname=dbname or s["NAME"], user=s["USER"] or None, password=s.get("PASSWORD") or None,
-        host=s.get("HOST") or None, port=str(s.get("PORT") or "") or None, application_name=APP_NAME)
-
-
-def ensure_database() -> None:
-    import psycopg
-    from django.core.management import call_command
-    from django.db import connection
-    from django.db.migrations.executor import MigrationExecutor
-
-    if connection.vendor != "postgresql":
-        raise SystemExit(f"The benchmark needs PostgreSQL; DATABASE_URL gives {connection.vendor}.")
-    name = connection.settings_dict["NAME"]
-    if name in ("test", "postgres", "template0", "template1") or name.startswith("test_"):
-        raise SystemExit(f"Refusing to use the database {name!r}: give the benchmark a database of its own.")
-    try:
-        with psycopg.connect(conninfo(), connect_timeout=5):
-            pass
-    except psycopg.OperationalError as exc:
-        if "does not exist" not in str(exc):
-            raise SystemExit(f"Cannot reach the database ({exc}).") from None
-        print(f"Creating the database {name}...", flush=True)
-        with psycopg.connect(conninfo("postgres"), autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-    executor = MigrationExecutor(connection)
-    if executor.migration_plan(executor.loader.graph.leaf_nodes()):
-        print("Migrating the benchmark database...", flush=True)
-        call_command("migrate", interactive=False, verbosity=0)
-
-
-_db_guard = None
+    common.configure_env(database_url=DEFAULT_DATABASE_URL, broker_url=DEFAULT_BROKER_URL, app_name=APP_NAME)
 
 
 def claim_database() -> None:
-    """One benchmark at a time per database: a session advisory lock on a connection of its own."""
-    global _db_guard
-    import psycopg
-
-    _db_guard = psycopg.connect(conninfo(), autocommit=True)
-    if not _db_guard.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_LOCK]).fetchone()[0]:
-        raise SystemExit("Another bench/runtime.py is running on this database; wait for it.")
-
-
-def redis_client():
-    import redis
-
-    return redis.Redis.from_url(os.environ["CELERY_BROKER_URL"], socket_connect_timeout=2)
+    common.claim_database(ADVISORY_LOCK, "bench/runtime.py")
 
 
 def ensure_broker() -> None:
-    url = os.environ["CELERY_BROKER_URL"]
-    if not url.startswith("redis://"):
-        raise SystemExit(f"The benchmark needs a Redis broker; CELERY_BROKER_URL is {url!r}.")
-    if re.search(r"/(13|14|15)$", url):
-        raise SystemExit(f"Refusing Redis database {url}: the suites and bench/engine.py use 13-15.")
-    try:
-        client = redis_client()
-        client.ping()
-    except Exception as exc:
-        raise SystemExit(f"Cannot reach Redis at {url} ({exc}).") from None
-    owner = client.get(OWNER_KEY)
-    if owner is not None:
-        raise SystemExit(
-            f"Another bench/runtime.py ({owner.decode(errors='replace')}) is using the broker {url}. Wait for it, "
-            f"or delete the key {OWNER_KEY!r} if that run is gone (it expires by itself)."
-        )
-    client.flushdb()  # our own database number only
-    client.set(OWNER_KEY, f"pid {os.getpid()} since {datetime.now(UTC):%H:%M:%S} UTC", ex=OWNER_TTL_SECONDS)
-
-
-def flush_broker() -> None:
-    """Our messages and owner key go (this Redis database only)."""
-    with contextlib.suppress(Exception):
-        redis_client().flushdb()
-
-
-def git_code() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "workflows", "promptpilot", "providers"],
-                               cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-        return f"{head or '?'}" + (" + uncommitted changes in workflows/promptpilot/providers" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    common.ensure_broker(owner_key=OWNER_KEY, owner_ttl=OWNER_TTL_SECONDS, script="bench/runtime.py")
 
 
 def machine() -> dict[str, str]:
-    import celery
     import openai
-    from django.db import connection
 
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    memory = "?"
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        kib = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
-        memory = f"{kib / 1024 / 1024:.0f} GiB"
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        pg = cursor.fetchone()[0]
-        cursor.execute("SHOW max_connections")
-        max_conn = cursor.fetchone()[0]
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "code": git_code(),
-        "cpus": str(os.cpu_count()),
-        "cpu": model,
-        "memory": memory,
-        "python": platform.python_version(),
-        "postgres": f"{pg} (max_connections={max_conn})",
-        "redis": redis_client().info("server").get("redis_version", "?"),
-        "celery": celery.__version__,
-        "openai": openai.__version__,
-    }
+    return common.machine(openai=openai.__version__)
 
 
 def shipped_settings() -> dict:
@@ -526,36 +409,18 @@ def make_workflow():
 # --------------------------------------------------------------------------- worker
 
 
-class Worker:
+class Worker(common.ChildProcess):
     """One worker, started with the contract command and no pool flags, in its own process group."""
 
+    label = "worker"
+
     def __init__(self, log_dir: Path, fake_url: str, index: int) -> None:
-        self.log_path = log_dir / f"worker-{index}.log"
-        self._log = self.log_path.open("ab")
-        env = dict(os.environ)
-        env.pop("PGAPPNAME", None)
-        for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-            env.pop(var, None)
-        env.update(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=f"{fake_url}/v1", NO_PROXY="127.0.0.1,localhost",
-                   no_proxy="127.0.0.1,localhost")
         name = f"runtime-{os.getpid()}-{index}"
         self.nodename = f"{name}@{socket.gethostname()}"
-        self.argv = [sys.executable, "-m", "celery", "-A", "promptpilot", "worker", "-l", "warning",
-                     "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"]
-        self.started = time.time()
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        self.pgid = self.proc.pid
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"The worker exited with {self.proc.returncode}:\n{self.tail()}")
-
-    def tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        argv = [sys.executable, "-m", "celery", "-A", "promptpilot", "worker", "-l", "warning",
+                "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        env = common.child_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=f"{fake_url}/v1")
+        super().__init__(argv, log_dir / f"worker-{index}.log", env)
 
     def banner(self) -> dict:
         text = self.tail(20000)
@@ -576,21 +441,6 @@ class Worker:
         pool = stats.get("pool") or {}
         return {k: pool.get(k) for k in ("implementation", "max-concurrency", "processes") if k in pool}
 
-    def _signal(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pgid, sig)  # the group of the process we started, by its id
-
-    def stop(self, grace: float = 20) -> None:
-        if self.proc.poll() is None:
-            self._signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self._signal(signal.SIGKILL)  # children left behind, if any
-        self._log.close()
-
 
 # --------------------------------------------------------------------------- sampler
 
@@ -604,7 +454,7 @@ class Sampler:
         from django.db import connection
 
         self.dbname = connection.settings_dict["NAME"]
-        self.conninfo = conninfo()
+        self.conninfo = common.conninfo()
         self.samples: list[tuple] = []  # (t, worker conns, worker busy conns, ours, worker rss or None, threads)
         self.pg_cpu_first: dict[int, int] = {}
         self.pg_cpu_last: dict[int, int] = {}
@@ -767,8 +617,8 @@ class Bench:
     def restart_worker(self, *, warm: bool = True) -> None:
         """After a round that timed out: drop its queued messages and start a fresh worker."""
         self.stop_worker()
-        flush_broker()
-        redis_client().set(OWNER_KEY, f"pid {os.getpid()}", ex=OWNER_TTL_SECONDS)
+        common.flush_broker()
+        common.redis_client().set(OWNER_KEY, f"pid {os.getpid()}", ex=OWNER_TTL_SECONDS)
         if warm:
             self.start_worker()
         else:
@@ -1045,13 +895,13 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()
-    ensure_database()
+    common.ensure_database()
     claim_database()
     ensure_broker()
     try:
         return run(args)
     finally:
-        flush_broker()
+        common.flush_broker()
 
 
 def run(args) -> int:

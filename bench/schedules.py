@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -42,6 +41,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.common import configure_env, ensure_database, flush_broker, percentile  # noqa: E402
+from bench.common import ensure_broker as common_ensure_broker  # noqa: E402
+from bench.common import machine as common_machine  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/benchsched"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/8"  # its own db: it is flushed
@@ -56,10 +59,7 @@ SCHEDULERS = {"promptpilot": "triggers.beat:DatabaseScheduler",
 
 
 def _configure_env() -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "promptpilot.settings"
-    os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
-    os.environ.setdefault("CELERY_BROKER_URL", DEFAULT_BROKER_URL)
-    os.environ.setdefault("PROMPTPILOT_LOG_LEVEL", "WARNING")
+    configure_env(database_url=DEFAULT_DATABASE_URL, broker_url=DEFAULT_BROKER_URL)
 
 
 _configure_env()
@@ -75,83 +75,18 @@ from workflows.tests.support.processes import ServiceProcess, celery_argv  # noq
 # --------------------------------------------------------------------------- helpers
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
 def machine() -> dict[str, str]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        pg = cursor.fetchone()[0]
     from importlib.metadata import version
 
-    import celery
-    import redis
-
-    redis_version = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).info("server").get("redis_version", "?")
-    import subprocess
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if dirty else ""),
-        "load avg 1/5 min": "{:.2f} / {:.2f}".format(*os.getloadavg()[:2]),  # others sharing the machine
-        "cpus": str(os.cpu_count()),
-        "cpu": model,
-        "python": platform.python_version(),
-        "postgres": pg,
-        "redis": redis_version,
-        "celery": celery.__version__,
-        "croniter": version("croniter"),
-        "django-celery-beat": version("django-celery-beat"),
-    }
-
-
-# --------------------------------------------------------------------------- setup
-
-
-def ensure_database() -> None:
-    import psycopg
-    from django.core.management import call_command
-
-    settings = connection.settings_dict
-    try:
-        connection.ensure_connection()
-    except Exception:
-        # Create the private bench database on first use.
-        with psycopg.connect(host=settings.get("HOST") or "127.0.0.1", port=settings.get("PORT") or 5432,
-                             user=settings["USER"], password=settings.get("PASSWORD") or None, dbname="postgres",
-                             autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{settings["NAME"]}"')
-        connection.close()
-    if connection.vendor != "postgresql":
-        raise SystemExit(f"The benchmark needs PostgreSQL; DATABASE_URL gives {connection.vendor}.")
-    call_command("migrate", interactive=False, verbosity=0)
+    return common_machine(croniter=version("croniter"), **{"django-celery-beat": version("django-celery-beat")})
 
 
 def ensure_broker() -> None:
-    import redis
+    common_ensure_broker(owner_key=OWNER_KEY, owner_ttl=OWNER_TTL_SECONDS, script="bench/schedules.py")
 
-    url = os.environ["CELERY_BROKER_URL"]
-    if not url.startswith("redis://"):
-        raise SystemExit(f"The benchmark needs a Redis broker; CELERY_BROKER_URL is {url!r}.")
-    client = redis.Redis.from_url(url, socket_connect_timeout=2)
-    client.ping()
-    client.flushdb()  # our own database number only
+
+OWNER_KEY = "promptpilot-bench-schedules:owner"
+OWNER_TTL_SECONDS = 1800
 
 
 def cron_for(index: int, mix: str) -> str:
@@ -393,4 +328,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        flush_broker()  # our messages and owner key

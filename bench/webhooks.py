@@ -20,7 +20,6 @@ import http.client
 import json
 import multiprocessing
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -46,10 +45,10 @@ HOST = "127.0.0.1"
 
 
 def _configure_env() -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.webhooks_settings"
-    os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
-    os.environ.setdefault("CELERY_BROKER_URL", DEFAULT_BROKER_URL)
-    os.environ.setdefault("PROMPTPILOT_LOG_LEVEL", "WARNING")
+    from bench.common import configure_env
+
+    configure_env(database_url=DEFAULT_DATABASE_URL, broker_url=DEFAULT_BROKER_URL,
+                  settings_module="bench.webhooks_settings")
 
 
 # --------------------------------------------------------------------------- load client
@@ -222,69 +221,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def machine(connection) -> dict[str, str]:
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        pg = cursor.fetchone()[0]
-        cursor.execute("SHOW synchronous_commit")
-        sync = cursor.fetchone()[0]
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        head = "?"
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "code": head or "?",
-        "nproc": str(os.cpu_count()),
-        "cpu": model,
-        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "python": platform.python_version(),
-        "postgres": f"{pg} (synchronous_commit={sync})",
-    }
-
-
 def ensure_database():
     import django
     from django.db import connection
 
-    try:
-        import psycopg
+    from bench.common import ensure_database
 
-        psycopg.connect(os.environ["DATABASE_URL"], connect_timeout=5).close()
-    except Exception:
-        if os.environ["DATABASE_URL"] == DEFAULT_DATABASE_URL:
-            print("Creating database benchhooks...", flush=True)
-            subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", "benchhooks"], check=True, timeout=30)
-        else:
-            raise
     django.setup()
-    from django.core.management import call_command
-    from django.db.migrations.executor import MigrationExecutor
-
-    if connection.vendor != "postgresql":
-        raise SystemExit("The benchmark needs PostgreSQL.")
-    executor = MigrationExecutor(connection)
-    if executor.migration_plan(executor.loader.graph.leaf_nodes()):
-        print("Migrating benchhooks...", flush=True)
-        call_command("migrate", interactive=False, verbosity=0)
+    ensure_database()
     return connection
 
 
 def redis_client():
-    import redis
+    from bench.common import ensure_broker, redis_client
 
-    url = os.environ["CELERY_BROKER_URL"]
-    if not url.startswith("redis://"):
-        raise SystemExit(f"The benchmark needs a Redis broker; CELERY_BROKER_URL is {url!r}.")
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10)
-    client.ping()
-    return client
+    ensure_broker(owner_key=OWNER_KEY, owner_ttl=OWNER_TTL_SECONDS, script="bench/webhooks.py")
+    return redis_client(socket_timeout=10)
+
+
+OWNER_KEY = "promptpilot-bench-webhooks:owner"
+OWNER_TTL_SECONDS = 1200
 
 
 def setup_trigger():
@@ -392,7 +348,9 @@ def main() -> int:
 
     _configure_env()
     connection = ensure_database()
-    info = machine(connection)
+    from bench.common import machine
+
+    info = machine()
     broker = redis_client()
     broker.flushdb()  # our own database number only
     trigger, secret = setup_trigger()
@@ -471,7 +429,7 @@ def main() -> int:
     all_202 = set(hook["statuses"]) <= {"202", "202 after window"} and not hook["errors"]
     durable = invocations.get(InvocationStatus.ACCEPTED, 0) == accepted_total == pending == executions == queued
     print()
-    print(f"date {info['date']}, {info['nproc']} CPUs ({info['cpu']}), load {info['load']}, "
+    print(f"date {info['date']}, {info['cpus']} CPUs ({info['cpu']}), load {info['load avg 1/5 min']}, "
           f"Python {info['python']}, PostgreSQL {info['postgres']}, code {info['code']}")
     print(f"gunicorn {args.workers} sync workers; client {args.procs} processes x "
           f"{args.connections // args.procs} connections on the same machine; {args.duration:.0f} s per target "
