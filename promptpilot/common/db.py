@@ -12,7 +12,8 @@ mode that does not keep prepared statements), on SQLite, and while Django logs q
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
@@ -53,12 +54,39 @@ def run_prepared(sql: str, params: Sequence[Any], *, fetch: bool = False, read_o
 
 
 def _execute(db, sql: str, params: Sequence[Any], fetch: bool) -> tuple | None:
+    db.ensure_connection()
+    with db.wrap_database_errors, _preparing_cursor(db) as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone() if fetch else None
+
+
+def _preparing_cursor(db):
+    """A psycopg cursor on Django's connection, binding on the server and preparing each
+    statement it runs (once per connection: psycopg keeps them)."""
     from django.db.backends.postgresql.base import ServerBindingCursor
 
+    class PreparingCursor(ServerBindingCursor):
+        def execute(self, query, params=None, **kwargs):
+            return super().execute(query, params, prepare=True, **kwargs)
+
+    return PreparingCursor(db.connection)
+
+
+@contextmanager
+def prepared_cursor() -> Iterator[Any]:
+    """A cursor for the hand-written statements of the hottest paths (the engine's
+    transitions): the same switches as ``run_prepared``, for callers that run several
+    statements in one transaction. The statements must spell out the types of parameters
+    PostgreSQL cannot infer (``%(x)s::timestamptz`` in a SELECT list, ``NULL`` values)."""
+    db = transaction.get_connection()
+    if db.vendor != "postgresql" or db.queries_logged or not settings.PROMPTPILOT["PREPARED_STATEMENTS"]:
+        with db.cursor() as cursor:
+            yield cursor
+        return
+    db.close_if_health_check_failed()
     db.ensure_connection()
-    with db.wrap_database_errors, ServerBindingCursor(db.connection) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        return cursor.fetchone() if fetch else None
+    with db.wrap_database_errors, _preparing_cursor(db) as cursor:
+        yield cursor
 
 
 # --- connections of a many-threaded process (the worker runtime) -----------------------

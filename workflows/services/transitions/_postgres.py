@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 
+from promptpilot.common.db import prepared_cursor
 from providers.types import TokenUsage
 
 from ...engine import runner
@@ -79,7 +80,7 @@ def _loads(value: Any) -> Any:
 
 def claim(step_execution_id: uuid.UUID | str, attempt: int, *, worker: str, lease_seconds: float,
           now: datetime) -> Claimed | None:
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(CLAIM_SQL, {
             "id": str(step_execution_id), "attempt": attempt, "now": now, "worker": worker,
             "lease": now + timedelta(seconds=lease_seconds),
@@ -132,12 +133,12 @@ INSERT INTO {STEPS} (
     id, execution_id, step_id, step_name, step_order, step_type, status, retry_count, retry_config,
     model_outputs, tokens, warnings, attempt, lost_attempts, available_at, worker, created_at,
     lease_expires_at, started_at)
-SELECT %(next_id)s, %(execution_id)s,
+SELECT %(next_id)s::uuid, %(execution_id)s::uuid,
        (SELECT id FROM {WorkflowStep._meta.db_table} WHERE id = %(next_snapshot_id)s AND workflow_id = %(workflow_id)s),
-       %(next_name)s, %(next_order)s, %(next_type)s, %(next_status)s, 0, %(next_retry_config)s::jsonb,
-       '[]'::jsonb, '{{}}'::jsonb, '[]'::jsonb, 1, 0, %(now)s, %(next_worker)s, %(now)s,
-       %(next_lease)s, %(next_started_at)s
-"""
+       %(next_name)s::text, %(next_order)s::integer, %(next_type)s::text, %(next_status)s::text, 0,
+       %(next_retry_config)s::jsonb, '[]'::jsonb, '{{}}'::jsonb, '[]'::jsonb, 1, 0, %(now)s::timestamptz,
+       %(next_worker)s::text, %(now)s::timestamptz, %(next_lease)s::timestamptz, %(next_started_at)s::timestamptz
+"""  # NOTE: the casts: bound on the server, a SELECT list's parameters have no type of their own
 
 
 def _checkpoint_sql(*, last: bool) -> str:
@@ -170,7 +171,7 @@ def checkpoint(claimed: Claimed, step: StepDefinition, definition: WorkflowDefin
     params = {"execution_id": claimed.execution_id, "now": now, "run_running": ExecutionStatus.RUNNING,
               "completed": StepExecutionStatus.COMPLETED, "running": StepExecutionStatus.RUNNING}
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
+        with transaction.atomic(), prepared_cursor() as cursor:
             cursor.execute(RUN_LOCK_SQL, params)
             row = cursor.fetchone()
             if row is None:  # cancelled, failed, or past its deadline
@@ -259,7 +260,7 @@ def admit(execution_id: uuid.UUID | str, *, now: datetime, worker: str, lease_se
     order needs the workflow lock), it resumes a retry, or it has no step: the ORM path
     handles those. ``definition_of(version_id)`` returns ``(raw, WorkflowDefinition)``."""
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
+        with transaction.atomic(), prepared_cursor() as cursor:
             cursor.execute(ADMIT_SQL, {"execution_id": str(execution_id), "now": now,
                                        "run_running": ExecutionStatus.RUNNING, "pending": ExecutionStatus.PENDING})
             row = cursor.fetchone()
