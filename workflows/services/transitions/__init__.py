@@ -472,8 +472,14 @@ def _after_finish(execution_id, workflow_id: int, status: str, *, capped: bool |
     logger.info("execution.finished", extra={"execution_id": str(execution_id), "status": status})
 
 
+# What the execution_finished receivers read (triggers: platform events, schedules); a
+# receiver that reads more loads it on access. Leaving out input, output, metadata and the
+# tokens spares every run's end decoding its largest JSON columns.
+ANNOUNCED_FIELDS = ("id", "status", "workflow_id", "trigger_id", "trigger_type", "error", "completed_at")
+
+
 def _announce_finished(execution_id) -> None:
-    execution = WorkflowExecution.objects.filter(pk=execution_id).first()
+    execution = WorkflowExecution.objects.filter(pk=execution_id).only(*ANNOUNCED_FIELDS).first()
     if execution is not None:
         try:
             execution_finished.send(sender=WorkflowExecution, execution=execution)
