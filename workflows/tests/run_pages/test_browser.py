@@ -10,7 +10,6 @@ Waits are generous: the worker shares two cores with other suites.
 from __future__ import annotations
 
 import re
-import time
 import uuid
 
 import pytest
@@ -93,12 +92,14 @@ def test_cancel_a_slow_run_from_its_page(tab, builder, shared_worker, probe_log)
     expect(tab.locator("[data-testid=cancel-form]")).to_have_count(0)
     expect(tab.locator("[data-testid=retry-form]")).to_be_visible()
 
-    # The model call still in flight ends on the worker; its late result is discarded.
+    # The model call still in flight ends on the worker; its checkpoint is refused.
     wait_for(lambda: calls_for(probe_log, f"slow {tag}", "done"), 60, "the slow call to end on the worker")
-    time.sleep(1)  # let the worker's checkpoint (refused: the run was cancelled) happen
+    wait_for(lambda: any("discarded" in str(w) for w in step_run(execution.pk, "wait").warnings), 60,
+             "the worker to discard the late result")
     assert step_run(execution.pk, "wait").status == "CANCELLED"
     assert WorkflowExecution.objects.get(pk=execution.pk).status == "CANCELLED"
     assert calls_for(probe_log, f"after {tag}") == [], "no step starts after a cancel"
     tab.reload()
     expect(_run_badge(tab)).to_have_text("CANCELLED")
     expect(tab.locator("[data-testid=timeline] .tl-row[data-step=wait] .badge")).to_have_text("CANCELLED")
+    expect(tab.locator("details.step-card[data-step=wait]")).to_contain_text("Late result of attempt 1")
