@@ -1,13 +1,16 @@
 #!/usr/bin/env python
-"""Screenshots of the builder's workflow pages, saved under docs/screenshots/.
+"""Screenshots of the builder's pages, saved under docs/screenshots/.
 
     .venv/bin/python scripts/screenshots_builder.py [--out docs/screenshots]
 
-Starts the web process on a throw-away SQLite database (seeded with the demo user and
-workflow, plus a few past runs so the list has numbers), drives Debian's chromium
-(PROMPTPILOT_CHROMIUM, default /usr/bin/chromium) with playwright and saves:
-workflows-list.png, workflow-detail.png, workflow-editor.png, workflow-preview.png and
-workflow-preview-json-guard.png. Nothing outside the temporary directory is touched.
+Starts the web process and a Celery worker on a throw-away SQLite database and
+filesystem broker (seeded with the demo user, prompt and workflow, a second workflow
+whose first step uses the saved prompt, and a few past runs so the lists have numbers),
+drives Debian's chromium (PROMPTPILOT_CHROMIUM, default /usr/bin/chromium) with
+playwright and saves: workflows-list.png, workflow-detail.png, workflow-editor.png,
+workflow-preview.png, workflow-preview-json-guard.png, execution-detail.png (a real
+run by the worker, completed, with its timeline), executions-list.png, prompts-list.png
+and prompt-detail.png. Nothing outside the temporary directory is touched.
 """
 from __future__ import annotations
 
@@ -45,6 +48,24 @@ for hours, status in ((30, "COMPLETED"), (20, "COMPLETED"), (5, "FAILED"), (2, "
                                            error={"type": "ProviderTimeout", "message": "The model did not answer in 120 s."} if status == "FAILED" else None)
     WorkflowExecution.objects.filter(pk=run.pk).update(created_at=now - timedelta(hours=hours),
         started_at=now - timedelta(hours=hours), completed_at=now - timedelta(hours=hours, seconds=-3))
+# A second workflow whose steps take a moment (echo's delay_ms), the first from the saved prompt.
+from workflows.models import Prompt, WorkflowStep, WorkflowVariable
+from workflows.services.definitions import workflow_version_create
+prompt = Prompt.objects.order_by("pk").first()
+reply = Workflow.objects.create(owner=flow.owner, name="Support reply",
+                                description="Answers a support ticket from the saved prompt, then polishes it.")
+WorkflowVariable.objects.create(workflow=reply, name="topic", type="STRING", required=True, sample="a failed export")
+WorkflowVariable.objects.create(workflow=reply, name="audience", type="STRING", required=False, default="a customer")
+echo = {"provider": "echo", "model": "echo"}
+WorkflowStep.objects.create(workflow=reply, order=1, name="answer", type="PROMPT", prompt=prompt,
+                            config={"model": {**echo, "delay_ms": 900}})
+WorkflowStep.objects.create(workflow=reply, order=2, name="polish", type="PROMPT",
+                            config={"template": "Polish: {{ steps.answer.output }}", "model": {**echo, "delay_ms": 400}})
+WorkflowStep.objects.create(workflow=reply, order=3, name="sign", type="TRANSFORM",
+                            config={"template": "{{ steps.polish.output }} -- The support team"})
+workflow_version_create(workflow=reply, note="created by the screenshot script")
+print(prompt.pk)
+print(reply.pk)
 print(flow.pk)
 """
 
@@ -73,11 +94,16 @@ def main() -> None:
             env.pop(name, None)
         _manage(env, "migrate", "--noinput")
         _manage(env, "seed_demo")
-        workflow_id = _manage(env, "shell", "-c", SETUP).stdout.strip().splitlines()[-1]
+        prompt_id, run_workflow_id, workflow_id = _manage(env, "shell", "-c", SETUP).stdout.strip().splitlines()[-3:]
         port = _free_port()
         server = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "runserver", "--noreload",
                                    f"127.0.0.1:{port}"], env=env, cwd=ROOT,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        worker_log = Path(tmp) / "worker.log"
+        with worker_log.open("wb") as log:
+            worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "promptpilot", "worker", "-l", "info",
+                                       "--hostname", "screenshots@%h"], env=env, cwd=ROOT,
+                                      stdout=log, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         try:
             for _ in range(100):
@@ -87,22 +113,36 @@ def main() -> None:
                 except Exception:
                     time.sleep(0.2)
             _shoot(base, workflow_id, out)
+            _shoot_runs_and_prompts(base, run_workflow_id, prompt_id, out)
+        except Exception:
+            print(f"worker log:\n{worker_log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
+            raise
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            for process in (worker, server):
+                process.terminate()
+            for process in (worker, server):
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
     print(f"screenshots saved under {out}")
+
+
+def _logged_in_tab(browser, base: str):
+    tab = browser.new_page(base_url=base, viewport={"width": 1280, "height": 860})
+    tab.goto("/accounts/login/?next=/workflows/")
+    tab.fill("#id_username", "demo")
+    tab.fill("#id_password", PASSWORD)
+    tab.click("input[type=submit], button[type=submit]")
+    tab.wait_for_url("**/workflows/")
+    return tab
 
 
 def _shoot(base: str, workflow_id: str, out: Path) -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
                                              args=["--no-sandbox", "--disable-gpu"])
-        tab = browser.new_page(base_url=base, viewport={"width": 1280, "height": 860})
-        tab.goto("/accounts/login/?next=/workflows/")
-        tab.fill("#id_username", "demo")
-        tab.fill("#id_password", PASSWORD)
-        tab.click("input[type=submit], button[type=submit]")
-        tab.wait_for_url("**/workflows/")
+        tab = _logged_in_tab(browser, base)
         tab.screenshot(path=str(out / "workflows-list.png"), full_page=True)
 
         tab.goto(f"/workflows/{workflow_id}/")
@@ -124,6 +164,32 @@ def _shoot(base: str, workflow_id: str, out: Path) -> None:
         tab.fill("#id_input_json", '{\n  "topic": "durable execution",\n  "audience": \n}')
         tab.locator("[data-json-status].bad").wait_for()
         tab.screenshot(path=str(out / "workflow-preview-json-guard.png"))
+        browser.close()
+
+
+def _shoot_runs_and_prompts(base: str, workflow_id: str, prompt_id: str, out: Path) -> None:
+    """A real run started from its page and watched until the worker completes it, then
+    the runs list and the prompt pages."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--no-sandbox", "--disable-gpu"])
+        tab = _logged_in_tab(browser, base)
+        tab.goto(f"/workflows/{workflow_id}/run")
+        tab.click("button:has-text('Start run')")
+        tab.wait_for_url("**/executions/*/")
+        badge = tab.locator("#execution-live .page-head h1 .badge")
+        badge.filter(has_text="COMPLETED").wait_for(timeout=120_000)  # the page updates itself (htmx)
+        tab.goto(tab.url)  # without the "Run started" message
+        tab.locator("details.step-card").first.evaluate("d => d.open = true")
+        tab.screenshot(path=str(out / "execution-detail.png"), full_page=True)
+
+        tab.goto("/executions/")
+        tab.screenshot(path=str(out / "executions-list.png"), full_page=True)
+
+        tab.goto("/prompts/")
+        tab.screenshot(path=str(out / "prompts-list.png"), full_page=True)
+        tab.goto(f"/prompts/{prompt_id}/")
+        tab.screenshot(path=str(out / "prompt-detail.png"), full_page=True)
         browser.close()
 
 

@@ -25,7 +25,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from promptpilot.common.errors import ApplicationError
 from workflows.models import ExecutionStatus
-from workflows.selectors import execution_list, workflow_list
+from workflows.page_selectors import workflows_visible
+from workflows.pages.executions import execution_path
+from workflows.run_selectors import executions_visible
+from workflows.selectors import workflow_list
 
 from . import selectors
 from .errors import SecretUnreadable, TriggerNotFound
@@ -55,7 +58,7 @@ EXECUTABLE_TYPES = getattr(trigger_services, "EXECUTABLE_TYPES", (TriggerKind.MA
 
 def _trigger_or_404(request: HttpRequest, id: Any) -> WorkflowTrigger:
     try:
-        return selectors.trigger_get(request.user, id)
+        return selectors.trigger_page_get(request.user, id)
     except TriggerNotFound as exc:
         raise Http404(exc.message) from None
 
@@ -65,7 +68,15 @@ def _is_htmx(request: HttpRequest) -> bool:
 
 
 def _workflow_choices(user) -> list[tuple[int, str]]:
+    """The workflows a new trigger may be attached to: the user's own."""
     return [(workflow.pk, f"{workflow.name} (#{workflow.pk})") for workflow in workflow_list(user)]
+
+
+def _workflow_filter_choices(user) -> list[tuple[int, str]]:
+    """The list's workflow filter: every workflow whose triggers the user sees."""
+    workflows = workflows_visible(user).select_related("owner").only("id", "name", "owner__username")
+    return [(w.pk, f"{w.name} (#{w.pk})" + (f" · {w.owner.username}" if w.owner_id != user.pk else ""))
+            for w in workflows.order_by("name", "id")]
 
 
 def _available_types() -> list[str]:
@@ -122,7 +133,7 @@ def _activity_context(request: HttpRequest, trigger: WorkflowTrigger) -> dict[st
         .defer("payload", "execution__input", "execution__output", "execution__metadata")[:selectors.RECENT_INVOCATIONS]
     )
     executions = list(
-        execution_list(request.user).filter(trigger=trigger).select_related(None)
+        executions_visible(request.user).filter(trigger=trigger).order_by("-created_at", "-id")
         .only("id", "status", "trigger_type", "error", "created_at", "started_at", "completed_at")[:RECENT_EXECUTIONS]
     )
     unfinished = any(e.status not in ExecutionStatus.finished() for e in executions)
@@ -181,7 +192,7 @@ def _detail_context(request: HttpRequest, trigger: WorkflowTrigger, **extra: Any
 def trigger_list_page(request: HttpRequest) -> HttpResponse:
     workflow = request.GET.get("workflow", "")
     try:
-        queryset = selectors.trigger_list(request.user, workflow=workflow)
+        queryset = selectors.trigger_page_list(request.user, workflow=workflow)
     except ApplicationError as exc:
         messages.error(request, exc.message)
         return redirect("triggers:list")
@@ -192,8 +203,9 @@ def trigger_list_page(request: HttpRequest) -> HttpResponse:
     return render(request, "triggers/list.html", {
         "page": page,
         "triggers": page.object_list,
-        "workflows": _workflow_choices(request.user),
+        "workflows": _workflow_filter_choices(request.user),
         "workflow_filter": str(workflow),
+        "show_owner": request.user.is_staff,
     })
 
 
@@ -328,7 +340,7 @@ def trigger_execute(request: HttpRequest, id: str) -> HttpResponse:
         if execution is not None:
             result = format_html(
                 'Execution <a href="{}"><code>{}</code></a> {} — status {}.',
-                reverse("workflows_api:execution-detail", kwargs={"id": execution.pk}), execution.pk,
+                execution_path(execution.pk), execution.pk,
                 "was already started by this form" if getattr(invocation, "was_duplicate", False) else "started",
                 execution.status,
             )

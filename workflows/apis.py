@@ -230,7 +230,7 @@ class WorkflowPreviewApi(BaseApi):
                     "invocation row, no Celery message). See docs/API.md#preview for the options.",
     )
     def post(self, request: Request, id: str) -> Response:
-        workflow = selectors.workflow_get(request.user, id)
+        workflow = selectors.workflow_get(request.user, id, definition=False)  # the preview reads the version
         data = validated_data(PreviewInputSerializer, request)
         result = preview_services.workflow_preview(
             workflow=workflow,

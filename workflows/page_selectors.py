@@ -22,10 +22,15 @@ from .models import ExecutionStatus, Workflow, WorkflowExecution, WorkflowStep, 
 RECENT_WINDOW = timedelta(hours=24)
 
 
+def visible_to(user, queryset: QuerySet, *, owner: str = "owner") -> QuerySet:
+    """The pages' one visibility rule: staff see every row of ``queryset``, anyone else
+    the rows whose ``owner`` lookup (e.g. ``"workflow__owner"``) is themselves."""
+    return queryset if user.is_staff else queryset.filter(**{owner: user})
+
+
 def workflows_visible(user) -> QuerySet[Workflow]:
     """Every workflow ``user`` may open on the pages."""
-    queryset = Workflow.objects.all()
-    return queryset if user.is_staff else queryset.filter(owner=user)
+    return visible_to(user, Workflow.objects.all())
 
 
 def workflow_page_list(user, *, search: str = "") -> QuerySet[Workflow]:

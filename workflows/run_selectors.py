@@ -16,6 +16,7 @@ from promptpilot.common.errors import NotFound
 from promptpilot.common.ids import parse_int_id, parse_uuid
 
 from .models import Prompt, Workflow, WorkflowExecution, WorkflowStep, WorkflowStepExecution
+from .page_selectors import visible_to, workflows_visible
 
 # Columns the list page never shows: big JSON blobs stay in the database.
 _LIST_DEFERRED = ("input", "output", "metadata", "warnings", "version__definition")
@@ -24,14 +25,12 @@ _LIST_DEFERRED = ("input", "output", "metadata", "warnings", "version__definitio
 # --- executions ----------------------------------------------------------------
 
 def executions_visible(user) -> QuerySet[WorkflowExecution]:
-    queryset = WorkflowExecution.objects.all()
-    return queryset if user.is_staff else queryset.filter(workflow__owner=user)
+    return visible_to(user, WorkflowExecution.objects.all(), owner="workflow__owner")
 
 
 def workflows_for_filter(user) -> QuerySet[Workflow]:
     """The workflows the executions filter offers: the user's own (every one, for staff)."""
-    queryset = Workflow.objects.all() if user.is_staff else Workflow.objects.filter(owner=user)
-    return queryset.select_related("owner").only("id", "name", "owner__username").order_by("name", "id")
+    return workflows_visible(user).select_related("owner").only("id", "name", "owner__username").order_by("name", "id")
 
 
 def _day_start(day: date) -> datetime:
@@ -96,8 +95,7 @@ def execution_invocation(execution: WorkflowExecution):
 # --- prompts -------------------------------------------------------------------
 
 def prompts_visible(user) -> QuerySet[Prompt]:
-    queryset = Prompt.objects.all()
-    return queryset if user.is_staff else queryset.filter(owner=user)
+    return visible_to(user, Prompt.objects.all())
 
 
 def prompt_page_list(user, *, search: str = "") -> QuerySet[Prompt]:

@@ -49,9 +49,12 @@ def workflow_list(user) -> QuerySet[Workflow]:
     return _with_definition(Workflow.objects.filter(owner=user)).order_by("-created_at", "-id")
 
 
-def workflow_get(user, id: Any) -> Workflow:
+def workflow_get(user, id: Any, *, definition: bool = True) -> Workflow:
+    """One of the user's workflows; ``definition=False`` skips the variables, steps and
+    version number, for callers that read the saved version instead (the preview)."""
     pk = parse_int_id(id)
-    workflow = _with_definition(Workflow.objects.filter(owner=user, pk=pk)).first() if pk else None
+    queryset = Workflow.objects.filter(owner=user, pk=pk)
+    workflow = (_with_definition(queryset) if definition else queryset).first() if pk else None
     if workflow is None:
         raise NotFound(f"No workflow with id {id} among yours.", {"workflow": str(id)})
     return workflow

@@ -120,8 +120,6 @@ def _page_context(request: HttpRequest, execution: WorkflowExecution) -> dict[st
         "waiting_steps": [s for s in steps if s.status == getattr(StepExecutionStatus, "WAITING", None)],
         "invocation": run_selectors.execution_invocation(execution),
         "trigger": trigger,
-        # The trigger pages are owner-only: staff looking at someone else's run get the admin link.
-        "trigger_page": trigger is not None and trigger.workflow.owner_id == request.user.pk,
         "retries": run_selectors.execution_retries(execution),
         "is_owner": execution.workflow.owner_id == request.user.pk,
         "now": timezone.now(),

@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 
 from promptpilot.common.errors import ValidationFailed
 from providers import pricing
@@ -32,9 +33,10 @@ from ..engine.inputs import sample_inputs, validate_inputs
 from ..engine.runner import context_entry, first_step, next_transition, run_step
 from ..engine.types import COMPLETED, FAILED, RunContext, StepDefinition, StepResult, WorkflowDefinition
 from ..errors import InputValidationFailed
-from ..models import Workflow
+from ..models import Workflow, WorkflowVersion
 from ..selectors import execution_get
 from .definitions import workflow_definition_snapshot
+from .transitions import version_snapshot
 
 PROVIDED = "PROVIDED"  # a step not run: its output came from ``steps_output``
 SKIPPED = "SKIPPED"
@@ -243,6 +245,26 @@ def _run(definition: WorkflowDefinition, context: RunContext, *, providers: Call
     return ran, status, output
 
 
+_LATEST_VERSION_SQL = (f"SELECT id FROM {WorkflowVersion._meta.db_table} WHERE workflow_id = %s "
+                       "ORDER BY number DESC LIMIT 1")
+
+
+def _saved_definition(workflow: Workflow) -> tuple[dict[str, Any], WorkflowDefinition]:
+    """The definition a run started now would pin (the latest version), parsed once per
+    process like the worker's (versions are immutable): one small query per preview
+    instead of reading and rebuilding the steps, variables and prompts. A workflow without
+    a version yet (made outside the services) is read from its rows; nothing is written."""
+    with connection.cursor() as cursor:
+        # NOTE: hand-written because the ORM spends more compiling this one-row look-up
+        # (about 0.35 ms) than the engine spends running five echo steps.
+        cursor.execute(_LATEST_VERSION_SQL, [workflow.pk])
+        row = cursor.fetchone()
+    if row is not None:
+        return version_snapshot(row[0])
+    snapshot = workflow_definition_snapshot(workflow=workflow)
+    return snapshot, WorkflowDefinition.from_dict(snapshot)
+
+
 def _step_estimated(entry: _Ran) -> bool:
     if entry.dry_run:
         return True
@@ -265,8 +287,7 @@ def workflow_preview(*, workflow: Workflow, user=None, inputs: dict[str, Any] | 
     ``until`` / ``steps_output`` naming no step, ``NotFound`` for another user's run.
     """
     started = time.monotonic()
-    snapshot = workflow_definition_snapshot(workflow=workflow)
-    definition = WorkflowDefinition.from_dict(snapshot)
+    snapshot, definition = _saved_definition(workflow)
     steps_output = dict(steps_output or {})
     _check_step_names(definition, until, steps_output)
     warnings: list[str] = []

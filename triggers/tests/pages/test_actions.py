@@ -108,7 +108,8 @@ def test_execute_now_starts_a_run_through_the_trigger_service(page, user, manual
     assert invocation.status == InvocationStatus.ACCEPTED and invocation.request_meta["auth"] == "owner"
     [message] = flashes(response)
     assert str(execution.pk) in message and "PENDING" in message
-    assert f'href="/api/executions/{execution.pk}"' in text(response)
+    assert f'href="/executions/{execution.pk}/"' in text(response), "the run's page, not the API"
+    assert "/api/executions/" not in text(response)
 
 
 def test_an_api_trigger_can_be_executed_by_its_owner_from_the_page(page, api_trigger):

@@ -79,7 +79,8 @@ def test_recent_invocations_show_verification_and_execution(page, webhook, clien
     body = text(response)
     assert "No signature in webhook-signature matches" in body
     accepted = TriggerInvocation.objects.get(status=InvocationStatus.ACCEPTED)
-    assert f"/api/executions/{accepted.execution_id}" in body
+    assert f'href="/executions/{accepted.execution_id}/"' in body, "the run's page, not the API"
+    assert "/api/executions/" not in body
     assert "✓ yes" in body and "✗ no" in body
 
 

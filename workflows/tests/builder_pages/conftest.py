@@ -5,6 +5,7 @@ import pytest
 from django.test import Client
 
 from workflows.tests.factories import make_workflow
+from workflows.tests.support.browser import browser, builder, tab  # noqa: F401  (browser tests)
 
 ECHO = {"provider": "echo", "model": "echo"}
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from workflows.tests.support.browser import browser, builder, tab  # noqa: F401  (browser tests)
+
 
 def _client(user) -> Client:
     client = Client()

@@ -114,12 +114,13 @@ def test_the_page_links_the_trigger_invocation_that_started_it(page, user):
     assert invocation.received_at.strftime("%Y-%m-%d %H:%M:%S") in body
 
 
-def test_staff_get_the_admin_link_to_someone_elses_trigger(staff_page, user):
+def test_staff_get_the_trigger_page_of_someone_elses_run_and_the_admin_invocation(staff_page, user):
     flow = echo_workflow(user)
     trigger, _ = create_trigger(flow, "MANUAL", name="Run button")
     invocation = trigger_execute(trigger=trigger, body={"input": {}}, actor=user)
     body = text(staff_page.get(f"/executions/{invocation.execution_id}/"))
-    assert f"/admin/triggers/workflowtrigger/{trigger.pk}/change/" in body
+    assert f'href="/triggers/{trigger.pk}/" data-testid="trigger-link"' in body, "staff see every trigger page"
+    assert staff_page.get(f"/triggers/{trigger.pk}/").status_code == 200
     assert f"/admin/triggers/triggerinvocation/{invocation.pk}/change/" in body
 
 
