@@ -221,12 +221,14 @@ def _run(definition: WorkflowDefinition, context: RunContext, *, providers: Call
             result, ms, shown, dry = StepResult(status=COMPLETED, output=steps_output[step.name]), 0, PROVIDED, False
         else:
             dry = dry_run and step.type == "PROMPT"
-            # A dry run's answer is a placeholder, so output_format "json" is not parsed.
-            runnable = dataclasses.replace(step, config={**step.config, "output_format": "text"}) if dry else step
+            # A dry run's answer is a placeholder, so output_format "json" and output_schema are not checked.
+            runnable = dataclasses.replace(step, config=_unchecked(step.config)) if dry else step
             started = time.monotonic()
             result = run_step(runnable, context, providers=providers, limits=limits)
             ms, shown = int((time.monotonic() - started) * 1000), result.status
-            if dry and step.config.get("output_format") == "json":
+            if dry and step.config.get("output_schema") is not None:
+                result.warnings.append("Dry run: the output is a placeholder, so output_schema was not checked.")
+            elif dry and step.config.get("output_format") == "json":
                 result.warnings.append('Dry run: the output is a placeholder, so output_format "json" was not checked.')
         ran.append(_Ran(step, result, ms, shown, dry))
         context.steps[step.name] = context_entry(step, result)
@@ -241,6 +243,10 @@ def _run(definition: WorkflowDefinition, context: RunContext, *, providers: Call
             break
         step = transition.next_step
     return ran, status, output
+
+
+def _unchecked(config: dict[str, Any]) -> dict[str, Any]:
+    return {**{key: value for key, value in config.items() if key != "output_schema"}, "output_format": "text"}
 
 
 def _step_estimated(entry: _Ran) -> bool:
