@@ -30,11 +30,13 @@ from providers.types import ModelRequest, ModelResponse, TokenUsage
 from ..engine.errors import InputValidationError
 from ..engine.inputs import sample_inputs, validate_inputs
 from ..engine.runner import context_entry, first_step, next_transition, run_step
+from ..engine.steps.http import DRY_RUN, HTTP_POLICY
 from ..engine.types import COMPLETED, FAILED, RunContext, StepDefinition, StepResult, WorkflowDefinition
 from ..errors import InputValidationFailed
 from ..models import Workflow
 from ..selectors import execution_get
 from .definitions import workflow_definition_snapshot
+from .http_steps import http_policy
 
 PROVIDED = "PROVIDED"  # a step not run: its output came from ``steps_output``
 SKIPPED = "SKIPPED"
@@ -220,9 +222,9 @@ def _run(definition: WorkflowDefinition, context: RunContext, *, providers: Call
         if step.name in steps_output:
             result, ms, shown, dry = StepResult(status=COMPLETED, output=steps_output[step.name]), 0, PROVIDED, False
         else:
-            dry = dry_run and step.type == "PROMPT"
+            dry = dry_run and step.type in DRY_RUN_TYPES
             # A dry run's answer is a placeholder, so output_format "json" and output_schema are not checked.
-            runnable = dataclasses.replace(step, config=_unchecked(step.config)) if dry else step
+            runnable = dataclasses.replace(step, config=_unchecked(step.config)) if dry and step.type == "PROMPT" else step
             started = time.monotonic()
             result = run_step(runnable, context, providers=providers, limits=limits)
             ms, shown = int((time.monotonic() - started) * 1000), result.status
@@ -243,6 +245,9 @@ def _run(definition: WorkflowDefinition, context: RunContext, *, providers: Call
             break
         step = transition.next_step
     return ran, status, output
+
+
+DRY_RUN_TYPES = ("PROMPT", "HTTP")  # the steps a dry run replaces with placeholders
 
 
 def _unchecked(config: dict[str, Any]) -> dict[str, Any]:
@@ -286,6 +291,8 @@ def workflow_preview(*, workflow: Workflow, user=None, inputs: dict[str, Any] | 
         "max_output_chars": settings.PROMPTPILOT["TEMPLATE_MAX_OUTPUT_CHARS"],
         "max_loop_iterations": settings.PROMPTPILOT["TEMPLATE_MAX_LOOP_ITERATIONS"],
         "features": live_features(),  # admin switches: workflow.multiModel
+        HTTP_POLICY: http_policy(),
+        DRY_RUN: dry_run_models,  # HTTP steps send nothing in a dry run
     }
     resolver = _dry_run_resolver if dry_run_models else (providers or limited_adapter)  # shared rate limits apply
     ran, status, output = _run(definition, context, providers=resolver, dry_run=dry_run_models, until=until,
