@@ -98,13 +98,14 @@ def check_output_format(errors: ConfigErrors, config: dict[str, Any]) -> None:
         add_error(errors, "config.output_format", f'must be "text" or "json", not {config.get("output_format")!r}.')
 
 
-def check_output_schema(errors: ConfigErrors, config: dict[str, Any]) -> None:
+def check_output_schema(errors: ConfigErrors, config: dict[str, Any], step_name: Any = None) -> None:
     """``output_schema``, when set, is a valid JSON Schema and goes with JSON output."""
     if config.get("output_schema") is None:
         return
     problem = schema_problem(config["output_schema"])
     if problem:
-        add_error(errors, "config.output_schema", problem)
+        label = f'Step "{step_name}": ' if isinstance(step_name, str) and step_name else ""
+        add_error(errors, "config.output_schema", f"{label}output_schema {problem}")
     if config.get("output_format", "json") != "json":
         add_error(errors, "config.output_format",
                   'must be "json" (or left out) when output_schema is set: the schema checks the parsed JSON.')

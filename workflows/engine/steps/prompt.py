@@ -211,7 +211,7 @@ class PromptStep(BaseStepHandler):
         if prompt is not None and not config.get("template"):
             check_template(errors, "prompt.template", prompt.get("template"), required=True)
         check_output_format(errors, config)
-        check_output_schema(errors, config)
+        check_output_schema(errors, config, step_dict.get("name"))
         self._model_errors(config, prompt, has_prompt, errors)
         return errors
 

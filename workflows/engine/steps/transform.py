@@ -46,5 +46,5 @@ class TransformStep(BaseStepHandler):
         self.unknown_key_errors(config, errors)
         check_template(errors, "config.template", config.get("template"), required=True)
         check_output_format(errors, config)
-        check_output_schema(errors, config)
+        check_output_schema(errors, config, step_dict.get("name"))
         return errors

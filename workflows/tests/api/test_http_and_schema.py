@@ -62,6 +62,7 @@ def test_an_invalid_output_schema_is_refused_naming_step_and_field(api, workflow
             "output_schema": {"type": "object", "required": "title"}}}]), format="json")
 
     message = _refused(response, "steps[0].config.output_schema")
+    assert message.startswith('Step "ask": output_schema is not a valid JSON Schema')
     assert "$.required" in message
 
 
