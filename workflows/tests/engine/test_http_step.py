@@ -259,3 +259,16 @@ def test_save_time_checks_name_each_bad_field() -> None:
         "method": "POST", "url": "https://api.example.com/{{ input.id }}", "headers": {"Accept": "application/json"},
         "body": "{{ input | tojson }}", "credential": "billing", "timeout_seconds": 10, "output_format": "json"}}
     assert validate_definition([good], []) == {}
+
+
+def test_credential_values_never_reach_the_logs_even_at_debug(server, caplog) -> None:
+    server.queue(Reply(500, {"error": "boom"}))
+    policy = _policy(server, credentials=_credentials({_hostport(server)}))
+
+    with caplog.at_level("DEBUG"):
+        result = _run({"url": server.url + "/me", "credential": "billing"}, policy)
+
+    assert result.error["type"] == "HttpStatusError"
+    assert server.requests[0].headers["authorization"] == f"Bearer {SECRET}"
+    assert caplog.records  # httpx and httpcore do log each request
+    assert SECRET not in caplog.text
