@@ -95,6 +95,7 @@ class HttpPolicy:
     max_redirects: int = MAX_REDIRECTS
     credentials: Callable[[str], HttpCredential] | None = None  # name -> credential; raises ConfigError
     before_call: Callable[[], None] | None = None  # e.g. give the database connection back
+    verify: Any = True  # TLS verification as httpx takes it (True: the system's CAs via certifi; an SSLContext)
 
     @classmethod
     def of(cls, allowed_hosts: Any = (), **fields: Any) -> HttpPolicy:
@@ -194,7 +195,7 @@ class PinnedTransport(httpx.BaseTransport):
         key = (request.url.scheme, hostname, address, request.url.port)
         transport = self._transports.get(key)
         if transport is None:
-            transport = self._transports[key] = httpx.HTTPTransport(trust_env=False)
+            transport = self._transports[key] = httpx.HTTPTransport(verify=self.policy.verify, trust_env=False)
         # A copy: the client builds redirects from the request it holds, which keeps the name.
         pinned = httpx.Request(
             request.method, request.url.copy_with(host=address), headers=request.headers,  # Host: the name
@@ -251,8 +252,10 @@ def http_call(
         raise HttpTimeout(f"No answer from {_origin(url)} within {timeout_seconds:g} s.",
                           details={"timeout_seconds": timeout_seconds}) from None
     except httpx.TransportError as exc:
+        # A certificate that does not verify fails the same way next time: not transient.
+        untrusted = "CERTIFICATE_VERIFY_FAILED" in str(exc)
         raise HttpConnectionError(f"Could not reach {_origin(url)}: {type(exc).__name__}: {exc}",
-                                  details={"url": _origin(url)}) from None
+                                  details={"url": _origin(url)}, retryable=not untrusted) from None
 
 
 def _with_credential(headers: dict[str, str], credential: HttpCredential | None, url: str) -> dict[str, str]:
