@@ -248,6 +248,7 @@ def dispatch(
     timeout_seconds: float,
     resolver: Callable[[str], ProviderAdapter],
     accept: Callable[[str], Any] | None = None,
+    output_schema: dict[str, Any] | None = None,
 ) -> DispatchResult:
     """Call ``models`` (each ``{provider, model, ...params}``) per ``mode``; never raises
     for a model's failure.
@@ -255,6 +256,7 @@ def dispatch(
     ``accept(content)`` turns an answer into the step's output and raises to reject it
     (e.g. JSON that does not parse): a rejected answer counts as that model failing, so
     parallel picks the next, fallback moves on and a race keeps waiting.
+    ``output_schema`` goes on every request, for adapters that ask for structured output.
     """
     if mode not in _MODES:
         raise ValueError(f'Unknown mode "{mode}"; use one of {", ".join(MODES)}.')
@@ -265,7 +267,7 @@ def dispatch(
         params = {name: value for name, value in model.items() if name not in ("provider", "model")}
         request = ModelRequest(
             provider=model["provider"], model=model["model"], prompt=prompt, system=system,
-            params=params, timeout_seconds=float(timeout_seconds),
+            params=params, timeout_seconds=float(timeout_seconds), output_schema=output_schema,
         )
         call = _Call(key=key, model=model, request=request, adapter=None)
         try:

@@ -74,6 +74,10 @@ class ModelRequest:
     system: str | None = None
     params: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, top_p, stop, ...
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    # A JSON Schema the answer must match; adapters whose API has a structured-output
+    # mode ask for it (docs/WORKFLOW_ENGINE.md "Structured output"). The step validates
+    # every answer itself either way.
+    output_schema: dict[str, Any] | None = None
 
 
 @dataclass

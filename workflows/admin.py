@@ -29,6 +29,7 @@ from promptpilot.common.errors import ApplicationError
 
 from .models import (
     ExecutionStatus,
+    HttpCredential,
     Prompt,
     StepExecutionStatus,
     Workflow,
@@ -626,3 +627,54 @@ class WorkflowStepExecutionAdmin(StepExecutionDisplay, ReadOnlyAdminMixin, admin
     @admin.display(description="retry config (snapshot)")
     def pretty_retry_config(self, obj: WorkflowStepExecution) -> SafeString | str:
         return pretty_json(obj.retry_config)
+
+
+# --- HTTP credentials -----------------------------------------------------------------
+
+
+class HttpCredentialForm(forms.ModelForm):
+    """Header values are write-only: the form never shows them, a blank field keeps them."""
+
+    secret_headers = forms.CharField(
+        label="headers (leave blank to keep)", required=False, strip=True,
+        widget=forms.Textarea(attrs={"rows": 3, "autocomplete": "off", "placeholder": "Authorization: Bearer ..."}),
+        help_text="One header a line, Name: value. Stored encrypted and never shown again; entering headers "
+                  "replaces all the stored ones.",
+    )
+
+    class Meta:
+        model = HttpCredential
+        fields = ("name", "description", "hosts")
+
+    def clean_secret_headers(self) -> dict[str, str] | None:
+        text = self.cleaned_data.get("secret_headers") or ""
+        if not text.strip():
+            if not (self.instance and self.instance.headers_encrypted):
+                raise forms.ValidationError("Enter at least one header, e.g. Authorization: Bearer <token>.")
+            return None
+        headers: dict[str, str] = {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            name, colon, value = line.partition(":")
+            if not colon or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name.strip()) or not value.strip():
+                raise forms.ValidationError(f"Line {number} is not a header: write Name: value.")
+            headers[name.strip()] = value.strip()
+        return headers
+
+    def save(self, commit: bool = True) -> HttpCredential:
+        credential: HttpCredential = super().save(commit=False)
+        if self.cleaned_data.get("secret_headers"):
+            credential.set_headers(self.cleaned_data["secret_headers"])
+        if commit:
+            credential.save()
+        return credential
+
+
+@admin.register(HttpCredential)
+class HttpCredentialAdmin(admin.ModelAdmin):
+    form = HttpCredentialForm
+    list_display = ("name", "hosts", "header_names", "updated_at")
+    search_fields = ("name", "hosts", "description")
+    readonly_fields = ("header_names", "created_at", "updated_at")
+    fields = ("name", "description", "hosts", "header_names", "secret_headers", "created_at", "updated_at")

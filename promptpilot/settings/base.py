@@ -302,3 +302,9 @@ PROMPTPILOT["EVENT_MAX_DEPTH"] = env.EVENT_MAX_DEPTH
 # ``workflow.multiModel`` (docs/PROVIDERS.md#multi-model-steps). Switches need no
 # middleware: they are read server-side, not per request.
 INSTALLED_APPS += ["waffle"]
+
+# --- HTTP steps (docs/WORKFLOW_ENGINE.md "HTTP steps") -------------------------
+# host:port pairs allowed although they resolve to non-public addresses (SSRF guard).
+PROMPTPILOT["HTTP_ALLOWED_HOSTS"] = env.HTTP_ALLOWED_HOSTS
+PROMPTPILOT["HTTP_MAX_RESPONSE_BYTES"] = 1024 * 1024  # DESIGN §8: bodies over 1 MiB fail the step
+PROMPTPILOT["HTTP_MAX_REDIRECTS"] = 5

@@ -127,3 +127,8 @@ EVENT_MAX_DEPTH = _int("PROMPTPILOT_EVENT_MAX_DEPTH", 5)
 # how many schedule sweeps may fire due times at once.
 SCHEDULE_MIRROR_TASKS = _bool("PROMPTPILOT_SCHEDULE_MIRROR_TASKS", True)
 SCHEDULE_SWEEPERS = _int("PROMPTPILOT_SCHEDULE_SWEEPERS", 2)
+
+# HTTP steps (docs/WORKFLOW_ENGINE.md "HTTP steps"): host:port pairs HTTP steps may call
+# although they resolve to loopback, private or link-local addresses, comma separated,
+# e.g. "127.0.0.1:8080,inventory.internal:443". Empty: only public addresses.
+HTTP_ALLOWED_HOSTS = _list("PROMPTPILOT_HTTP_ALLOWED_HOSTS", "")

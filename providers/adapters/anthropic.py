@@ -82,6 +82,9 @@ class AnthropicAdapter(SDKAdapter):
         ]
         if "stop" in params:
             options["stop_sequences"] = params["stop"]
+        if request.output_schema is not None:
+            # Structured outputs (output_config.format): the answer is one text block of JSON.
+            options["output_config"] = {"format": {"type": "json_schema", "schema": request.output_schema}}
         # An explicit timeout also skips the SDK's refusal of long non-streaming calls.
         args = {
             "model": request.model,

@@ -117,7 +117,13 @@ class GeminiAdapter(SDKAdapter):
     def _config(self, request: ModelRequest, params: dict[str, Any]) -> Any:
         from google.genai import types
 
+        structured: dict[str, Any] = {}
+        if request.output_schema is not None:
+            # response_json_schema takes JSON Schema as it is (response_schema wants
+            # Google's OpenAPI subset); it needs the JSON mime type alongside.
+            structured = {"response_mime_type": "application/json", "response_json_schema": request.output_schema}
         return types.GenerateContentConfig(
+            **structured,
             system_instruction=request.system or None,
             temperature=params.get("temperature"),
             top_p=params.get("top_p"),

@@ -18,6 +18,7 @@ from ..types import DEFAULT_TIMEOUT_SECONDS, ModelRequest, ModelResponse, TokenU
 from .base import SDKAdapter, malformed_response, request_id_from, translate_stainless_error
 
 TRUNCATED = "length"
+SCHEMA_NAME = "output"  # response_format needs a name; one schema per request, so any will do
 
 
 class OpenAIAdapter(SDKAdapter):
@@ -71,6 +72,14 @@ class OpenAIAdapter(SDKAdapter):
                 options[key] = params[key]
         if "max_tokens" in params:
             options[self.max_tokens_field] = params["max_tokens"]
+        if request.output_schema is not None:
+            # Structured Outputs. Not "strict": strict mode accepts only a subset of JSON
+            # Schema (every property required, no additionalProperties); the step checks
+            # each answer against the full schema anyway.
+            options["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": SCHEMA_NAME, "schema": request.output_schema},
+            }
         return {"model": request.model, "messages": messages, "timeout": request.timeout_seconds, **options}
 
     def _parse(self, raw: Any) -> ModelResponse:

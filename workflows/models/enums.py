@@ -12,6 +12,7 @@ class StepType(models.TextChoices):
     PROMPT = "PROMPT", "Prompt (model call)"
     CONDITION = "CONDITION", "Condition (branch)"
     TRANSFORM = "TRANSFORM", "Transform (template, no model call)"
+    HTTP = "HTTP", "HTTP request (outside API)"
 
 
 class TriggerType(models.TextChoices):

@@ -24,6 +24,8 @@ from providers.registry import known_providers
 
 from ..engine.references import Problem, definition_reference_problems
 from ..engine.runner import validate_definition
+from .http_steps import ADMIN_PATH as CREDENTIALS_ADMIN_PATH
+from .http_steps import http_credential_names
 
 _KEYED_PROVIDERS = {spec.name: spec for spec in (OPENAI, ANTHROPIC, GEMINI)}
 
@@ -98,6 +100,24 @@ def _provider_problems(steps: list[dict[str, Any]], check: DefinitionCheck) -> N
                 ))
 
 
+def _credential_problems(steps: list[dict[str, Any]], check: DefinitionCheck) -> None:
+    """HTTP steps name credentials that exist (the values are never looked at here)."""
+    named = [(index, step) for index, step in enumerate(steps) if isinstance(step, dict) and step.get("type") == "HTTP"
+             and isinstance(step.get("config"), dict) and isinstance(step["config"].get("credential"), str)]
+    if not named:
+        return
+    known = set(http_credential_names())
+    for index, step in named:
+        name = step["config"]["credential"]
+        if name not in known:
+            listed = ", ".join(sorted(known)) or "none yet"
+            check.add_error(
+                f"steps[{index}].config.credential",
+                f'Step "{step.get("name")}": no HTTP credential is named "{name}" (known: {listed}). Fix the '
+                f"spelling, or have staff add it in {CREDENTIALS_ADMIN_PATH}.",
+            )
+
+
 def definition_check(
     *, steps: list[dict[str, Any]], variables: list[dict[str, Any]], features: Container[str] | None = None
 ) -> DefinitionCheck:
@@ -115,4 +135,5 @@ def definition_check(
     for problem in warnings:
         check.add_warning(problem)
     _provider_problems(steps, check)
+    _credential_problems(steps, check)
     return check

@@ -26,8 +26,10 @@ from providers.flags import live_features
 from providers.ratelimit import limited_adapter
 
 from ..engine import runner
+from ..engine.steps.http import HTTP_POLICY
 from . import transitions
 from .dispatch import Continuation, continuation, current_continuation
+from .http_steps import http_policy
 from .leases import keeper
 from .transitions import Claimed
 
@@ -139,6 +141,7 @@ def _run_claimed(claimed: Claimed) -> str:
         "max_output_chars": _conf("TEMPLATE_MAX_OUTPUT_CHARS"),
         "max_loop_iterations": _conf("TEMPLATE_MAX_LOOP_ITERATIONS"),
         "features": live_features(),  # admin switches (workflow.multiModel), read when a step asks
+        HTTP_POLICY: http_policy(),  # HTTP steps: allowed hosts, limits, credentials
     }
     began = time.monotonic()
     with keeper.holding(claimed.step_execution_id, claimed.attempt):

@@ -31,11 +31,13 @@ from providers.types import ModelRequest, ModelResponse, TokenUsage
 from ..engine.errors import InputValidationError
 from ..engine.inputs import sample_inputs, validate_inputs
 from ..engine.runner import context_entry, first_step, next_transition, run_step
+from ..engine.steps.http import DRY_RUN, HTTP_POLICY
 from ..engine.types import COMPLETED, FAILED, RunContext, StepDefinition, StepResult, WorkflowDefinition
 from ..errors import InputValidationFailed
 from ..models import Workflow, WorkflowVersion
 from ..selectors import execution_get
 from .definitions import workflow_definition_snapshot
+from .http_steps import http_policy
 from .transitions import version_snapshot
 
 PROVIDED = "PROVIDED"  # a step not run: its output came from ``steps_output``
@@ -222,13 +224,15 @@ def _run(definition: WorkflowDefinition, context: RunContext, *, providers: Call
         if step.name in steps_output:
             result, ms, shown, dry = StepResult(status=COMPLETED, output=steps_output[step.name]), 0, PROVIDED, False
         else:
-            dry = dry_run and step.type == "PROMPT"
-            # A dry run's answer is a placeholder, so output_format "json" is not parsed.
-            runnable = dataclasses.replace(step, config={**step.config, "output_format": "text"}) if dry else step
+            dry = dry_run and step.type in DRY_RUN_TYPES
+            # A dry run's answer is a placeholder, so output_format "json" and output_schema are not checked.
+            runnable = dataclasses.replace(step, config=_unchecked(step.config)) if dry and step.type == "PROMPT" else step
             started = time.monotonic()
             result = run_step(runnable, context, providers=providers, limits=limits)
             ms, shown = int((time.monotonic() - started) * 1000), result.status
-            if dry and step.config.get("output_format") == "json":
+            if dry and step.config.get("output_schema") is not None:
+                result.warnings.append("Dry run: the output is a placeholder, so output_schema was not checked.")
+            elif dry and step.config.get("output_format") == "json":
                 result.warnings.append('Dry run: the output is a placeholder, so output_format "json" was not checked.')
         ran.append(_Ran(step, result, ms, shown, dry))
         context.steps[step.name] = context_entry(step, result)
@@ -263,6 +267,13 @@ def _saved_definition(workflow: Workflow) -> tuple[dict[str, Any], WorkflowDefin
         return version_snapshot(row[0])
     snapshot = workflow_definition_snapshot(workflow=workflow)
     return snapshot, WorkflowDefinition.from_dict(snapshot)
+
+
+DRY_RUN_TYPES = ("PROMPT", "HTTP")  # the steps a dry run replaces with placeholders
+
+
+def _unchecked(config: dict[str, Any]) -> dict[str, Any]:
+    return {**{key: value for key, value in config.items() if key != "output_schema"}, "output_format": "text"}
 
 
 def _step_estimated(entry: _Ran) -> bool:
@@ -301,6 +312,8 @@ def workflow_preview(*, workflow: Workflow, user=None, inputs: dict[str, Any] | 
         "max_output_chars": settings.PROMPTPILOT["TEMPLATE_MAX_OUTPUT_CHARS"],
         "max_loop_iterations": settings.PROMPTPILOT["TEMPLATE_MAX_LOOP_ITERATIONS"],
         "features": live_features(),  # admin switches: workflow.multiModel
+        HTTP_POLICY: http_policy(),
+        DRY_RUN: dry_run_models,  # HTTP steps send nothing in a dry run
     }
     resolver = _dry_run_resolver if dry_run_models else (providers or limited_adapter)  # shared rate limits apply
     ran, status, output = _run(definition, context, providers=resolver, dry_run=dry_run_models, until=until,

@@ -6,6 +6,7 @@ import re
 from typing import Any, ClassVar, Protocol
 
 from ..errors import InvalidOutput, error_payload, is_retryable, retry_after_of
+from ..output_schema import check_output, schema_problem
 from ..templating import validate_expression, validate_template
 from ..types import COMPLETED, FAILED, NextAction, ProviderResolver, RunContext, StepDefinition, StepResult
 
@@ -95,6 +96,33 @@ def check_expression(errors: ConfigErrors, field: str, source: Any) -> None:
 def check_output_format(errors: ConfigErrors, config: dict[str, Any]) -> None:
     if config.get("output_format", "text") not in OUTPUT_FORMATS:
         add_error(errors, "config.output_format", f'must be "text" or "json", not {config.get("output_format")!r}.')
+
+
+def check_output_schema(errors: ConfigErrors, config: dict[str, Any], step_name: Any = None) -> None:
+    """``output_schema``, when set, is a valid JSON Schema and goes with JSON output."""
+    if config.get("output_schema") is None:
+        return
+    problem = schema_problem(config["output_schema"])
+    if problem:
+        label = f'Step "{step_name}": ' if isinstance(step_name, str) and step_name else ""
+        add_error(errors, "config.output_schema", f"{label}output_schema {problem}")
+    if config.get("output_format", "json") != "json":
+        add_error(errors, "config.output_format",
+                  'must be "json" (or left out) when output_schema is set: the schema checks the parsed JSON.')
+
+
+def output_format_of(config: dict[str, Any]) -> str:
+    """``output_format``; JSON when left out but an ``output_schema`` is set."""
+    return config.get("output_format") or ("json" if config.get("output_schema") is not None else "text")
+
+
+def step_output(text: str, config: dict[str, Any]) -> Any:
+    """The step output for an answer: parsed per ``output_format``, then checked against
+    ``output_schema`` when there is one. Either failing is InvalidOutput."""
+    output = parse_output(text, output_format_of(config))
+    if config.get("output_schema") is not None:
+        check_output(output, config["output_schema"])
+    return output
 
 
 def check_next_action(

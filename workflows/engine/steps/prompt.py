@@ -25,11 +25,12 @@ from .base import (
     ConfigErrors,
     add_error,
     check_output_format,
+    check_output_schema,
     check_template,
     completed,
     config_of,
     failed,
-    parse_output,
+    step_output,
 )
 from .registry import register
 
@@ -111,7 +112,7 @@ def _model_output(model: dict[str, Any], **fields: Any) -> dict[str, Any]:
 
 @register("PROMPT")
 class PromptStep(BaseStepHandler):
-    config_keys = frozenset({"template", "system", "model", "models", "mode", "output_format"})
+    config_keys = frozenset({"template", "system", "model", "models", "mode", "output_format", "output_schema"})
 
     def run(
         self, step: StepDefinition, context: RunContext, *, providers: ProviderResolver, limits: dict[str, Any]
@@ -145,7 +146,6 @@ class PromptStep(BaseStepHandler):
         self, step: StepDefinition, models: list[dict[str, Any]], mode: str, step_input: dict[str, Any],
         providers: ProviderResolver,
     ) -> StepResult:
-        output_format = step.config.get("output_format", "text")
         outcome = dispatch(
             models,
             mode,
@@ -153,8 +153,10 @@ class PromptStep(BaseStepHandler):
             system=step_input["system"],
             timeout_seconds=float(step.timeout_seconds or DEFAULT_TIMEOUT_SECONDS),
             resolver=providers,
-            # An answer that does not parse counts as that model failing: the next one is used.
-            accept=lambda content: parse_output(content, output_format),
+            output_schema=step.config.get("output_schema"),
+            # An answer that does not parse (or match output_schema) counts as that model
+            # failing: the next one is used.
+            accept=lambda content: step_output(content, step.config),
         )
         return multi_model_result(step, outcome, step_input)
 
@@ -169,6 +171,7 @@ class PromptStep(BaseStepHandler):
             system=step_input["system"],
             params=params,
             timeout_seconds=float(step.timeout_seconds or DEFAULT_TIMEOUT_SECONDS),
+            output_schema=step.config.get("output_schema"),  # adapters ask for it natively
         )
         started = time.monotonic()
         try:
@@ -190,7 +193,7 @@ class PromptStep(BaseStepHandler):
         )
         fields = {"input": step_input, "model_outputs": [record], "tokens": dict(tokens), "warnings": list(response.warnings)}
         try:
-            output = parse_output(response.content, step.config.get("output_format", "text"))
+            output = step_output(response.content, step.config)
         except EngineError as exc:
             # The call itself worked (status "ok", tokens spent); its answer is unusable.
             return failed(step, exc, **fields)
@@ -208,6 +211,7 @@ class PromptStep(BaseStepHandler):
         if prompt is not None and not config.get("template"):
             check_template(errors, "prompt.template", prompt.get("template"), required=True)
         check_output_format(errors, config)
+        check_output_schema(errors, config, step_dict.get("name"))
         self._model_errors(config, prompt, has_prompt, errors)
         return errors
 

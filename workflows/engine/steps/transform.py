@@ -1,4 +1,5 @@
-"""TRANSFORM: render a template into the step output (text or JSON); no model call."""
+"""TRANSFORM: render a template into the step output (text, or JSON checked against
+``output_schema`` when set); no model call."""
 from __future__ import annotations
 
 from typing import Any
@@ -10,18 +11,19 @@ from .base import (
     BaseStepHandler,
     ConfigErrors,
     check_output_format,
+    check_output_schema,
     check_template,
     completed,
     config_of,
     failed,
-    parse_output,
+    step_output,
 )
 from .registry import register
 
 
 @register("TRANSFORM")
 class TransformStep(BaseStepHandler):
-    config_keys = frozenset({"template", "output_format"})
+    config_keys = frozenset({"template", "output_format", "output_schema"})
 
     def run(
         self, step: StepDefinition, context: RunContext, *, providers: ProviderResolver, limits: dict[str, Any]
@@ -33,7 +35,7 @@ class TransformStep(BaseStepHandler):
                 raise ConfigError("The transform has no template: set config.template.")
             rendered = render(template, context.as_template_context(), **template_limits(limits))
             step_input["template_rendered"] = rendered
-            output = parse_output(rendered, step.config.get("output_format", "text"))
+            output = step_output(rendered, step.config)
         except EngineError as exc:
             return failed(step, exc, input=step_input)
         return completed(output, input=step_input)
@@ -44,4 +46,5 @@ class TransformStep(BaseStepHandler):
         self.unknown_key_errors(config, errors)
         check_template(errors, "config.template", config.get("template"), required=True)
         check_output_format(errors, config)
+        check_output_schema(errors, config, step_dict.get("name"))
         return errors

@@ -10,6 +10,7 @@ from django.utils import timezone
 from triggers.models import TriggerInvocation, TriggerKind, WorkflowTrigger
 from workflows.models import (
     ExecutionStatus,
+    HttpCredential,
     Prompt,
     StepExecutionStatus,
     StepType,
@@ -120,6 +121,9 @@ def ops_world(django_user_model) -> OpsWorld:
         trigger=trigger, verified=True, delivery_id="nightly-1", payload={"scheduled_for": "03:00"},
         execution=scheduled,
     )
+    credential = HttpCredential(name="crm-api", hosts="api.example.com", description="ops fixture")
+    credential.set_headers({"Authorization": "Bearer do-not-show-me"})
+    credential.save()
     return OpsWorld(
         owner=owner, prompt=prompt, workflow=workflow, other_workflow=other, version=workflow.latest_version,
         completed=completed, failed=failed, running=running, scheduled=scheduled, trigger=trigger,
