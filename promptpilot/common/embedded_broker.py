@@ -106,6 +106,7 @@ class Channel(filesystem.Channel):
                        self.processing_folder, self.quarantine_folder, self.control_folder):
             folder.mkdir(parents=True, exist_ok=True)
         self._claims: dict[str, Path] = {}
+        self._no_ack_queues: set[str] = set()  # Celery's pidbox consumers ack nothing
         self._listing: dict[str, list[str]] = {}
         self._next_recovery = 0.0
 
@@ -142,7 +143,9 @@ class Channel(filesystem.Channel):
     # -- publish
 
     def _put(self, queue: str, payload: dict, **kwargs) -> None:
-        name = f"{int(round(time.monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        # Zero-padded nanoseconds of the machine-wide monotonic clock: names sort in the
+        # order messages were published, from any process (FIFO per queue).
+        name = f"{time.monotonic_ns():020d}_{uuid.uuid4()}.{queue}.msg"
         try:
             _atomic_write(self.data_folder_out_path / name, str_to_bytes(dumps(payload)), self.tmp_folder)
         except OSError as exc:
@@ -173,12 +176,23 @@ class Channel(filesystem.Channel):
                 if payload is None:
                     continue
                 tag = payload.get("properties", {}).get("delivery_tag")
-                if tag:
+                if tag and queue not in self._no_ack_queues:
                     self._claims[tag] = claimed
-                else:  # cannot be acked by tag: treat it as delivered once
+                else:  # nobody will ack it: delivered once is done
                     claimed.unlink(missing_ok=True)
                 return payload
         raise Empty()
+
+    def basic_consume(self, queue, no_ack, *args, **kwargs):
+        if no_ack:
+            self._no_ack_queues.add(queue)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    def basic_get(self, queue, no_ack=False, **kwargs):
+        message = super().basic_get(queue, no_ack=no_ack, **kwargs)
+        if message is not None and no_ack:
+            self._forget_claim(message.delivery_tag, requeue=False)
+        return message
 
     def _read_claimed(self, claimed: Path) -> dict | None:
         try:

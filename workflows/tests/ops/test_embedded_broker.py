@@ -108,15 +108,17 @@ def test_an_unreadable_message_file_is_quarantined_and_the_next_one_delivered(tm
     with connect(tmp_path) as conn:
         queue = conn.SimpleQueue(unit_queue())
         # What kombu's own transport could leave for a reader: created, not yet written.
-        (tmp_path / "out" / f"1_empty.{queue.queue.name}.msg").write_bytes(b"")
-        (tmp_path / "out" / f"2_torn.{queue.queue.name}.msg").write_bytes(b'{"body": "eyJp')
+        # Named to sort before the whole message, so the consumer meets them first.
+        (tmp_path / "out" / f"{1:020d}_empty.{queue.queue.name}.msg").write_bytes(b"")
+        (tmp_path / "out" / f"{2:020d}_torn.{queue.queue.name}.msg").write_bytes(b'{"body": "eyJp')
         queue.put({"id": "whole"})
         with caplog.at_level(logging.ERROR, logger="promptpilot.common.embedded_broker"):
             message = queue.get(timeout=5)
         assert message.payload == {"id": "whole"}
         message.ack()
         queue.close()
-    assert sorted(p.name.split(".")[0] for p in files(tmp_path / "quarantine")) == ["1_empty", "2_torn"]
+    quarantined = sorted(p.name.split(".")[0] for p in files(tmp_path / "quarantine"))
+    assert quarantined == [f"{1:020d}_empty", f"{2:020d}_torn"]
     assert [r.getMessage() for r in caplog.records].count("embedded_broker.message_quarantined") == 2
     assert files(tmp_path / "out") == [] and files(tmp_path / "processing") == []
 
@@ -160,3 +162,14 @@ def test_the_embedded_default_celery_app_uses_this_transport(tmp_path):
                             timeout=PROCESS_TIMEOUT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "promptpilot.common.embedded_broker"
+
+
+def test_a_consumer_that_acks_nothing_leaves_no_claimed_files(tmp_path):
+    # Celery's remote control (ping, inspect) consumes with no_ack.
+    with connect(tmp_path) as conn:
+        queue = conn.SimpleQueue(unit_queue(), no_ack=True)
+        for n in range(3):
+            queue.put({"id": n})
+        assert [queue.get(timeout=5).payload["id"] for _ in range(3)] == [0, 1, 2]
+        queue.close()
+    assert files(tmp_path / "out") == [] and files(tmp_path / "processing") == []
