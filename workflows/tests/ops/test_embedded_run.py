@@ -66,7 +66,9 @@ class Run:
         return "\n".join(self.lines)
 
     def child_pids(self) -> dict[str, int]:
-        return {m[0]: int(m[1]) for m in re.findall(r"started (web|worker|beat) \(pid (\d+)\)", self.output())}
+        """The pid of each child's latest start (restarts included)."""
+        found = re.findall(r"(?:re)?started (web|worker|beat) \(pid (\d+)", self.output())
+        return {name: int(pid) for name, pid in found}
 
     def wait_for(self, predicate, what: str, timeout: float = STARTUP_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
@@ -247,6 +249,20 @@ def test_embedded_run_serves_the_admin_and_stops_cleanly_then_restarts_on_the_sa
         assert "existing password unchanged" in again.output()
         assert "already there" in again.output()
         assert "Demo: summarise and classify" in admin_login(again.base, "demo", PASSWORD)
+
+        # A worker that dies is started again; web and beat keep running meanwhile.
+        before = again.child_pids()
+        os.killpg(before["worker"], signal.SIGKILL)
+        again.wait_for(lambda: re.search(rf"worker \(pid {before['worker']}\) exited with code -9 .*restarting it in",
+                                         again.output()), "the launcher noticing the dead worker", 30)
+        again.wait_for(lambda: "restarted worker (pid" in again.output(), "the worker's restart", 30)
+        again.wait_for(lambda: len(re.findall(r"^worker\| .* ready\.", again.output(), re.M)) == 2,
+                       "the new worker ready", 90)
+        assert again.proc.poll() is None
+        assert {k: again.child_pids()[k] for k in ("web", "beat")} == {k: before[k] for k in ("web", "beat")}
+        execution = execute_demo_through_api(again.base, PASSWORD)
+        assert execution["status"] == "COMPLETED", execution["error"]
+
         assert again.stop(signal.SIGTERM) == 0
     finally:
         again.kill_everything()
