@@ -2,14 +2,15 @@
 
     python embedded_broker_stress.py produce FOLDER PREFIX COUNT
     python embedded_broker_stress.py consume FOLDER OUT_FILE EXPECTED [--hold N]
-    python embedded_broker_stress.py watch FOLDER SECONDS
+    python embedded_broker_stress.py watch FOLDER STOP_FILE
     python embedded_broker_stress.py hog
 
 The consumer appends each message id it receives to OUT_FILE (one a line, flushed before
 the ack) and exits 0 once it has EXPECTED of them; with ``--hold N`` it acks nothing,
 prints ``holding`` after N messages and sleeps, to be killed as a dead consumer. The
-watcher reads every file that appears in the queue folder and prints ``checked bad``: a
-file that is not a whole JSON message is one a consumer could have half-read.
+watcher reads every file that appears in the queue folder until STOP_FILE exists and
+prints ``checked bad``: a file that is not a whole JSON message is one a consumer could
+have half-read.
 """
 from __future__ import annotations
 
@@ -84,10 +85,10 @@ def consume(folder: str, out_file: str, expected: int, hold: int | None) -> int:
     return 0
 
 
-def watch(folder: str, seconds: float) -> int:
+def watch(folder: str, stop_file: str) -> int:
     checked = bad = 0
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
+    end = time.monotonic() + IDLE_LIMIT_SECONDS
+    while time.monotonic() < end and not os.path.exists(stop_file):
         for name in os.listdir(folder):
             try:
                 data = (Path(folder) / name).read_bytes()
@@ -115,7 +116,7 @@ if __name__ == "__main__":
         hold = int(args[args.index("--hold") + 1]) if "--hold" in args else None
         sys.exit(consume(args[0], args[1], int(args[2]), hold))
     if role == "watch":
-        sys.exit(watch(args[0], float(args[1])))
+        sys.exit(watch(args[0], args[1]))
     if role == "hog":
         sys.exit(hog())
     sys.exit(f"unknown role {role!r}")

@@ -46,14 +46,15 @@ def test_three_producers_and_a_consumer_under_cpu_load_see_every_message_exactly
     try:
         consumer = spawn("consume", str(tmp_path), str(tmp_path / "seen.txt"), str(3 * per_producer))
         time.sleep(0.5)  # the consumer polls while the producers write, as the worker does
-        watcher = spawn("watch", str(tmp_path / "out"), "8")
+        watcher = spawn("watch", str(tmp_path / "out"), str(tmp_path / "stop-watching"))
         producers = [spawn("produce", str(tmp_path), prefix, str(per_producer)) for prefix in "abc"]
         for producer in producers:
             code, _, err = finish(producer)
             assert code == 0, err
         code, _, err = finish(consumer)
-        assert code == 0, err
+        (tmp_path / "stop-watching").touch()
         watch_code, watch_out, watch_err = finish(watcher)
+        assert code == 0, err
     finally:
         for hog in hogs:
             hog.kill()
@@ -67,8 +68,8 @@ def test_three_producers_and_a_consumer_under_cpu_load_see_every_message_exactly
     assert watch_code == 0, watch_err
     checked, bad = map(int, watch_out.split())
     assert checked > 0 and bad == 0, f"{bad} of {checked} queue files were not whole messages"
-    assert files(tmp_path / "out") == [] and files(tmp_path / "processing") == []
-    assert files(tmp_path / "quarantine") == []
+    leftovers = {name: files(tmp_path / name) for name in ("out", "processing", "quarantine")}
+    assert leftovers == {"out": [], "processing": [], "quarantine": []}
 
 
 def test_the_unacked_messages_of_a_killed_consumer_are_delivered_again_once(tmp_path):
