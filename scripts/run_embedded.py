@@ -300,7 +300,7 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 class ReadinessProbe:
-    """Prints one banner when the web process first answers."""
+    """Prints one banner when /readyz first answers 200 (database, broker and worker up)."""
 
     def __init__(self, url: str, output: Output, banner: list[str]) -> None:
         self.url = url
@@ -314,7 +314,8 @@ class ReadinessProbe:
             return
         self.next_at = time.monotonic() + 0.5
         try:
-            with urllib.request.urlopen(self.url, timeout=0.5) as response:
+            # /readyz may wait up to a second for the worker's ping reply.
+            with urllib.request.urlopen(self.url, timeout=2.5) as response:
                 ready = response.status == 200
         except (urllib.error.URLError, OSError, ValueError):
             return
@@ -399,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     supervisor.start()
     probe = ReadinessProbe(
-        f"{base_url}/admin/login/",
+        f"{base_url}/readyz",
         output,
         [
             f"PromptPilot is up: {base_url}/admin/ (user demo; see the setup lines above for the password)",

@@ -95,6 +95,11 @@ WORKER_CONCURRENCY = _int("PROMPTPILOT_WORKER_CONCURRENCY", 200)
 DB_POOL_SIZE = _int("PROMPTPILOT_DB_POOL_SIZE", 10)
 DB_POOL_TIMEOUT = _float("PROMPTPILOT_DB_POOL_TIMEOUT", 30.0)
 
+# /readyz (promptpilot/common/readiness.py): how long a worker has to answer its ping, and
+# how long each web process reuses the answer before pinging again.
+READYZ_WORKER_TIMEOUT_SECONDS = _float("PROMPTPILOT_READYZ_WORKER_TIMEOUT_SECONDS", 1.0)
+READYZ_CACHE_SECONDS = _float("PROMPTPILOT_READYZ_CACHE_SECONDS", 5.0)
+
 # Extra provider adapter modules to import at start-up (comma separated dotted paths).
 PROVIDER_MODULES = _list("PROMPTPILOT_PROVIDER_MODULES", "")
 

@@ -216,6 +216,9 @@ def test_embedded_run_serves_the_admin_and_stops_cleanly_then_restarts_on_the_sa
         assert (var_dir / "db.sqlite3").exists() and (var_dir / "broker").is_dir()
         assert "SQLite in" in run.output() and "filesystem broker" in run.output()
         assert run.answers("/static/admin/css/base.css"), "admin CSS is not served"
+        # Ready: SQLite, the embedded broker and the worker (a ping through the broker's folders).
+        run.wait_for(lambda: run.answers("/readyz"), "/readyz answering 200", 90)
+        run.wait_for(lambda: "PromptPilot is up" in run.output(), "the launcher's ready banner", 30)
 
         pages = admin_login(run.base, "demo", PASSWORD)
         assert "Site administration" in pages and "Log out" in pages
