@@ -60,7 +60,8 @@ CSRF_TRUSTED_ORIGINS = _list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
 DATABASE_URL = _str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
 REDIS_URL = _str("REDIS_URL")
-# The embedded default needs no broker server: kombu's filesystem transport.
+# The embedded default needs no broker server: files under VAR_DIR/broker
+# (promptpilot/common/embedded_broker.py, wired in base.py).
 CELERY_BROKER_URL = _str("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
 CELERY_VISIBILITY_TIMEOUT = _int("CELERY_VISIBILITY_TIMEOUT", 3600)
 CELERY_TASK_ALWAYS_EAGER = _bool("CELERY_TASK_ALWAYS_EAGER", False)
