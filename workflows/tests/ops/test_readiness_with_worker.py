@@ -20,6 +20,4 @@ def test_readyz_answers_200_when_database_broker_and_a_worker_answer(shared_work
     assert response.status_code == 200, response.json()
     body = response.json()
     assert body["status"] == "ok" and body["failing"] == []
-    assert body["checks"]["database"] == {"state": "ok"} and body["checks"]["broker"] == {"state": "ok"}
-    assert body["checks"]["worker"]["state"] == "ok"
-    assert [name.split("@")[0] for name in body["checks"]["worker"]["workers"]] == ["shared"]
+    assert body["checks"] == {"database": {"state": "ok"}, "broker": {"state": "ok"}, "worker": {"state": "ok"}}
