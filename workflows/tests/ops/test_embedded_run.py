@@ -42,6 +42,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 class Run:
     """One scripts/run_embedded.py process, its output collected in the background."""
 
@@ -100,14 +108,14 @@ class Run:
             code = self.proc.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             pytest.fail(f"the runner did not stop within {STOP_TIMEOUT} s:\n{self.output()[-6000:]}")
-        # Every child was a session leader: no process may be left in its group.
-        survivors = []
-        for name, pid in pids.items():
-            try:
-                os.killpg(pid, 0)
-                survivors.append(name)
-            except ProcessLookupError:
-                pass
+        # Every child was a session leader: no process may be left in its group. A killed
+        # grandchild (a gunicorn worker) lingers until PID 1 reaps it: wait for that, boundedly.
+        deadline = time.monotonic() + 15
+        while True:
+            survivors = [name for name, pid in pids.items() if group_exists(pid)]
+            if not survivors or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert not survivors, f"still running after stop: {survivors}\n{self.output()[-4000:]}"
         return code
 
@@ -262,9 +270,19 @@ def test_embedded_run_serves_the_admin_and_stops_cleanly_then_restarts_on_the_sa
         again.wait_for(lambda: len(re.findall(r"^worker\| .* ready\.", again.output(), re.M)) == 2,
                        "the new worker ready", 90)
         assert again.proc.poll() is None
+        new_worker = again.child_pids()["worker"]
         assert {k: again.child_pids()[k] for k in ("web", "beat")} == {k: before[k] for k in ("web", "beat")}
+
+        # What took the worker down in issue 11: a message file it finds empty. Named to
+        # sort first in the task queue, so the worker meets it before the demo's messages.
+        empty = var_dir / "broker" / "out" / f"{1:020d}_issue-11.celery.msg"
+        empty.write_bytes(b"")
         execution = execute_demo_through_api(again.base, PASSWORD)
         assert execution["status"] == "COMPLETED", execution["error"]
+        again.wait_for(lambda: (var_dir / "broker" / "quarantine" / empty.name).exists(), "the empty file quarantined", 30)
+        assert "embedded_broker.message_quarantined" in again.output()
+        assert "JSONDecodeError" not in again.output() and "Unrecoverable error" not in again.output()
+        assert again.child_pids()["worker"] == new_worker
 
         assert again.stop(signal.SIGTERM) == 0
     finally:
