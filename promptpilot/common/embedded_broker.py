@@ -107,7 +107,7 @@ class Channel(filesystem.Channel):
             folder.mkdir(parents=True, exist_ok=True)
         self._claims: dict[str, Path] = {}
         self._no_ack_queues: set[str] = set()  # Celery's pidbox consumers ack nothing
-        self._listing: dict[str, list[str]] = {}
+        self._listing: dict[str, list[str]] = {}  # per queue, newest first: pop() takes the oldest
         self._next_recovery = 0.0
 
     # -- folders (transport options; defaults are siblings of the queue folder)
@@ -163,10 +163,11 @@ class Channel(filesystem.Channel):
             names = self._listing.get(queue)
             if not names:
                 names = self._listing[queue] = sorted(
-                    n for n in os.listdir(self.data_folder_in_path) if n.partition(".")[2] == suffix[1:]
+                    (n for n in os.listdir(self.data_folder_in_path) if n.partition(".")[2] == suffix[1:]),
+                    reverse=True,
                 )
             while names:
-                name = names.pop(0)
+                name = names.pop()
                 claimed = lease.folder / name
                 try:
                     os.rename(self.data_folder_in_path / name, claimed)
