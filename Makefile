@@ -30,7 +30,7 @@ lint: venv
 	$(BIN)/ruff check .
 
 # The embedded default: web (gunicorn), a Celery worker and beat in the foreground, on
-# SQLite and kombu's filesystem broker under var/ (PROMPTPILOT_VAR_DIR). Needs no
+# SQLite and the embedded file-based broker under var/ (PROMPTPILOT_VAR_DIR). Needs no
 # environment; migrates, collects static files and seeds the demo first. Only `test`
 # sets DATABASE_URL, on its own command line, so nothing leaks into `run` (a URL that
 # your shell exports is honoured: the first line printed names the database in use).

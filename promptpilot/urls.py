@@ -5,7 +5,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from promptpilot.common.apis import AuthTokenApi, healthz
+from promptpilot.common.apis import AuthTokenApi, healthz, readyz
 from workflows.metrics import metrics_view
 
 urlpatterns = [
@@ -16,6 +16,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     re_path(r"^healthz/?$", healthz, name="healthz"),
+    re_path(r"^readyz/?$", readyz, name="readyz"),
     re_path(r"^metrics/?$", metrics_view, name="metrics"),
     re_path(r"^api/auth/token/?$", AuthTokenApi.as_view(), name="auth-token"),
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),

@@ -5,9 +5,11 @@
 
 First it prepares the database and static files (``migrate``, ``collectstatic``,
 ``seed_demo``), then it supervises three processes and prefixes their output
-(``web    | ...``). Ctrl-C or SIGTERM stops all three: SIGTERM first, SIGKILL after a
-grace period. If one of them dies, the others are stopped and the exit code is
-non-zero. With no environment set, Django's settings use SQLite in ``var/`` and
+(``web    | ...``). A process that dies is started again, alone, after a pause that
+doubles from 1 s up to 30 s while it keeps dying (back to 1 s once it has run for a
+minute); the launcher says which one died, its exit code and when it comes back.
+Only Ctrl-C or SIGTERM to the launcher stops all three: SIGTERM first, SIGKILL after a
+grace period. With no environment set, Django's settings use SQLite in ``var/`` and
 kombu's filesystem broker under ``var/broker/``; set DATABASE_URL / REDIS_URL to run
 the same processes against PostgreSQL and Redis.
 
@@ -34,6 +36,9 @@ from typing import IO
 BASE_DIR = Path(__file__).resolve().parent.parent
 GRACE_SECONDS = 10.0
 POLL_SECONDS = 0.2
+RESTART_FIRST_DELAY = 1.0
+RESTART_MAX_DELAY = 30.0
+RESTART_STABLE_SECONDS = 60.0  # a child that ran this long starts again after the first delay
 
 _COLOURS = {"web": "36", "worker": "35", "beat": "33", "setup": "34", "run": "32"}
 
@@ -65,6 +70,10 @@ class Child:
     process: subprocess.Popen | None = None
     reader: threading.Thread | None = None
     stop_sent_at: float | None = field(default=None)
+    started_at: float = 0.0
+    restart_at: float | None = None  # set while a dead child waits for its restart
+    next_delay: float = 0.0
+    restarts: int = 0
 
     @property
     def pid(self) -> int:
@@ -75,15 +84,24 @@ class Child:
         return self.process is not None and self.process.poll() is None
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM if the supervisor vanishes (Linux only)."""
+def _load_libc():
     try:
         import ctypes
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL("libc.so.6", use_errno=True)
     except Exception:  # not Linux: a supervisor killed with SIGKILL may leave children behind
-        pass
+        return None
+
+
+# NOTE: loaded here, not in the child: a restart forks while relay threads run, and a
+# child between fork and exec must not import (another thread may hold the import lock).
+_LIBC = _load_libc() if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the supervisor vanishes (Linux only)."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class StopRequest:
@@ -107,7 +125,7 @@ class StopRequest:
 
 
 class Supervisor:
-    """Start processes, relay their output, stop them all together."""
+    """Start processes, relay their output, restart the ones that die, stop them all together."""
 
     def __init__(
         self,
@@ -118,6 +136,9 @@ class Supervisor:
         cwd: Path = BASE_DIR,
         grace_seconds: float = GRACE_SECONDS,
         stop: StopRequest | None = None,
+        restart_first_delay: float = RESTART_FIRST_DELAY,
+        restart_max_delay: float = RESTART_MAX_DELAY,
+        restart_stable_seconds: float = RESTART_STABLE_SECONDS,
     ) -> None:
         self.children = [Child(name, list(argv)) for name, argv in commands]
         self.output = output
@@ -125,6 +146,9 @@ class Supervisor:
         self.cwd = cwd
         self.grace_seconds = grace_seconds
         self.stop = stop or StopRequest()
+        self.restart_first_delay = restart_first_delay
+        self.restart_max_delay = restart_max_delay
+        self.restart_stable_seconds = restart_stable_seconds
 
     # -- processes
 
@@ -143,42 +167,72 @@ class Supervisor:
             errors="replace",
             bufsize=1,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=_die_with_parent if _LIBC is not None else None,
         )
+        child.started_at = time.monotonic()
 
     def _relay(self, child: Child) -> None:
         assert child.process is not None and child.process.stdout is not None
         for line in child.process.stdout:
             self.output.line(child.name, line)
 
+    def _start_relay(self, child: Child) -> None:
+        child.reader = threading.Thread(target=self._relay, args=(child,), name=f"relay-{child.name}", daemon=True)
+        child.reader.start()
+
     def start(self) -> None:
-        # All forks happen before any relay thread exists (preexec_fn and threads mix badly).
         for child in self.children:
             self._spawn(child)
+            child.next_delay = self.restart_first_delay
         for child in self.children:
-            child.reader = threading.Thread(target=self._relay, args=(child,), name=f"relay-{child.name}", daemon=True)
-            child.reader.start()
+            self._start_relay(child)
             self.output.line("run", f"started {child.name} (pid {child.pid}): {' '.join(child.argv)}")
 
+    def _on_exit(self, child: Child) -> None:
+        """A child died on its own: plan its restart, with the delay doubling while it keeps dying."""
+        code = child.process.returncode if child.process else None
+        ran = time.monotonic() - child.started_at
+        if ran >= self.restart_stable_seconds:
+            child.next_delay = self.restart_first_delay
+        delay = child.next_delay
+        child.next_delay = min(delay * 2, self.restart_max_delay)
+        child.restart_at = time.monotonic() + delay
+        # Its own children (gunicorn's workers, a pool) must not hold the port or the queue.
+        self._signal(child, signal.SIGKILL, group=True)
+        if child.reader is not None:
+            child.reader.join(timeout=2)
+        when = time.strftime("%H:%M:%S", time.localtime(time.time() + delay))
+        self.output.line(
+            "run",
+            f"{child.name} (pid {child.pid}) exited with code {code} after {ran:.1f} s; "
+            f"restarting it in {delay:g} s (at {when})",
+        )
+
+    def _restart(self, child: Child) -> None:
+        child.restart_at = None
+        child.restarts += 1
+        self._spawn(child)
+        self._start_relay(child)
+        self.output.line("run", f"restarted {child.name} (pid {child.pid}, restart {child.restarts})")
+
+    def supervise_once(self) -> None:
+        """One pass: notice children that died, restart the ones whose pause is over."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.restart_at is None and not child.alive():
+                self._on_exit(child)
+            elif child.restart_at is not None and now >= child.restart_at and not self.stop.is_set():
+                self._restart(child)
+
     def wait(self, on_tick: Callable[[], None] | None = None) -> int:
-        """Block until a stop is requested or a child exits; stop everything; return the exit code."""
-        failed: Child | None = None
+        """Supervise until a stop is requested; stop everything; return 0."""
         while not self.stop.is_set():
-            failed = next((c for c in self.children if not c.alive()), None)
-            if failed is not None:
-                break
+            self.supervise_once()
             if on_tick:
                 on_tick()
-            time.sleep(POLL_SECONDS)
-        if failed is not None:
-            code = failed.process.returncode if failed.process else None
-            self.output.line("run", f"{failed.name} exited with code {code}; stopping the others")
-        else:
-            self.output.line("run", f"{self.stop.reason or 'stop'} received; stopping web, worker and beat")
+            self.stop.event.wait(POLL_SECONDS)
+        self.output.line("run", f"{self.stop.reason or 'stop'} received; stopping web, worker and beat")
         self.stop_all()
-        if failed is not None:
-            code = failed.process.returncode if failed.process else 1
-            return code if code and code > 0 else 1
         return 0
 
     def stop_all(self) -> None:
@@ -246,7 +300,7 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 class ReadinessProbe:
-    """Prints one banner when the web process first answers."""
+    """Prints one banner when /readyz first answers 200 (database, broker and worker up)."""
 
     def __init__(self, url: str, output: Output, banner: list[str]) -> None:
         self.url = url
@@ -260,7 +314,8 @@ class ReadinessProbe:
             return
         self.next_at = time.monotonic() + 0.5
         try:
-            with urllib.request.urlopen(self.url, timeout=0.5) as response:
+            # /readyz may wait up to a second for the worker's ping reply.
+            with urllib.request.urlopen(self.url, timeout=2.5) as response:
                 ready = response.status == 200
         except (urllib.error.URLError, OSError, ValueError):
             return
@@ -345,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     supervisor.start()
     probe = ReadinessProbe(
-        f"{base_url}/admin/login/",
+        f"{base_url}/readyz",
         output,
         [
             f"PromptPilot is up: {base_url}/admin/ (user demo; see the setup lines above for the password)",

@@ -7,7 +7,6 @@ import logging
 from typing import Any
 
 from django.contrib.auth import authenticate
-from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views import defaults
 from django.views.decorators.cache import never_cache
@@ -19,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from . import readiness
 from .errors import ApplicationError, ValidationFailed
 
 logger = logging.getLogger(__name__)
@@ -120,14 +120,18 @@ class AuthTokenApi(BaseApi):
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness: the process answers and the database takes a query. 503 otherwise."""
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-            cursor.fetchone()
-    except Exception as exc:  # any database failure means "not healthy", never a 500
-        logger.warning("healthz.database_error", exc_info=exc)
-        return JsonResponse({"status": "error", "database": f"error: {type(exc).__name__}"}, status=503)
+    database = readiness.database_check()
+    if database.state != readiness.OK:
+        return JsonResponse({"status": "error", "database": f"error: {database.detail}"}, status=503)
     return JsonResponse({"status": "ok", "database": "ok"})
+
+
+@never_cache
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Readiness: the database, the broker and at least one worker answer. 503 otherwise,
+    naming each part and its state (promptpilot/common/readiness.py)."""
+    report = readiness.readiness_check()
+    return JsonResponse(report.as_json(), status=200 if report.ready else 503)
 
 
 def _is_api(request: HttpRequest) -> bool:

@@ -153,16 +153,20 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS: dict = {"visibility_timeout": env.CELERY_VISIBILITY_TIMEOUT}
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's filesystem transport with atomic writes, claims and redelivery of a dead
+    # consumer's messages (promptpilot/common/embedded_broker.py; issue 11).
+    CELERY_BROKER_TRANSPORT = "promptpilot.common.embedded_broker:Transport"
     _broker_dir = env.VAR_DIR / "broker"
-    for _sub in ("out", "processed", "control"):
+    for _sub in ("out", "control", "tmp", "processing", "quarantine"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS.update(
         {
             "data_folder_in": str(_broker_dir / "out"),
             "data_folder_out": str(_broker_dir / "out"),
-            "processed_folder": str(_broker_dir / "processed"),
             "control_folder": str(_broker_dir / "control"),
-            "store_processed": False,
+            "tmp_folder": str(_broker_dir / "tmp"),
+            "processing_folder": str(_broker_dir / "processing"),
+            "quarantine_folder": str(_broker_dir / "quarantine"),
             # The filesystem transport polls its folder; 1 s (kombu's default) per hop
             # would make a 3-step demo run take 3+ s.
             "polling_interval": 0.1,
@@ -206,6 +210,8 @@ PROMPTPILOT = {
     "PROVIDER_MODULES": env.PROVIDER_MODULES,
     "DEMO_PASSWORD": env.DEMO_PASSWORD,
     "METRICS_TOKEN": env.METRICS_TOKEN,
+    "READYZ_WORKER_TIMEOUT_SECONDS": env.READYZ_WORKER_TIMEOUT_SECONDS,
+    "READYZ_CACHE_SECONDS": env.READYZ_CACHE_SECONDS,
     # PostgreSQL connections of a thread-pool worker process come from this psycopg pool
     # (promptpilot/common/db.py, applied by promptpilot/celery.py at worker start).
     "DB_POOL": {"min_size": 1, "max_size": env.DB_POOL_SIZE, "timeout": env.DB_POOL_TIMEOUT, "max_idle": 300.0},

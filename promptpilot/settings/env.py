@@ -60,7 +60,8 @@ CSRF_TRUSTED_ORIGINS = _list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
 DATABASE_URL = _str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
 REDIS_URL = _str("REDIS_URL")
-# The embedded default needs no broker server: kombu's filesystem transport.
+# The embedded default needs no broker server: files under VAR_DIR/broker
+# (promptpilot/common/embedded_broker.py, wired in base.py).
 CELERY_BROKER_URL = _str("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
 CELERY_VISIBILITY_TIMEOUT = _int("CELERY_VISIBILITY_TIMEOUT", 3600)
 CELERY_TASK_ALWAYS_EAGER = _bool("CELERY_TASK_ALWAYS_EAGER", False)
@@ -94,6 +95,11 @@ WORKER_POOL = _str("PROMPTPILOT_WORKER_POOL", "threads")
 WORKER_CONCURRENCY = _int("PROMPTPILOT_WORKER_CONCURRENCY", 200)
 DB_POOL_SIZE = _int("PROMPTPILOT_DB_POOL_SIZE", 10)
 DB_POOL_TIMEOUT = _float("PROMPTPILOT_DB_POOL_TIMEOUT", 30.0)
+
+# /readyz (promptpilot/common/readiness.py): how long a worker has to answer its ping, and
+# how long each web process reuses the answer before pinging again.
+READYZ_WORKER_TIMEOUT_SECONDS = _float("PROMPTPILOT_READYZ_WORKER_TIMEOUT_SECONDS", 1.0)
+READYZ_CACHE_SECONDS = _float("PROMPTPILOT_READYZ_CACHE_SECONDS", 5.0)
 
 # Extra provider adapter modules to import at start-up (comma separated dotted paths).
 PROVIDER_MODULES = _list("PROMPTPILOT_PROVIDER_MODULES", "")

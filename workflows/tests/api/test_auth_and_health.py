@@ -90,7 +90,7 @@ def test_healthz_reports_database_ok(path):
 
 @pytest.mark.django_db
 def test_healthz_answers_503_when_the_database_fails():
-    with mock.patch("promptpilot.common.apis.connection.cursor", side_effect=OperationalError("down")):
+    with mock.patch("promptpilot.common.readiness.connection.cursor", side_effect=OperationalError("down")):
         response = APIClient().get("/healthz")
     assert response.status_code == 503
     assert response.json()["status"] == "error"

@@ -73,6 +73,23 @@ def test_worker_scales_and_everything_waits_for_migrations_and_healthy_services(
         assert services[name]["healthcheck"]["test"], name
 
 
+def test_web_is_healthy_only_when_ready(config):
+    check = " ".join(config["services"]["web"]["healthcheck"]["test"])
+    assert "http://127.0.0.1:8000/readyz" in check
+
+
+def test_flower_is_optional_on_the_same_broker_and_local_only():
+    with_flower = compose("--profile", "flower", "config")
+    assert with_flower.returncode == 0, with_flower.stderr
+    services = yaml.safe_load(with_flower.stdout)["services"]
+    flower = services["flower"]
+    assert flower["profiles"] == ["flower"]  # `docker-compose up` alone does not start it
+    assert "--broker=redis://redis:6379/0" in command(flower)
+    assert services["web"]["environment"]["REDIS_URL"] == "redis://redis:6379/0"  # the same broker
+    published = flower["ports"][0]
+    assert (published.get("host_ip") if isinstance(published, dict) else published.split(":")[0]) == "127.0.0.1"
+
+
 def test_dockerfile_builds_from_python_311_slim_with_the_requirements():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "\nFROM python:3.11-slim\n" in dockerfile

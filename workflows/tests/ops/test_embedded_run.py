@@ -42,6 +42,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 class Run:
     """One scripts/run_embedded.py process, its output collected in the background."""
 
@@ -66,7 +74,9 @@ class Run:
         return "\n".join(self.lines)
 
     def child_pids(self) -> dict[str, int]:
-        return {m[0]: int(m[1]) for m in re.findall(r"started (web|worker|beat) \(pid (\d+)\)", self.output())}
+        """The pid of each child's latest start (restarts included)."""
+        found = re.findall(r"(?:re)?started (web|worker|beat) \(pid (\d+)", self.output())
+        return {name: int(pid) for name, pid in found}
 
     def wait_for(self, predicate, what: str, timeout: float = STARTUP_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
@@ -98,14 +108,14 @@ class Run:
             code = self.proc.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             pytest.fail(f"the runner did not stop within {STOP_TIMEOUT} s:\n{self.output()[-6000:]}")
-        # Every child was a session leader: no process may be left in its group.
-        survivors = []
-        for name, pid in pids.items():
-            try:
-                os.killpg(pid, 0)
-                survivors.append(name)
-            except ProcessLookupError:
-                pass
+        # Every child was a session leader: no process may be left in its group. A killed
+        # grandchild (a gunicorn worker) lingers until PID 1 reaps it: wait for that, boundedly.
+        deadline = time.monotonic() + 15
+        while True:
+            survivors = [name for name, pid in pids.items() if group_exists(pid)]
+            if not survivors or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert not survivors, f"still running after stop: {survivors}\n{self.output()[-4000:]}"
         return code
 
@@ -214,6 +224,9 @@ def test_embedded_run_serves_the_admin_and_stops_cleanly_then_restarts_on_the_sa
         assert (var_dir / "db.sqlite3").exists() and (var_dir / "broker").is_dir()
         assert "SQLite in" in run.output() and "filesystem broker" in run.output()
         assert run.answers("/static/admin/css/base.css"), "admin CSS is not served"
+        # Ready: SQLite, the embedded broker and the worker (a ping through the broker's folders).
+        run.wait_for(lambda: run.answers("/readyz"), "/readyz answering 200", 90)
+        run.wait_for(lambda: "PromptPilot is up" in run.output(), "the launcher's ready banner", 30)
 
         pages = admin_login(run.base, "demo", PASSWORD)
         assert "Site administration" in pages and "Log out" in pages
@@ -247,6 +260,30 @@ def test_embedded_run_serves_the_admin_and_stops_cleanly_then_restarts_on_the_sa
         assert "existing password unchanged" in again.output()
         assert "already there" in again.output()
         assert "Demo: summarise and classify" in admin_login(again.base, "demo", PASSWORD)
+
+        # A worker that dies is started again; web and beat keep running meanwhile.
+        before = again.child_pids()
+        os.killpg(before["worker"], signal.SIGKILL)
+        again.wait_for(lambda: re.search(rf"worker \(pid {before['worker']}\) exited with code -9 .*restarting it in",
+                                         again.output()), "the launcher noticing the dead worker", 30)
+        again.wait_for(lambda: "restarted worker (pid" in again.output(), "the worker's restart", 30)
+        again.wait_for(lambda: len(re.findall(r"^worker\| .* ready\.", again.output(), re.M)) == 2,
+                       "the new worker ready", 90)
+        assert again.proc.poll() is None
+        new_worker = again.child_pids()["worker"]
+        assert {k: again.child_pids()[k] for k in ("web", "beat")} == {k: before[k] for k in ("web", "beat")}
+
+        # What took the worker down in issue 11: a message file it finds empty. Named to
+        # sort first in the task queue, so the worker meets it before the demo's messages.
+        empty = var_dir / "broker" / "out" / f"{1:020d}_issue-11.celery.msg"
+        empty.write_bytes(b"")
+        execution = execute_demo_through_api(again.base, PASSWORD)
+        assert execution["status"] == "COMPLETED", execution["error"]
+        again.wait_for(lambda: (var_dir / "broker" / "quarantine" / empty.name).exists(), "the empty file quarantined", 30)
+        assert "embedded_broker.message_quarantined" in again.output()
+        assert "JSONDecodeError" not in again.output() and "Unrecoverable error" not in again.output()
+        assert again.child_pids()["worker"] == new_worker
+
         assert again.stop(signal.SIGTERM) == 0
     finally:
         again.kill_everything()

@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib.util
 import io
 import os
+import re
+import signal
 import sys
 import threading
 import time
@@ -39,29 +41,94 @@ def group_gone(pid: int) -> bool:
     return False
 
 
-def make(runner, commands, grace: float = 5.0):
+def make(runner, commands, grace: float = 5.0, **restart):
     stream = io.StringIO()
-    supervisor = runner.Supervisor(commands, output=runner.Output(stream), grace_seconds=grace)
+    supervisor = runner.Supervisor(commands, output=runner.Output(stream), grace_seconds=grace, **restart)
     return supervisor, stream
 
 
-def test_when_one_child_dies_the_others_are_stopped_and_its_exit_code_is_returned(runner):
-    supervisor, stream = make(runner, [("web", SLEEPER), ("worker", py("import sys; print('bye'); sys.exit(3)"))])
+def wait_for(predicate, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"no {what} within {timeout:g} s")
+
+
+def run_in_background(supervisor) -> threading.Thread:
+    thread = threading.Thread(target=lambda: setattr(supervisor, "exit_code", supervisor.wait()), daemon=True)
+    thread.start()
+    return thread
+
+
+def stop(supervisor, thread: threading.Thread) -> int:
+    supervisor.stop.reason = "SIGINT"
+    supervisor.stop.event.set()
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the supervisor did not stop"
+    return supervisor.exit_code
+
+
+def delays(text: str, name: str) -> list[float]:
+    return [float(d) for d in re.findall(rf"^run   \| {name} \(pid \d+\) exited with code 3 after [\d.]+ s; "
+                                         rf"restarting it in ([\d.]+) s \(at \d\d:\d\d:\d\d\)$", text, re.M)]
+
+
+def test_a_child_that_dies_is_restarted_with_a_doubling_delay_and_the_others_keep_running(runner):
+    crasher = py("import sys; print('up'); sys.exit(3)")
+    supervisor, stream = make(runner, [("web", SLEEPER), ("worker", crasher)],
+                              restart_first_delay=0.2, restart_max_delay=0.8, restart_stable_seconds=60)
     supervisor.start()
-    started = time.monotonic()
-    code = supervisor.wait()
-    assert code == 3
-    assert time.monotonic() - started < 5
-    assert all(group_gone(c.pid) for c in supervisor.children)
+    web_pid = supervisor.children[0].pid
+    thread = run_in_background(supervisor)
+    wait_for(lambda: len(delays(stream.getvalue(), "worker")) >= 5, "five restarts of the worker")
+    assert supervisor.children[0].alive() and supervisor.children[0].pid == web_pid
+    assert stop(supervisor, thread) == 0
     text = stream.getvalue()
-    assert "worker| bye" in text
-    assert "worker exited with code 3; stopping the others" in text
+    assert delays(text, "worker")[:5] == [0.2, 0.4, 0.8, 0.8, 0.8]  # doubling, capped
+    assert "restarted worker (pid " in text and "restart 4)" in text
+    assert text.count("worker| up") >= 5
+    assert all(group_gone(c.pid) for c in supervisor.children)
 
 
-def test_a_child_that_exits_zero_still_fails_the_run(runner):
-    supervisor, _ = make(runner, [("web", SLEEPER), ("beat", py("print('done')"))])
+def test_the_delay_starts_again_from_the_first_once_a_child_ran_long_enough(runner):
+    slow_crasher = py("import sys, time; time.sleep(0.6); sys.exit(3)")
+    supervisor, stream = make(runner, [("beat", slow_crasher)],
+                              restart_first_delay=0.2, restart_max_delay=5, restart_stable_seconds=0.5)
     supervisor.start()
-    assert supervisor.wait() == 1
+    thread = run_in_background(supervisor)
+    wait_for(lambda: len(delays(stream.getvalue(), "beat")) >= 3, "three restarts of beat")
+    stop(supervisor, thread)
+    assert delays(stream.getvalue(), "beat")[:3] == [0.2, 0.2, 0.2]
+
+
+def test_a_child_killed_from_outside_comes_back_with_a_new_pid(runner):
+    supervisor, stream = make(runner, [("worker", SLEEPER), ("beat", SLEEPER)], restart_first_delay=0.2)
+    supervisor.start()
+    thread = run_in_background(supervisor)
+    wait_for(lambda: stream.getvalue().count("| up") == 2, "both children up")
+    old_pid = supervisor.children[0].pid
+    os.kill(old_pid, signal.SIGKILL)
+    wait_for(lambda: "restarted worker (pid " in stream.getvalue(), "the worker's restart")
+    wait_for(lambda: stream.getvalue().count("worker| up") == 2, "the new worker up")
+    assert supervisor.children[0].pid != old_pid and supervisor.children[0].alive()
+    assert f"worker (pid {old_pid}) exited with code -9" in stream.getvalue()
+    assert stop(supervisor, thread) == 0
+    assert all(group_gone(c.pid) for c in supervisor.children)
+
+
+def test_a_stop_request_during_a_restart_pause_stops_everything(runner):
+    supervisor, stream = make(runner, [("web", SLEEPER), ("worker", py("import sys; sys.exit(3)"))],
+                              restart_first_delay=30)
+    supervisor.start()
+    thread = run_in_background(supervisor)
+    wait_for(lambda: "restarting it in 30 s" in stream.getvalue(), "the restart pause")
+    started = time.monotonic()
+    assert stop(supervisor, thread) == 0
+    assert time.monotonic() - started < 10
+    assert "restarted worker" not in stream.getvalue()
+    assert all(group_gone(c.pid) for c in supervisor.children)
 
 
 def test_a_stop_request_stops_every_child_and_returns_zero(runner):
