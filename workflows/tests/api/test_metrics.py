@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 from django.test import override_settings
-from prometheus_client.parser import text_string_to_metric_families
 
 from workflows.models import WorkflowExecution
 from workflows.services.definitions import workflow_version_create
 from workflows.tests.factories import make_workflow
+from workflows.tests.support.metrics import parse
 
 pytestmark = pytest.mark.django_db
 
@@ -20,17 +20,12 @@ def _runs(user, statuses):
         WorkflowExecution.objects.create(workflow=workflow, version=version, status=status)
 
 
-def _samples(body: str) -> dict[tuple[str, tuple], float]:
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(body) for sample in family.samples}
-
-
 def test_staff_reads_execution_counts_by_status_and_trigger_type(client, admin_user, user):
     _runs(user, ["COMPLETED", "COMPLETED", "FAILED", "PENDING"])
     client.force_login(admin_user)
     response = client.get("/metrics")
     assert response.status_code == 200
-    samples = _samples(response.content.decode())
+    samples = parse(response.content.decode())
 
     def executions(status, trigger_type="MANUAL"):
         return samples[("promptpilot_executions", (("status", status), ("trigger_type", trigger_type)))]

@@ -1,0 +1,86 @@
+"""A run's events move the /metrics counters: executions, step durations, retries and the
+model calls (latency, tokens, cost), read back as Prometheus text by the official parser.
+
+In-process (this process's registry, no PROMETHEUS_MULTIPROC_DIR): the run's messages are
+delivered by hand as a worker would (``broker_messages``); the model is OpenAI's SDK against
+the fake server. The multiprocess mode with a real worker: integration/test_observability.py.
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from providers.clients import clear_clients
+from providers.models import ModelPrice
+from providers.tests.fakes import FakeServer, Reply, openai_completion, openai_error
+from workflows.models import WorkflowExecution
+from workflows.services import orchestration
+from workflows.services.executions import execution_start
+from workflows.tests.factories import make_workflow
+from workflows.tests.support.metrics import moved, scrape
+
+pytestmark = pytest.mark.django_db(transaction=True)  # on_commit callbacks run, as in a worker
+
+
+@pytest.fixture
+def openai_server(settings):
+    server = FakeServer()
+    settings.PROMPTPILOT = {**settings.PROMPTPILOT,
+                            "PROVIDERS": {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": server.url + "/v1"}}
+    clear_clients()
+    yield server
+    server.close()
+    clear_clients()
+
+
+def _drive(sent) -> None:
+    while sent:
+        name, args = sent.pop(0)
+        if name == "workflows.advance_execution":
+            orchestration.execution_admit(execution_id=args[0])
+        else:
+            orchestration.step_attempt_run(step_execution_id=args[0], attempt=int(args[1]))
+
+
+def test_a_run_with_a_retried_model_call_moves_every_counter(client, admin_user, user, broker_messages,
+                                                            openai_server):
+    ModelPrice.objects.create(provider="openai", model="gpt-x", input_per_million_usd=Decimal("2"),
+                              output_per_million_usd=Decimal("10"))
+    openai_server.queue(Reply(503, openai_error("overloaded")), Reply(200, openai_completion("Hi")))
+    workflow = make_workflow(user, steps=[
+        {"name": "ask", "type": "PROMPT", "retry_config": {"max_retries": 1, "backoff_max_seconds": 1},
+         "config": {"template": "Say hi", "model": {"provider": "openai", "model": "gpt-x"}}},
+        {"name": "shape", "type": "TRANSFORM", "config": {"template": "[{{ steps.ask.output }}]"}},
+    ])
+    client.force_login(admin_user)
+    sent = broker_messages(0)
+    before = scrape(client)
+
+    execution = execution_start(workflow=workflow, inputs={}, started_by=user)
+    _drive(sent)
+
+    execution = WorkflowExecution.objects.get(pk=execution.pk)
+    assert execution.status == "COMPLETED", execution.error
+    after = scrape(client)
+    assert moved(before, after, "promptpilot_executions_created_total", trigger_type="MANUAL") == 1
+    assert moved(before, after, "promptpilot_executions_finished_total", status="COMPLETED") == 1
+    assert moved(before, after, "promptpilot_step_retries_total", reason="ProviderUnavailable") == 1
+    # Two PROMPT attempts (the failed one and its retry) and one TRANSFORM, each timed.
+    assert moved(before, after, "promptpilot_step_duration_seconds_count", step_type="PROMPT") == 2
+    assert moved(before, after, "promptpilot_step_duration_seconds_bucket", step_type="PROMPT", le="+Inf") == 2
+    assert moved(before, after, "promptpilot_step_duration_seconds_count", step_type="TRANSFORM") == 1
+    assert moved(before, after, "promptpilot_step_attempts_total", step_type="PROMPT", outcome="completed") == 1
+    assert moved(before, after, "promptpilot_provider_calls_total", provider="openai", model="gpt-x",
+                 status="error") == 1
+    assert moved(before, after, "promptpilot_provider_calls_total", provider="openai", model="gpt-x",
+                 status="ok") == 1
+    assert moved(before, after, "promptpilot_provider_latency_seconds_count", provider="openai", model="gpt-x") == 2
+    # The fake server's usage: 11 prompt and 4 completion tokens, priced at 2 and 10 USD per million.
+    assert moved(before, after, "promptpilot_provider_tokens_total", provider="openai", model="gpt-x",
+                 kind="input") == 11
+    assert moved(before, after, "promptpilot_provider_tokens_total", provider="openai", model="gpt-x",
+                 kind="output") == 4
+    assert moved(before, after, "promptpilot_provider_cost_usd_total", provider="openai",
+                 model="gpt-x") == pytest.approx((11 * 2 + 4 * 10) / 1e6)
+    assert after[("promptpilot_executions", (("status", "COMPLETED"), ("trigger_type", "MANUAL")))] == 1
