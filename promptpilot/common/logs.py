@@ -98,5 +98,9 @@ def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
             # One INFO line per HTTP request to a model provider: the step's own events say more.
             "httpx": {"level": "WARNING"},
             "httpcore": {"level": "WARNING"},
+            # gunicorn's own lines (boot, worker exits, the access log) go through the same
+            # handler: configuring them here drops gunicorn's plain-text handlers.
+            "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
         },
     }
