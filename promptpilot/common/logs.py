@@ -97,6 +97,7 @@ def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
             "django.db.backends": {"level": "WARNING"},
             # One INFO line per HTTP request to a model provider: the step's own events say more.
             "httpx": {"level": "WARNING"},
+            "httpx2": {"level": "WARNING"},  # the Anthropic SDK's HTTP client
             "httpcore": {"level": "WARNING"},
             # gunicorn's own lines (boot, worker exits, the access log) go through the same
             # handler: configuring them here drops gunicorn's plain-text handlers.
