@@ -21,7 +21,7 @@ from providers.tests.fakes import FakeServer, Reply, openai_completion
 from workflows.tests.durability.helpers import wait_finished, wait_for
 from workflows.tests.factories import make_workflow
 from workflows.tests.support.metrics import moved, scrape
-from workflows.tests.support.processes import start_worker
+from workflows.tests.support.processes import start_beat, start_worker
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -153,3 +153,15 @@ def _promptpilot() -> dict:
     from django.conf import settings
 
     return settings.PROMPTPILOT
+
+
+def test_beat_prints_json_lines_too(service_env, tmp_path):
+    env = {k: v for k, v in service_env.items() if k not in ("PROMPTPILOT_LOG_FORMAT", "DJANGO_DEBUG")}
+    beat = start_beat(env, tmp_path)
+    try:
+        wait_for(lambda: "Sending due task" in beat.log(), 30, "beat to send a task")
+    finally:
+        beat.stop()
+    records = _json_lines(beat.log())
+    assert any(r["logger"] == "celery.beat" and r["message"].startswith("beat: Starting") for r in records)
+    assert any(r["message"].startswith("Scheduler: Sending due task") for r in records)
