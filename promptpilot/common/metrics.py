@@ -16,7 +16,11 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram, values
 
-if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+# prometheus-client itself reads this variable (to choose how values are stored); read here
+# too, as the library does, because it must be settled before the first metric exists.
+_FOLDER = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _FOLDER:
+    os.makedirs(_FOLDER, exist_ok=True)  # each metric opens its process's file as it is created
     # The files are named by process: with host and pid, containers that share the folder
     # (each with its own pid 1) never write to the same file. prometheus-client reads this
     # class when each metric below is created.
