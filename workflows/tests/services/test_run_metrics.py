@@ -7,16 +7,20 @@ the fake server. The multiprocess mode with a real worker: integration/test_obse
 """
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from providers.clients import clear_clients
 from providers.models import ModelPrice
 from providers.tests.fakes import FakeServer, Reply, openai_completion, openai_error
-from workflows.models import WorkflowExecution
+from workflows.models import StepExecutionStatus, WorkflowExecution, WorkflowStepExecution
 from workflows.services import orchestration
 from workflows.services.executions import execution_start
+from workflows.services.reaper import reaper_sweep
 from workflows.tests.factories import make_workflow
 from workflows.tests.support.metrics import moved, scrape
 
@@ -84,3 +88,38 @@ def test_a_run_with_a_retried_model_call_moves_every_counter(client, admin_user,
     assert moved(before, after, "promptpilot_provider_cost_usd_total", provider="openai",
                  model="gpt-x") == pytest.approx((11 * 2 + 4 * 10) / 1e6)
     assert after[("promptpilot_executions", (("status", "COMPLETED"), ("trigger_type", "MANUAL")))] == 1
+
+
+def test_the_reaper_counts_and_logs_what_it_recovers(client, admin_user, user, broker_messages, settings, caplog):
+    settings.PROMPTPILOT = {**settings.PROMPTPILOT, "MAX_LOST_ATTEMPTS": 2}
+    workflow = make_workflow(user, steps=[{"name": "t", "type": "TRANSFORM", "config": {"template": "x"}}])
+    client.force_login(admin_user)
+    sent = broker_messages(0)
+    execution = execution_start(workflow=workflow, inputs={}, started_by=user)
+    orchestration.execution_admit(execution_id=sent.pop(0)[1][0], go_on_here=False)
+    step = WorkflowStepExecution.objects.get(execution=execution)
+
+    def lose_the_worker():  # the attempt was claimed by a worker that vanished
+        WorkflowStepExecution.objects.filter(pk=step.pk).update(
+            status=StepExecutionStatus.RUNNING, worker="gone:1", lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+    before = scrape(client)
+    with caplog.at_level(logging.INFO):
+        lose_the_worker()
+        reaper_sweep()  # lost once: sent again
+        lose_the_worker()
+        reaper_sweep()  # lost twice: the step and its run fail as WorkerLost
+    after = scrape(client)
+
+    assert WorkflowExecution.objects.get(pk=execution.pk).status == "FAILED"
+    assert moved(before, after, "promptpilot_reaper_recoveries_total", action="expired_leases") == 2
+    assert moved(before, after, "promptpilot_reaper_recoveries_total", action="workers_lost") == 1
+    assert moved(before, after, "promptpilot_step_retries_total", reason="WorkerLost") == 1
+    assert moved(before, after, "promptpilot_executions_finished_total", status="FAILED") == 1
+    events = [(r.getMessage(), getattr(r, "execution_id", None)) for r in caplog.records
+              if r.getMessage() in ("step.retrying", "step.failed", "execution.failed", "reaper.recovered")]
+    ours = str(execution.pk)
+    assert events == [("step.retrying", ours), ("reaper.recovered", None), ("step.failed", ours),
+                      ("execution.failed", ours), ("reaper.recovered", None)]
+    [failed] = [r for r in caplog.records if r.getMessage() == "execution.failed"]
+    assert failed.error_type == "WorkerLost"
