@@ -123,3 +123,19 @@ def test_the_reaper_counts_and_logs_what_it_recovers(client, admin_user, user, b
                       ("execution.failed", ours), ("reaper.recovered", None)]
     [failed] = [r for r in caplog.records if r.getMessage() == "execution.failed"]
     assert failed.error_type == "WorkerLost"
+
+
+def test_a_cancel_through_the_api_is_counted_and_logged_with_the_request_id(api, client, admin_user, user,
+                                                                            broker_messages, caplog):
+    workflow = make_workflow(user, steps=[{"name": "t", "type": "TRANSFORM", "config": {"template": "x"}}])
+    broker_messages(0)  # nobody starts it: it is cancelled while PENDING
+    client.force_login(admin_user)
+    execution = execution_start(workflow=workflow, inputs={}, started_by=user)
+    before = scrape(client)
+    with caplog.at_level(logging.INFO):
+        response = api.post(f"/api/executions/{execution.pk}/cancel", HTTP_X_REQUEST_ID="cancel-1")
+    assert response.status_code == 200 and response.json()["status"] == "CANCELLED"
+    assert moved(before, scrape(client), "promptpilot_executions_finished_total", status="CANCELLED") == 1
+    [cancelled] = [r for r in caplog.records if r.getMessage() == "execution.cancelled"]
+    assert (cancelled.execution_id, cancelled.request_id, cancelled.error_type) == (str(execution.pk), "cancel-1",
+                                                                                    "Cancelled")
