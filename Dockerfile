@@ -20,7 +20,7 @@ RUN DJANGO_SECRET_KEY=collectstatic-only PROMPTPILOT_VAR_DIR=/tmp/build-var \
     python manage.py collectstatic --noinput -v 0 \
     && rm -rf /tmp/build-var \
     && useradd --create-home --uid 10001 promptpilot \
-    && mkdir -p /app/var && chown promptpilot /app/var
+    && mkdir -p /app/var/metrics && chown -R promptpilot /app/var
 
 USER promptpilot
 EXPOSE 8000

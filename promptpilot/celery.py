@@ -5,6 +5,7 @@ from celery import Celery
 from celery.signals import (
     beat_init,
     celeryd_init,
+    setup_logging,
     task_postrun,
     task_prerun,
     worker_init,
@@ -17,6 +18,21 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "promptpilot.settings")
 app = Celery("promptpilot")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@setup_logging.connect
+def _keep_django_logging(loglevel=None, **kwargs) -> None:
+    """Workers and beat log as web does (settings.LOGGING: JSON lines or console lines,
+    with the ids of the run). A receiver of this signal stops Celery from replacing the
+    root logger's handlers with its own format; ``-l LEVEL`` still sets the level."""
+    import logging
+    import logging.config
+
+    from django.conf import settings
+
+    logging.config.dictConfig(settings.LOGGING)
+    if loglevel:
+        logging.getLogger().setLevel(loglevel)
 
 
 @celeryd_init.connect

@@ -362,6 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "promptpilot.settings")
     env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("PROMPTPILOT_LOG_FORMAT", "console")  # people read these lines; servers get JSON
     base_url = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}"
 
     if not port_is_free(args.host, args.port):

@@ -1,7 +1,10 @@
-"""Prometheus metrics read from the database at scrape time.
+"""``/metrics``: gauges read from the database at scrape time, plus the event counters.
 
-Counting rows on each scrape is exact across every web and worker process (no per-process
-counters to merge) and costs a few indexed aggregate queries.
+Counting rows on each scrape is exact across every web and worker process and costs a few
+indexed aggregate queries: runs by status and trigger type, queue depth, the oldest
+PENDING run, runs WAITING. The counters and histograms of events (promptpilot/common/metrics.py)
+come from every process's files under ``PROMETHEUS_MULTIPROC_DIR`` when it is set
+(prometheus-client's MultiProcessCollector), else from this process's own registry.
 """
 from __future__ import annotations
 
@@ -12,22 +15,38 @@ from django.conf import settings
 from django.db.models import Count, Min
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from .models import ExecutionStatus, StepExecutionStatus, WorkflowExecution, WorkflowStepExecution
+from promptpilot.common import metrics as event_metrics  # noqa: F401 (registers the counters in this process)
+
+from .models import ExecutionStatus, StepExecutionStatus, TriggerType, WorkflowExecution, WorkflowStepExecution
+
+# Not an ExecutionStatus yet: the gauge counts it as soon as runs can wait (0 until then).
+WAITING = "WAITING"
 
 
 class WorkflowCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         executions = GaugeMetricFamily(
-            "promptpilot_executions", "Workflow executions by status.", labels=["status"]
+            "promptpilot_executions", "Workflow executions by status and trigger type.",
+            labels=["status", "trigger_type"],
         )
-        counts = dict(WorkflowExecution.objects.values_list("status").annotate(n=Count("id")).order_by())
+        rows = (WorkflowExecution.objects.values_list("status", "trigger_type").annotate(n=Count("id")).order_by())
+        counts = {(status, trigger_type): n for status, trigger_type, n in rows}
+        by_status: dict[str, int] = {}
+        for (status, _trigger_type), n in counts.items():
+            by_status[status] = by_status.get(status, 0) + n
         for status in ExecutionStatus.values:
-            executions.add_metric([status], counts.get(status, 0))
+            for trigger_type in TriggerType.values:
+                executions.add_metric([status, trigger_type], counts.get((status, trigger_type), 0))
         yield executions
+        yield GaugeMetricFamily(
+            "promptpilot_executions_waiting",
+            "Runs WAITING (for an approval or an event) rather than running.", value=by_status.get(WAITING, 0),
+        )
 
         steps = GaugeMetricFamily(
             "promptpilot_step_executions_active", "Step executions waiting or running.", labels=["status"]
@@ -47,6 +66,15 @@ class WorkflowCollector(Collector):
             "Age of the oldest PENDING execution (0 when none): a growing value means runs are not being picked up.",
             value=(timezone.now() - oldest).total_seconds() if oldest else 0.0,
         )
+        depth = GaugeMetricFamily(
+            "promptpilot_queue_depth",
+            "Work due now that no worker has taken yet: PENDING runs, and PENDING step attempts whose time "
+            "has come (retries waiting out a backoff are not counted).", labels=["kind"],
+        )
+        depth.add_metric(["execution"], by_status.get(ExecutionStatus.PENDING, 0))
+        depth.add_metric(["step"], WorkflowStepExecution.objects.filter(
+            status=StepExecutionStatus.PENDING, available_at__lte=timezone.now()).count())
+        yield depth
         lost = WorkflowStepExecution.objects.filter(
             status=StepExecutionStatus.RUNNING, lease_expires_at__lt=timezone.now()
         ).count()
@@ -69,6 +97,26 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
              "code": "not_authenticated", "extra": {}},
             status=401,
         )
-    registry = CollectorRegistry(auto_describe=True)
+    return HttpResponse(generate_latest(metrics_registry()), content_type=CONTENT_TYPE_LATEST)
+
+
+class _ThisProcess(Collector):
+    """The counters of this process (the default registry), when there is no multiprocess folder."""
+
+    def collect(self) -> Iterator[Metric]:
+        return REGISTRY.collect()
+
+
+def metrics_registry() -> CollectorRegistry:
+    """What a scrape reads: the database gauges, and every process's counters (the
+    ``PROMETHEUS_MULTIPROC_DIR`` files) or, without that folder, this process's."""
+    # auto_describe off: describing a collector without describe() would collect it (and
+    # query the database) once more.
+    registry = CollectorRegistry(auto_describe=False)
     registry.register(WorkflowCollector())
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    folder = settings.PROMPTPILOT.get("METRICS_MULTIPROC_DIR")
+    if folder:
+        MultiProcessCollector(registry, path=folder)
+    else:
+        registry.register(_ThisProcess())
+    return registry

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dj_database_url
 
 from promptpilot.common import task_names
+from promptpilot.common.logs import logging_config
 
 from . import env
 
@@ -33,6 +34,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every response, webhook deliveries' included, echoes X-Request-ID, and every
+    # log line of the request carries it.
+    "promptpilot.common.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Webhook deliveries stop here: they need none of what follows (triggers/middleware.py).
     "triggers.middleware.WebhookFastLaneMiddleware",
@@ -212,6 +216,7 @@ PROMPTPILOT = {
     "METRICS_TOKEN": env.METRICS_TOKEN,
     "READYZ_WORKER_TIMEOUT_SECONDS": env.READYZ_WORKER_TIMEOUT_SECONDS,
     "READYZ_CACHE_SECONDS": env.READYZ_CACHE_SECONDS,
+    "METRICS_MULTIPROC_DIR": env.METRICS_MULTIPROC_DIR,
     # PostgreSQL connections of a thread-pool worker process come from this psycopg pool
     # (promptpilot/common/db.py, applied by promptpilot/celery.py at worker start).
     "DB_POOL": {"min_size": 1, "max_size": env.DB_POOL_SIZE, "timeout": env.DB_POOL_TIMEOUT, "max_idle": 300.0},
@@ -220,14 +225,9 @@ PROMPTPILOT = {
     "TEMPLATE_MAX_LOOP_ITERATIONS": 10_000,
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# JSON lines or console lines, each with the ids of its run (promptpilot/common/logs.py).
+# Celery's worker and beat keep this configuration too (promptpilot/celery.py).
+LOGGING = logging_config(log_format=env.LOG_FORMAT, level=env.LOG_LEVEL)
 
 # The reaper sweep (see workflows/services/reaper.py). DatabaseScheduler copies this
 # entry into django-celery-beat's tables, where staff can see and tune it in admin.

@@ -107,6 +107,13 @@ PROVIDER_MODULES = _list("PROMPTPILOT_PROVIDER_MODULES", "")
 DEMO_PASSWORD = _str("PROMPTPILOT_DEMO_PASSWORD")
 METRICS_TOKEN = _str("PROMPTPILOT_METRICS_TOKEN")
 LOG_LEVEL = _str("PROMPTPILOT_LOG_LEVEL", "INFO")
+# Log lines (docs/OPERATIONS.md, "Logs"): "json" (one JSON object a line, the default) or
+# "console" (for people: the default with DJANGO_DEBUG=1; `make run` sets it for its children).
+LOG_FORMAT = _str("PROMPTPILOT_LOG_FORMAT", "console" if DEBUG else "json").strip().lower()
+# prometheus-client's multiprocess mode (docs/OPERATIONS.md, "Metrics and alerts"): every
+# gunicorn worker and Celery worker process writes its counters under this folder, and
+# /metrics adds them up. Unset: each process counts in memory, /metrics shows its own.
+METRICS_MULTIPROC_DIR = _str("PROMETHEUS_MULTIPROC_DIR")
 
 # Triggers (docs/TRIGGERS.md). Keys that encrypt webhook secrets at rest, comma
 # separated: the first encrypts, every one decrypts (rotation). Empty: derived from

@@ -368,7 +368,7 @@ class SDKAdapter:
                 "provider": self.name,
                 "model": request.model,
                 "latency_ms": response.latency_ms,
-                "request_id": response.request_id,
+                "provider_request_id": response.request_id,  # request_id is the HTTP request's (logs.py)
                 "tokens": response.tokens,
             },
         )
@@ -383,6 +383,6 @@ class SDKAdapter:
                 "latency_ms": elapsed_ms(started),
                 "error_type": error.type,
                 "status_code": error.status_code,
-                "request_id": error.details.get("request_id"),
+                "provider_request_id": error.details.get("request_id"),
             },
         )

@@ -34,7 +34,7 @@ from workflows.models import ExecutionStatus, Workflow, WorkflowExecution
 
 from ..errors import TriggerConfigInvalid, TriggerInputInvalid, TriggerRejected
 from ..models import InvocationStatus, TriggerInvocation, TriggerKind, WorkflowTrigger
-from .firing import trigger_fire, trigger_variable_names
+from .firing import invocation_record, trigger_fire, trigger_variable_names
 from .webhooks import webhook_inputs
 
 logger = logging.getLogger(__name__)
@@ -279,12 +279,8 @@ def _earlier_refusal(trigger: WorkflowTrigger, delivery_id: str) -> TriggerInvoc
 
 def _refuse(trigger: WorkflowTrigger, event: Event, status: str, error: str,
             request_meta: dict[str, Any]) -> EventMatch:
-    invocation = TriggerInvocation.objects.create(
-        trigger=trigger, status=status, verified=True, payload=event.trigger_payload, error=error,
-        request_meta=request_meta,
-    )
-    logger.info("event.refused", extra={"trigger_id": str(trigger.pk), "invocation_id": str(invocation.pk),
-                                        "event": event.name, "status": status})
+    invocation = invocation_record(trigger=trigger, status=status, verified=True, payload=event.trigger_payload,
+                                   error=error, request_meta=request_meta)
     return _match(trigger, invocation)
 
 

@@ -14,6 +14,8 @@ from typing import Any
 from django.db import IntegrityError
 from django.db.models import Q
 
+from promptpilot.common import metrics
+from promptpilot.common.logs import log_context
 from workflows.errors import InputValidationFailed, WorkflowInactive
 from workflows.models import Workflow, WorkflowVariable
 from workflows.services.executions import WorkflowGuard, execution_start
@@ -37,17 +39,46 @@ def first_accepted_invocation(trigger: WorkflowTrigger, delivery_id: str) -> Tri
     )
 
 
+# The event of each outcome (docs/OPERATIONS.md, "Logs"); an ACCEPTED firing is "trigger.fired".
+_EVENTS = {
+    InvocationStatus.ACCEPTED: ("trigger.fired", logging.INFO),
+    InvocationStatus.DUPLICATE: ("trigger.duplicate", logging.INFO),
+    InvocationStatus.REJECTED: ("trigger.rejected", logging.WARNING),
+    InvocationStatus.INVALID_INPUT: ("trigger.rejected", logging.WARNING),
+    InvocationStatus.SKIPPED: ("trigger.skipped", logging.INFO),
+}
+
+
+def invocation_observe(trigger: WorkflowTrigger, invocation: TriggerInvocation) -> None:
+    """Count and log a recorded firing, once, whatever its outcome: the one place the
+    ``promptpilot_trigger_invocations`` counter and the ``trigger.*`` events come from."""
+    event, level = _EVENTS.get(invocation.status, ("trigger.recorded", logging.INFO))
+    metrics.TRIGGER_INVOCATIONS.labels(trigger.type, invocation.status).inc()
+    extra = {"trigger_id": str(trigger.pk), "trigger_type": trigger.type, "invocation_id": str(invocation.pk),
+             "status": invocation.status}
+    if invocation.execution_id:
+        extra["execution_id"] = str(invocation.execution_id)
+    logger.log(level, event, extra=extra)
+
+
+def invocation_record(*, trigger: WorkflowTrigger, status: str, **fields: Any) -> TriggerInvocation:
+    """Write a firing that started no run (DUPLICATE, REJECTED, INVALID_INPUT, SKIPPED),
+    with ``fields`` (error, payload, request_meta...), and its event."""
+    invocation = TriggerInvocation.objects.create(trigger=trigger, status=status, **fields)
+    invocation_observe(trigger, invocation)
+    return invocation
+
+
 def record_duplicate(*, trigger: WorkflowTrigger, first: TriggerInvocation, verified: bool,
                request_meta: dict[str, Any] | None) -> TriggerInvocation:
     """Record the repeated delivery (without the delivery id, which the first one holds) and
     answer with the first invocation, marked ``was_duplicate``."""
-    TriggerInvocation.objects.create(
+    invocation_record(
         trigger=trigger, status=InvocationStatus.DUPLICATE, verified=verified, execution_id=first.execution_id,
         error=f"Delivery id {first.delivery_id!r} was already accepted by invocation {first.pk}.",
         request_meta={**(request_meta or {}), "delivery_id": first.delivery_id, "duplicate_of": str(first.pk)},
     )
     first.was_duplicate = True
-    logger.info("trigger.duplicate", extra={"trigger_id": str(trigger.pk), "invocation_id": str(first.pk)})
     return first
 
 
@@ -94,24 +125,26 @@ def trigger_start(
         invocation.execution = execution
         return [invocation]
 
-    execution_start(
-        workflow=trigger.workflow,
-        inputs=inputs,
-        trigger=trigger,
-        trigger_type=trigger.type,
-        started_by=actor,
-        version_id=version_id,
-        metadata={
-            **(metadata or {}),
-            "payload": payload,
-            "trigger_id": str(trigger.pk),
-            "trigger_name": trigger.name,
-            "invocation_id": str(invocation.pk),
-            "delivery_id": delivery_id or None,
-        },
-        along=with_invocation,
-        guard=guard,
-    )
+    with log_context(trigger_id=trigger.pk):  # execution.created names its trigger
+        execution_start(
+            workflow=trigger.workflow,
+            inputs=inputs,
+            trigger=trigger,
+            trigger_type=trigger.type,
+            started_by=actor,
+            version_id=version_id,
+            metadata={
+                **(metadata or {}),
+                "payload": payload,
+                "trigger_id": str(trigger.pk),
+                "trigger_name": trigger.name,
+                "invocation_id": str(invocation.pk),
+                "delivery_id": delivery_id or None,
+            },
+            along=with_invocation,
+            guard=guard,
+        )
+    invocation_observe(trigger, invocation)
     return invocation
 
 
@@ -164,19 +197,15 @@ def trigger_fire(
         if first is not None:
             return record_duplicate(trigger=trigger, first=first, verified=verified, request_meta=request_meta)
         invalid = isinstance(exc, InputValidationFailed)
-        rejected = TriggerInvocation.objects.create(
+        rejected = invocation_record(
             trigger=trigger, status=InvocationStatus.INVALID_INPUT if invalid else InvocationStatus.REJECTED,
             verified=verified, payload=payload, error=exc.message,
             request_meta={**(request_meta or {}), "delivery_id": delivery_id or None},
         )
         if invalid:
-            logger.info("trigger.invalid_input",
-                        extra={"trigger_id": str(trigger.pk), "invocation_id": str(rejected.pk)})
             raise TriggerInputInvalid(exc.message, exc.extra, invocation=rejected) from None
         raise TriggerRejected(exc.message, exc.extra, invocation=rejected) from None
     if touch_last_triggered:
         last_triggered_touch(trigger, invocation.execution.created_at)
     invocation.was_duplicate = False
-    logger.info("trigger.fired", extra={"trigger_id": str(trigger.pk), "invocation_id": str(invocation.pk),
-                                        "execution_id": str(invocation.execution_id)})
     return invocation

@@ -55,8 +55,8 @@ from workflows.services.definitions import workflow_definition_snapshot
 from workflows.signals import execution_finished
 
 from ..errors import TriggerConfigInvalid, TriggerInputInvalid, TriggerRejected
-from ..models import InvocationStatus, TriggerInvocation, TriggerKind, WorkflowTrigger
-from .firing import first_accepted_invocation, trigger_fire
+from ..models import InvocationStatus, TriggerKind, WorkflowTrigger
+from .firing import first_accepted_invocation, invocation_record, trigger_fire
 
 logger = logging.getLogger(__name__)
 
@@ -507,7 +507,7 @@ def _fire_slot(trigger: WorkflowTrigger, schedule: Schedule, slot: datetime, *, 
             return
         reason = ("the previous run of this trigger is still going (overlap: skip)" if overlap == Overlap.SKIP else
                   "the previous run is still going and another run is already waiting (overlap: buffer_one)")
-        TriggerInvocation.objects.create(
+        invocation_record(
             trigger=trigger, status=InvocationStatus.SKIPPED, verified=True, payload=payload,
             error=f"Scheduled time {meta['scheduled_for']} skipped: {reason}.", request_meta=meta,
         )
@@ -548,7 +548,7 @@ def _record_missed(trigger: WorkflowTrigger, schedule: Schedule, first: datetime
     (it was down, or more than a period behind): they are not replayed."""
     payload, meta = _slot_facts(schedule, first, source)
     payload["missed_until"] = iso_utc(latest)
-    TriggerInvocation.objects.create(
+    invocation_record(
         trigger=trigger, status=InvocationStatus.SKIPPED, verified=True, payload=payload, request_meta=meta,
         error=f"Scheduled times from {payload['scheduled_for']} to before {payload['missed_until']} were missed while "
               "the scheduler was down or behind; they are not replayed, only the latest one fires.",

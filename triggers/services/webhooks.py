@@ -43,7 +43,13 @@ from ..errors import (
 )
 from ..models import InvocationStatus, TriggerInvocation, TriggerKind, WorkflowTrigger
 from . import webhook_fast_path
-from .firing import first_accepted_invocation, record_duplicate, trigger_fire, trigger_variable_names
+from .firing import (
+    first_accepted_invocation,
+    invocation_record,
+    record_duplicate,
+    trigger_fire,
+    trigger_variable_names,
+)
 from .secrets import secret_decrypt
 
 logger = logging.getLogger(__name__)
@@ -257,7 +263,7 @@ def _request_meta(request: WebhookRequest) -> dict[str, Any]:
 
 
 def _record_rejection(*, trigger, request, verified, verification_error="", error="", payload=None):
-    return TriggerInvocation.objects.create(
+    return invocation_record(
         trigger=trigger, status=InvocationStatus.REJECTED, verified=verified,
         verification_error=verification_error, error=error, payload=payload, request_meta=_request_meta(request),
     )
@@ -292,7 +298,6 @@ def webhook_receive(*, trigger: WorkflowTrigger, request: WebhookRequest) -> Tri
         if isinstance(exc, SecretUnreadable):
             logger.error("webhook.secret_unreadable", extra={"trigger_id": str(trigger.pk)})
         invocation = _record_rejection(trigger=trigger, request=request, verified=False, verification_error=str(exc))
-        logger.info("webhook.rejected", extra={"trigger_id": str(trigger.pk), "invocation_id": str(invocation.pk)})
         raise WebhookSignatureInvalid(
             f"The webhook signature did not verify: {exc} Sign \"{{webhook-id}}.{{webhook-timestamp}}.{{body}}\" "
             "with the trigger's whsec_ secret (see docs/TRIGGERS.md).",
@@ -317,7 +322,7 @@ def webhook_receive(*, trigger: WorkflowTrigger, request: WebhookRequest) -> Tri
         first = first_accepted_invocation(trigger, msg_id)
         if first is not None:
             return record_duplicate(trigger=trigger, first=first, verified=True, request_meta=_request_meta(request))
-        invocation = TriggerInvocation.objects.create(
+        invocation = invocation_record(
             trigger=trigger, status=InvocationStatus.INVALID_INPUT, verified=True, payload=payload,
             error=exc.message, request_meta=_request_meta(request),
         )

@@ -11,6 +11,7 @@ from typing import Any
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
+from promptpilot.common import metrics
 from promptpilot.common.db import run_prepared
 from providers.types import TokenUsage
 
@@ -128,7 +129,9 @@ def execution_start(
         existing.was_replayed = True
         return existing
     execution.was_replayed = False
-    logger.info("execution.created", extra={"execution_id": str(execution.id), "workflow_id": workflow.pk})
+    metrics.EXECUTIONS_CREATED.labels(trigger_type).inc()
+    logger.info("execution.created", extra={"execution_id": str(execution.id), "workflow_id": workflow.pk,
+                                            "trigger_type": trigger_type})
     return execution
 
 

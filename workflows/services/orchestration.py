@@ -20,7 +20,9 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections
 
+from promptpilot.common import metrics
 from promptpilot.common.db import release_connection
+from promptpilot.common.logs import log_context
 from providers import pricing
 from providers.flags import live_features
 from providers.ratelimit import limited_adapter
@@ -58,7 +60,7 @@ def execution_admit(*, execution_id: uuid.UUID | str, run_next: RunNext | None =
     then hand its first steps to ``run_next`` while the inline budget lasts (see ``_go_on``).
     ``go_on_here=False``: the first step goes to the broker, for any worker to take."""
     budget = _conf("INLINE_STEP_BUDGET_SECONDS") if go_on_here else 0
-    with continuation(budget) as holder:
+    with log_context(execution_id=execution_id), continuation(budget) as holder:
         first = transitions.execution_begin(execution_id=execution_id, worker=worker_id(),
                                             claim_first=holder is not None and holder.can_keep())
         if first is not None:
@@ -136,6 +138,13 @@ def _attempt(step_execution_id: uuid.UUID | str, attempt: int) -> str:
 
 
 def _run_claimed(claimed: Claimed) -> str:
+    # Every line this attempt logs (model calls, checkpoint) carries its ids.
+    with log_context(execution_id=claimed.execution_id, workflow_id=claimed.workflow_id, step=claimed.step_name,
+                     attempt=claimed.attempt):
+        return _run_attempt(claimed)
+
+
+def _run_attempt(claimed: Claimed) -> str:
     step = transitions.version_snapshot(claimed.version_id)[1].step(claimed.step_name)
     limits = {
         "max_output_chars": _conf("TEMPLATE_MAX_OUTPUT_CHARS"),
@@ -143,11 +152,17 @@ def _run_claimed(claimed: Claimed) -> str:
         "features": live_features(),  # admin switches (workflow.multiModel), read when a step asks
         HTTP_POLICY: http_policy(),  # HTTP steps: allowed hosts, limits, credentials
     }
+    # Every claim path (a delivered message, the admission, the checkpoint that handed the
+    # next step on) ends here: the one place an attempt starts running.
+    logger.info("step.started", extra={"step_type": step.type})
     began = time.monotonic()
     with keeper.holding(claimed.step_execution_id, claimed.attempt):
         result = runner.run_step(step, claimed.context, providers=_adapter_for_call, limits=limits)
+    ran_for = time.monotonic() - began
+    metrics.STEP_DURATION.labels(step.type).observe(ran_for)
     pricing.annotate_costs(result.model_outputs)  # cost_usd on each model output
-    if time.monotonic() - began > CONNECTION_CHECK_AFTER_SECONDS:
+    metrics.model_calls_observe(result.model_outputs)
+    if ran_for > CONNECTION_CHECK_AFTER_SECONDS:
         # The connection sat idle through a long step: drop it if broken or too old, as Django
         # does between requests (a check costs a round trip, so not after every short step).
         close_old_connections()

@@ -15,6 +15,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from promptpilot.common import metrics
+
 from ..models import ExecutionStatus, StepExecutionStatus, WorkflowExecution, WorkflowStepExecution
 from .dispatch import enqueue_execution, enqueue_step
 from .transitions import execution_time_out, step_lease_expire
@@ -38,8 +40,11 @@ def reaper_sweep() -> SweepReport:
     _resend_stale_steps(report)
     _resend_stale_pending_executions(report)
     _time_out_overdue_runs(report)
-    if any(vars(report).values()):
-        logger.info("reaper.sweep", extra=vars(report))
+    done = {action: count for action, count in vars(report).items() if count}
+    for action, count in done.items():
+        metrics.REAPER_RECOVERIES.labels(action).inc(count)
+    if done:
+        logger.warning("reaper.recovered", extra=vars(report))
     return report
 
 

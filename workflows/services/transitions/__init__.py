@@ -32,6 +32,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from promptpilot.common import metrics
 from providers import pricing
 from providers.types import TokenUsage
 
@@ -273,12 +274,27 @@ def step_checkpoint(*, claimed: Claimed, result: StepResult, worker: str, claim_
                                     lease_seconds=_conf("STEP_LEASE_SECONDS"), claim_next=claim_next,
                                     add_tokens=_add_tokens)
         if done is not None:
+            _step_ended(step, result, done.outcome)
             if done.finished:
                 _after_finish(claimed.execution_id, claimed.workflow_id, ExecutionStatus.COMPLETED, capped=done.capped)
             return done
     # Anything but a COMPLETED step going on, or no fast statements.
-    return Checkpointed(outcome=_checkpoint(claimed.step_execution_id, claimed.attempt, step, definition, result,
-                                            worker=worker, now=now))
+    outcome = _checkpoint(claimed.step_execution_id, claimed.attempt, step, definition, result, worker=worker, now=now)
+    _step_ended(step, result, outcome)
+    return Checkpointed(outcome=outcome)
+
+
+def _step_ended(step: StepDefinition, result: StepResult, outcome: str) -> None:
+    """The event of an attempt whose result was written: the step completed or failed (a
+    retry is ``_schedule_retry``'s event, a discarded result ``_checkpoint``'s)."""
+    if outcome != "checkpointed":
+        return
+    status = str(result.status).lower()
+    metrics.STEP_ATTEMPTS_FINISHED.labels(step.type, status).inc()
+    extra: dict[str, Any] = {"step_type": step.type, "tokens": (result.tokens or {}).get("total", 0)}
+    if result.error:
+        extra["error_type"] = result.error.get("type")
+    logger.log(logging.WARNING if result.status == runner.FAILED else logging.INFO, f"step.{status}", extra=extra)
 
 
 def _checkpoint(step_execution_id, attempt: int, step: StepDefinition, definition: WorkflowDefinition,
@@ -366,6 +382,10 @@ def _schedule_retry(step_execution: WorkflowStepExecution, result: StepResult, d
     step_execution.available_at = now + timedelta(seconds=delay)
     step_execution.save()
     enqueue_step(step_execution.id, step_execution.attempt, countdown=delay)
+    reason = str(error.get("type") or "unknown")
+    metrics.STEP_RETRIES.labels(reason).inc()
+    logger.info("step.retrying", extra={"reason": reason, "next_attempt": step_execution.attempt,
+                                        "delay_seconds": round(delay, 3)})
 
 
 def _defer_for_slot(step_execution: WorkflowStepExecution, deferral: SlotDeferral, now) -> None:
@@ -436,6 +456,8 @@ def step_lease_expire(*, step_execution: WorkflowStepExecution, now: datetime) -
         step_execution.error = error
         step_execution.completed_at = now
         step_execution.save()
+        metrics.STEP_ATTEMPTS_FINISHED.labels(step_execution.step_type, "failed").inc()
+        logger.warning("step.failed", extra=_lost_ids(step_execution, error_type="WorkerLost"))
         execution = WorkflowExecution.objects.select_for_update().get(pk=step_execution.execution_id)
         if execution.status == ExecutionStatus.RUNNING:
             execution_fail(execution=execution, error=error)
@@ -444,7 +466,17 @@ def step_lease_expire(*, step_execution: WorkflowStepExecution, now: datetime) -
     step_execution.available_at = now
     step_execution.save()
     enqueue_step(step_execution.id, step_execution.attempt)
+    metrics.STEP_RETRIES.labels("WorkerLost").inc()
+    logger.warning("step.retrying", extra=_lost_ids(step_execution, reason="WorkerLost",
+                                                    next_attempt=step_execution.attempt))
     return False
+
+
+def _lost_ids(step_execution: WorkflowStepExecution, **more: Any) -> dict[str, Any]:
+    # The reaper holds no step's log context: name the step here.
+    return {"execution_id": str(step_execution.execution_id), "step": step_execution.step_name,
+            "attempt": step_execution.attempt - 1, "step_type": step_execution.step_type,
+            "last_worker": step_execution.worker, **more}
 
 
 # --- endings: RUNNING → COMPLETED / FAILED / CANCELLED ----------------------------------
@@ -457,19 +489,26 @@ def _finish(execution: WorkflowExecution, status: str, *, output: Any = None, er
         execution.output = output
     execution.error = error
     execution.save()
-    _after_finish(execution.id, execution.workflow_id, status)
+    _after_finish(execution.id, execution.workflow_id, status, error_type=(error or {}).get("type"))
 
 
-def _after_finish(execution_id, workflow_id: int, status: str, *, capped: bool | None = None) -> None:
+def _after_finish(execution_id, workflow_id: int, status: str, *, capped: bool | None = None,
+                  error_type: str | None = None) -> None:
     """Once the run's end commits: free its slot for the oldest waiting run, tell the
-    receivers. ``capped``: whether the workflow has a cap, when the caller read it already."""
+    receivers; and the run's event (``execution.completed``, ``.failed``, ``.cancelled``).
+    ``capped``: whether the workflow has a cap, when the caller read it already."""
     if capped is None:
         capped = bool(Workflow.objects.filter(pk=workflow_id).values_list("max_concurrent_executions",
                                                                           flat=True).first())
     if capped:  # a slot is free now: start the oldest waiting run
         transaction.on_commit(lambda: workflow_admit_pending(workflow_id=workflow_id))
     transaction.on_commit(lambda: _announce_finished(execution_id))
-    logger.info("execution.finished", extra={"execution_id": str(execution_id), "status": status})
+    metrics.EXECUTIONS_FINISHED.labels(status).inc()
+    extra = {"execution_id": str(execution_id), "workflow_id": workflow_id, "status": status}
+    if error_type:
+        extra["error_type"] = error_type
+    logger.log(logging.WARNING if status == ExecutionStatus.FAILED else logging.INFO,
+               f"execution.{str(status).lower()}", extra=extra)
 
 
 # What the execution_finished receivers read (triggers: platform events, schedules); a

@@ -8,6 +8,7 @@ from django.test import override_settings
 from workflows.models import WorkflowExecution
 from workflows.services.definitions import workflow_version_create
 from workflows.tests.factories import make_workflow
+from workflows.tests.support.metrics import parse
 
 pytestmark = pytest.mark.django_db
 
@@ -19,16 +20,23 @@ def _runs(user, statuses):
         WorkflowExecution.objects.create(workflow=workflow, version=version, status=status)
 
 
-def test_staff_reads_execution_counts_by_status(client, admin_user, user):
+def test_staff_reads_execution_counts_by_status_and_trigger_type(client, admin_user, user):
     _runs(user, ["COMPLETED", "COMPLETED", "FAILED", "PENDING"])
     client.force_login(admin_user)
     response = client.get("/metrics")
-    body = response.content.decode()
     assert response.status_code == 200
-    assert 'promptpilot_executions{status="COMPLETED"} 2.0' in body
-    assert 'promptpilot_executions{status="FAILED"} 1.0' in body
-    assert 'promptpilot_executions{status="RUNNING"} 0.0' in body
-    assert "promptpilot_oldest_pending_execution_age_seconds" in body
+    samples = parse(response.content.decode())
+
+    def executions(status, trigger_type="MANUAL"):
+        return samples[("promptpilot_executions", (("status", status), ("trigger_type", trigger_type)))]
+
+    assert executions("COMPLETED") == 2
+    assert executions("FAILED") == 1
+    assert executions("RUNNING") == 0
+    assert executions("COMPLETED", "WEBHOOK") == 0
+    assert samples[("promptpilot_queue_depth", (("kind", "execution"),))] == 1  # the PENDING run
+    assert samples[("promptpilot_executions_waiting", ())] == 0
+    assert samples[("promptpilot_oldest_pending_execution_age_seconds", ())] >= 0
 
 
 def test_anonymous_and_non_staff_get_401(client, user):

@@ -110,3 +110,14 @@ def test_workers_run_the_shipped_runtime_one_per_core_within_postgres_connection
     beat_connections = 2
     worker_connections = services["worker"]["scale"] * settings.PROMPTPILOT["DB_POOL"]["max_size"]
     assert web_connections + worker_connections + beat_connections <= 40  # PostgreSQL's default max is 100
+
+
+def test_web_and_workers_share_the_metrics_folder(config):
+    """/metrics (web) adds up the files every web and worker process writes (multiprocess mode)."""
+    services = config["services"]
+    folder = services["web"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+    for name in ("web", "worker"):
+        assert services[name]["environment"]["PROMETHEUS_MULTIPROC_DIR"] == folder
+        mounts = services[name]["volumes"]
+        assert any((m.get("source"), m.get("target")) == ("metrics", folder) if isinstance(m, dict)
+                   else m.split(":")[:2] == ["metrics", folder] for m in mounts), mounts

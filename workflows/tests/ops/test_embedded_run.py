@@ -236,6 +236,9 @@ def test_embedded_run_serves_the_admin_and_stops_cleanly_then_restarts_on_the_sa
         assert execution["status"] == "COMPLETED", execution["error"]
         assert "durable execution" in json.dumps(execution["output"])
         assert [s["status"] for s in execution["steps"]] == ["COMPLETED"] * len(execution["steps"])
+        # `make run` prints console lines for people (not JSON), with the run's ids.
+        assert re.search(rf"^worker\| \S+ \S+ INFO \S+ execution\.completed .*execution_id={execution['id']}",
+                         run.output(), re.M), run.output()[-3000:]
 
         burst = execute_burst_through_api(run.base, PASSWORD, runs=40)
         assert [e["status"] for e in burst] == ["COMPLETED"] * 40, [e["error"] for e in burst if e["error"]]

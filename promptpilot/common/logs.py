@@ -1,0 +1,107 @@
+"""Structured logs: every record carries the ids of the work it belongs to.
+
+``log_context(execution_id=..., step=...)`` sets ids for a block (the request middleware
+sets ``request_id``, a step attempt its execution, step and attempt); ``ContextFilter``
+copies them onto each record that passes the handler, so no call site repeats them.
+``logging_config`` builds Django's ``LOGGING``: JSON lines (python-json-logger) or a
+human-readable console line, both showing the same fields (docs/OPERATIONS.md, "Logs").
+"""
+from __future__ import annotations
+
+import contextvars
+import logging
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from types import MappingProxyType
+from typing import Any
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+
+FIELDS = ("request_id", "execution_id", "workflow_id", "step", "attempt", "trigger_id")
+FORMATS = ("json", "console")
+
+# Immutable: a block sets a new mapping, so an outer block's ids never change under it.
+_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "promptpilot_log_context", default=MappingProxyType({}))
+
+
+@contextmanager
+def log_context(**ids: Any) -> Iterator[None]:
+    """Within the block (this thread or task only), log records carry ``ids``; None values
+    are left out, UUIDs logged as text. Nested blocks add to the outer one's ids."""
+    unknown = set(ids) - set(FIELDS)
+    if unknown:
+        raise ValueError(f"Unknown log context field(s) {sorted(unknown)}; use {', '.join(FIELDS)}.")
+    added = {key: str(value) if isinstance(value, uuid.UUID) else value
+             for key, value in ids.items() if value is not None}
+    token = _context.set(MappingProxyType({**_context.get(), **added}))
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def current_log_context() -> dict[str, Any]:
+    return dict(_context.get())
+
+
+class ContextFilter(logging.Filter):
+    """Copies the current ``log_context`` ids onto the record; an ``extra`` given at the
+    call site wins."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _context.get().items():
+            if key not in record.__dict__:
+                setattr(record, key, value)
+        return True
+
+
+_STANDARD = frozenset(RESERVED_ATTRS) | {"taskName", "color_message"}
+
+
+class ConsoleFormatter(logging.Formatter):
+    """``time LEVEL logger message key=value ...``: the JSON line's fields, for people."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = " ".join(f"{key}={value}" for key, value in record.__dict__.items()
+                          if key not in _STANDARD and not key.startswith("_"))
+        if not extras:
+            return line
+        head, newline, trace = line.partition("\n")  # a traceback stays below the fields
+        return f"{head} {extras}{newline}{trace}"
+
+
+def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
+    """Django's ``LOGGING`` for ``log_format`` ("json" or "console") at ``level``."""
+    if log_format not in FORMATS:
+        raise ValueError(f"PROMPTPILOT_LOG_FORMAT is {log_format!r}; set it to json or console.")
+    formatters = {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(levelname)s %(name)s %(message)s",
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            "timestamp": "time",
+        },
+        "console": {"()": ConsoleFormatter, "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"context": {"()": ContextFilter}},
+        "formatters": {log_format: formatters[log_format]},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": log_format, "filters": ["context"]}},
+        "root": {"handlers": ["console"], "level": level},
+        "loggers": {
+            "django.db.backends": {"level": "WARNING"},
+            # One INFO line per HTTP request to a model provider: the step's own events say more.
+            "httpx": {"level": "WARNING"},
+            "httpx2": {"level": "WARNING"},  # the Anthropic SDK's HTTP client
+            "httpcore": {"level": "WARNING"},
+            # gunicorn's own lines (boot, worker exits, the access log) go through the same
+            # handler: configuring them here drops gunicorn's plain-text handlers.
+            "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
+        },
+    }
