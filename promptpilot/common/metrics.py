@@ -43,6 +43,9 @@ STEP_ATTEMPTS_FINISHED = Counter(
 STEP_RETRIES = Counter(
     "promptpilot_step_retries", "Step attempts scheduled again, by reason (the error type, or WorkerLost).",
     ["reason"])
+STEP_SLOT_DEFERRALS = Counter(
+    "promptpilot_step_slot_deferrals", "Step attempts deferred because their provider's shared rate limit "
+    "(ProviderLimit) was full, by provider: a countdown, not a retry.", ["provider"])
 PROVIDER_LATENCY = Histogram(
     "promptpilot_provider_latency_seconds", "Latency of model calls made by runs, by provider and model.",
     ["provider", "model"], buckets=DURATION_BUCKETS)

@@ -405,6 +405,9 @@ def _defer_for_slot(step_execution: WorkflowStepExecution, deferral: SlotDeferra
     step_execution.available_at = now + timedelta(seconds=deferral.delay)
     step_execution.save()
     enqueue_step(step_execution.id, step_execution.attempt, countdown=deferral.delay)
+    metrics.STEP_SLOT_DEFERRALS.labels(provider).inc()
+    logger.info("step.deferred", extra={"provider": provider, "deferrals": deferral.deferrals,
+                                        "next_attempt": step_execution.attempt, "delay_seconds": round(deferral.delay, 3)})
 
 
 def _record_skipped(execution: WorkflowExecution, step: StepDefinition, now) -> None:

@@ -111,3 +111,19 @@ def test_past_the_whole_wait_budget_the_failure_meets_the_retry_policy(user, sen
     assert step.error["type"] == "RateLimited" and "waiting_since" not in step.error["details"]
     run = WorkflowExecution.objects.get(pk=run.pk)
     assert run.status == "FAILED" and run.error["type"] == "RateLimited"
+
+
+def test_each_deferral_is_counted_and_logged_apart_from_retries(user, sent, busy_echo, caplog):
+    from promptpilot.common import metrics
+
+    def count(metric, **labels) -> float:
+        return metric.labels(**labels)._value.get()
+
+    deferrals, retries = count(metrics.STEP_SLOT_DEFERRALS, provider="echo"), count(metrics.STEP_RETRIES, reason="RateLimited")
+    run = _one_step_run(user)
+    with caplog.at_level("INFO", logger="workflows.services.transitions"):
+        while not WorkflowStepExecution.objects.filter(execution=run, attempt__gt=1).exists():
+            _deliver_next(sent)
+    assert count(metrics.STEP_SLOT_DEFERRALS, provider="echo") == deferrals + 1
+    assert count(metrics.STEP_RETRIES, reason="RateLimited") == retries, "a deferral is not a retry"
+    assert [r for r in caplog.records if r.getMessage() == "step.deferred" and r.provider == "echo"]
