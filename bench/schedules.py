@@ -183,12 +183,14 @@ def expected_slots(start: datetime, end: datetime) -> Counter:
 
 def start_services(scheduler: str, concurrency: int, sweepers: int, log_dir: Path,
                    ) -> tuple[ServiceProcess, ServiceProcess]:
+    # NOTE: the pool through the environment: Celery reads `--pool prefork` as "no --pool"
+    # and runs the configured one (threads) instead.
     env = dict(os.environ, PYTHONUNBUFFERED="1", CELERY_BEAT_SCHEDULER=SCHEDULERS[scheduler],
-               PROMPTPILOT_SCHEDULE_SWEEPERS=str(sweepers))
+               PROMPTPILOT_SCHEDULE_SWEEPERS=str(sweepers), PROMPTPILOT_WORKER_POOL="prefork")
     worker = ServiceProcess(
         "worker",
         celery_argv("worker", "-l", "warning", "-n", f"bench-sched-{os.getpid()}@%h", "--concurrency",
-                    str(concurrency), "--pool", "prefork", "--without-gossip", "--without-mingle",
+                    str(concurrency), "--without-gossip", "--without-mingle",
                     "--without-heartbeat"),
         env, log_dir,
     )

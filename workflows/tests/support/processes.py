@@ -66,7 +66,9 @@ def celery_argv(*args: str) -> list[str]:
 
 def start_worker(name: str, env: dict[str, str], log_dir: Path, *pool_args: str) -> ServiceProcess:
     """A worker started as the contract command starts it (the shipped pool and
-    concurrency), unless ``pool_args`` (e.g. ``"--pool", "prefork"``) say otherwise."""
+    concurrency), unless ``pool_args`` (e.g. ``"--concurrency", "4"``) say otherwise. (For a
+    prefork worker set ``PROMPTPILOT_WORKER_POOL=prefork`` in ``env``: Celery reads
+    ``--pool prefork`` as no ``--pool`` at all and runs the configured pool.)"""
     worker = ServiceProcess(
         name,
         celery_argv("worker", "-l", "info", "-n", f"{name}@%h", *pool_args,
