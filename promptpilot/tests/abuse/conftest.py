@@ -1,0 +1,38 @@
+"""Fixtures of the abuse suite: a workflow with a NUMBER and a STRING variable, made as
+a builder would, and its triggers."""
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from triggers.tests.helpers import create_trigger, customer_workflow
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttle_counts():
+    """Throttle windows live in the default cache; no test inherits another's counts."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def anon() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def workflow(user):
+    """Variables ``customer`` (required STRING) and ``amount`` (optional NUMBER)."""
+    return customer_workflow(user)
+
+
+@pytest.fixture
+def webhook(workflow):
+    return create_trigger(workflow, "WEBHOOK", name="Orders")
+
+
+@pytest.fixture
+def api_trigger(workflow):
+    return create_trigger(workflow, "API", name="Partner API")
