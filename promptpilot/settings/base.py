@@ -212,6 +212,9 @@ PROMPTPILOT = {
     # Template limits: a template cannot hang or flood a worker.
     "TEMPLATE_MAX_OUTPUT_CHARS": 200_000,
     "TEMPLATE_MAX_LOOP_ITERATIONS": 10_000,
+    # A preview runs in a web process: each of its renders gets this many seconds of CPU,
+    # so previews cannot hold the web tier. On workers a render gets its step's timeout.
+    "TEMPLATE_PREVIEW_MAX_SECONDS": 1.0,
 }
 
 LOGGING = {
