@@ -215,6 +215,10 @@ PROMPTPILOT = {
     # A preview runs in a web process: each of its renders gets this many seconds of CPU,
     # so previews cannot hold the web tier. On workers a render gets its step's timeout.
     "TEMPLATE_PREVIEW_MAX_SECONDS": 1.0,
+    # Failed credentials (wrong passwords at /api/auth/token/, wrong X-API-Key values) allowed
+    # per account or trigger and per client address before every try answers 429.
+    "AUTH_FAILURE_RATE_PER_TARGET": "10/min",
+    "AUTH_FAILURE_RATE_PER_CLIENT": "30/min",
 }
 
 LOGGING = {

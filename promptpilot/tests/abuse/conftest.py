@@ -3,18 +3,9 @@ a builder would, and its triggers."""
 from __future__ import annotations
 
 import pytest
-from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from triggers.tests.helpers import create_trigger, customer_workflow
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttle_counts():
-    """Throttle windows live in the default cache; no test inherits another's counts."""
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture
