@@ -20,6 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .errors import ApplicationError, ValidationFailed
+from .fields import StrictCharField
 from .throttling import credential_failure_record, credential_failures_check
 
 logger = logging.getLogger(__name__)
@@ -80,8 +81,8 @@ class InvalidCredentials(ApplicationError):
 
 
 class AuthTokenInputSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
-    password = serializers.CharField(max_length=4096, trim_whitespace=False, style={"input_type": "password"})
+    username = StrictCharField(max_length=150)
+    password = StrictCharField(max_length=4096, trim_whitespace=False, style={"input_type": "password"})
 
 
 class AuthTokenOutputSerializer(serializers.Serializer):

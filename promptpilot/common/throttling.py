@@ -10,6 +10,8 @@ DRF's sliding-window arithmetic (``SimpleRateThrottle``).
 """
 from __future__ import annotations
 
+import hashlib
+
 from django.conf import settings
 from rest_framework.exceptions import Throttled
 from rest_framework.request import Request
@@ -25,7 +27,9 @@ class _FailureWindow(SimpleRateThrottle):
         self.num_requests, self.duration = self.parse_rate(rate)
 
     def _load(self, ident: str) -> None:
-        self.key = self.cache_format % {"scope": self.scope, "ident": ident}
+        # Hashed: a username may hold characters no cache key should (and any length).
+        digest = hashlib.sha256(ident.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        self.key = self.cache_format % {"scope": self.scope, "ident": digest}
         self.history = self.cache.get(self.key, [])
         self.now = self.timer()
         while self.history and self.history[-1] <= self.now - self.duration:
@@ -52,7 +56,8 @@ def _windows(kind: str) -> tuple[_FailureWindow, _FailureWindow]:
 
 def _ident(request: Request) -> str:
     # BaseThrottle.get_ident needs no throttle state; an instance without __init__ is enough.
-    return SimpleRateThrottle.get_ident(object.__new__(SimpleRateThrottle), request)
+    # None when the server gave no REMOTE_ADDR (some WSGI test clients): one shared bucket.
+    return SimpleRateThrottle.get_ident(object.__new__(SimpleRateThrottle), request) or "unknown"
 
 
 def credential_failures_check(request: Request, *, kind: str, target: str, what: str) -> None:

@@ -241,6 +241,11 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # Fields named `type`/`status` use different enums; name each once for the schema.
+# Page parameters of lists, 413 and 414: stated once for every operation.
+SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
+    "drf_spectacular.hooks.postprocess_schema_enums",
+    "promptpilot.common.schema.api_facts",
+]
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
     "VariableTypeEnum": "workflows.models.enums.VariableType",
     "StepTypeEnum": "workflows.models.enums.StepType",
