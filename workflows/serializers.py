@@ -11,6 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from promptpilot.common.fields import StrictBooleanField, StrictCharField, StrictIntegerField
+from promptpilot.common.json_text import lone_surrogate
 
 from .models import (
     Prompt,
@@ -35,7 +36,10 @@ def _storable_json_problem(value: Any, depth: int = 0) -> str | None:
     if depth > _MAX_JSON_DEPTH:
         return f"nested deeper than {_MAX_JSON_DEPTH} levels"
     if isinstance(value, str):
-        return "contains a \\u0000 character" if "\x00" in value else None
+        if "\x00" in value:
+            return "contains a \\u0000 character"
+        char = lone_surrogate(value)
+        return f"contains a lone UTF-16 surrogate (\\u{ord(char):04x}); send the character itself" if char else None
     if isinstance(value, float):
         return None if math.isfinite(value) else "contains a number that is not finite"
     if isinstance(value, dict):

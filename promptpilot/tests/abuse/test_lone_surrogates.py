@@ -3,10 +3,15 @@ be stored or sent back as UTF-8. It is bad input (400 saying what to change), ne
 500, and a signed webhook carrying one is still recorded (DESIGN §5)."""
 from __future__ import annotations
 
-import pytest
+from functools import partial
 
+import pytest
+from django import forms
+
+from triggers import forms as trigger_forms
 from triggers.models import InvocationStatus, TriggerInvocation
 from triggers.tests.helpers import deliver, signed_headers
+from workflows import forms as workflow_forms
 from workflows.models import WorkflowExecution
 
 pytestmark = pytest.mark.django_db
@@ -57,3 +62,14 @@ def test_signed_webhook_with_a_lone_surrogate_is_recorded_and_refused(anon, webh
     # The body is kept, the invalid code point replaced, so the owner sees what came.
     assert invocation.payload == {"customer": "Ada \ufffd", "note": "kept"}
     assert WorkflowExecution.objects.count() == 0
+
+
+@pytest.mark.parametrize("parse", [
+    partial(workflow_forms.parse_json, label="Input"),
+    partial(trigger_forms.parse_json_object, label="Config"),
+], ids=["workflow pages", "trigger pages"])
+def test_page_forms_refuse_a_lone_surrogate_in_json_text(parse):
+    with pytest.raises(forms.ValidationError) as caught:
+        parse('{"customer": "Ada \\ud800"}')
+    assert "surrogate" in str(caught.value)
+    assert parse('{"customer": "Ada \\ud83d\\ude00"}') == {"customer": "Ada \U0001F600"}
