@@ -26,6 +26,17 @@ SERVICE_TUNING = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _fresh_failure_counts():
+    """Failed-credential windows (promptpilot/common/throttling.py) live in the default
+    cache: no test inherits another's wrong passwords or wrong API keys."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def user(django_user_model):
     return django_user_model.objects.create_user(username="builder", password="pw-builder-123")

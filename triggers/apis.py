@@ -97,8 +97,7 @@ def _fired(invocation) -> tuple[dict[str, Any], int]:
 class TriggerListCreateApi(BaseApi):
     @extend_schema(
         operation_id="triggers_list", tags=TAGS,
-        parameters=[OpenApiParameter("workflow", int, description="Only triggers of this workflow."),
-                    OpenApiParameter("page", int), OpenApiParameter("page_size", int, description="At most 200.")],
+        parameters=[OpenApiParameter("workflow", int, description="Only triggers of this workflow.")],
         responses={200: paginated_serializer(TriggerSerializer, "PaginatedTriggerList"), **error_responses(400)},
     )
     def get(self, request: Request) -> Response:
@@ -152,7 +151,7 @@ class TriggerDetailApi(BaseApi):
 
 class TriggerInvocationListApi(BaseApi):
     @extend_schema(operation_id="triggers_invocations_list", tags=TAGS,
-                   parameters=[TRIGGER_ID, OpenApiParameter("page", int), OpenApiParameter("page_size", int)],
+                   parameters=[TRIGGER_ID],
                    responses={200: paginated_serializer(InvocationDetailSerializer, "PaginatedInvocationList"),
                               **error_responses(404)})
     def get(self, request: Request, id: str) -> Response:

@@ -15,6 +15,8 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 
+from promptpilot.common.throttling import credential_failure_record, credential_failures_check
+
 from . import selectors
 from .models import WorkflowTrigger
 from .services.api_keys import api_key_matches
@@ -41,11 +43,14 @@ class TriggerApiKeyAuthentication(BaseAuthentication):
         key = request.headers.get(API_KEY_HEADER)
         if key is None:
             return None
-        trigger_id = ((request.parser_context or {}).get("kwargs") or {}).get("id")
+        trigger_id = str(((request.parser_context or {}).get("kwargs") or {}).get("id"))
+        credential_failures_check(request, kind="api_key", target=trigger_id, what="this trigger")
         trigger = selectors.trigger_get_for_key(trigger_id)
         if trigger is None:
+            credential_failure_record(request, kind="api_key", target=trigger_id)  # probing for trigger ids
             raise exceptions.NotFound(f"No active API trigger with id {trigger_id}.", code="trigger_not_found")
         if not api_key_matches(trigger=trigger, key=key.strip()):
+            credential_failure_record(request, kind="api_key", target=trigger_id)
             raise ApiKeyRejected(
                 f"The {API_KEY_HEADER} header does not hold this trigger's API key. Keys are shown once at "
                 "creation and replaced by POST /api/triggers/{id}/rotate-secret."

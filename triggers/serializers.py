@@ -6,10 +6,10 @@ from typing import Any
 
 from django.urls import reverse
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from promptpilot.common.fields import StrictBooleanField, StrictCharField, StrictIntegerField
 from workflows.models import ExecutionStatus
 from workflows.serializers import ExecutionSerializer, JSONObjectField
 
@@ -22,10 +22,10 @@ MAX_DB_INT = 2**63 - 1
 # --- input ---------------------------------------------------------------------------
 
 class TriggerCreateInputSerializer(serializers.Serializer):
-    workflow = serializers.IntegerField(min_value=1, max_value=MAX_DB_INT, help_text="Id of one of your workflows.")
+    workflow = StrictIntegerField(min_value=1, max_value=MAX_DB_INT, help_text="Id of one of your workflows.")
     type = serializers.ChoiceField(choices=TriggerKind.choices, help_text="Fixed after creation.")
-    name = serializers.CharField(max_length=200)
-    is_active = serializers.BooleanField(required=False, default=True)
+    name = StrictCharField(max_length=200)
+    is_active = StrictBooleanField(required=False, default=True)
     config = JSONObjectField(
         required=False, allow_null=True,
         help_text='WEBHOOK: {"input_mapping": {"variable": "payload.expression"}}; API: {"rate_limit": "60/min"}; '
@@ -34,12 +34,12 @@ class TriggerCreateInputSerializer(serializers.Serializer):
 
 
 class TriggerUpdateInputSerializer(serializers.Serializer):
-    workflow = serializers.IntegerField(min_value=1, max_value=MAX_DB_INT, required=False,
+    workflow = StrictIntegerField(min_value=1, max_value=MAX_DB_INT, required=False,
                                         help_text="Immutable: may only repeat the current value.")
     type = serializers.ChoiceField(choices=TriggerKind.choices, required=False,
                                    help_text="Immutable: may only repeat the current value.")
-    name = serializers.CharField(max_length=200)
-    is_active = serializers.BooleanField(required=False)
+    name = StrictCharField(max_length=200)
+    is_active = StrictBooleanField(required=False)
     config = JSONObjectField(required=False, allow_null=True)
 
 
@@ -47,7 +47,7 @@ MAX_GRACE_SECONDS = 7 * 24 * 3600
 
 
 class TriggerRotateInputSerializer(serializers.Serializer):
-    grace_seconds = serializers.IntegerField(
+    grace_seconds = StrictIntegerField(
         required=False, default=0, min_value=0, max_value=MAX_GRACE_SECONDS,
         help_text="WEBHOOK only: how long the previous secret is still accepted (default 0: not at all).",
     )
@@ -94,7 +94,7 @@ class TriggerSerializer(serializers.ModelSerializer):
             "paused_reason": {"help_text": "SCHEDULED: why it was paused; cleared by enabling it again."},
         }
 
-    @extend_schema_field(OpenApiTypes.URI)
+    @extend_schema_field(serializers.URLField(allow_null=True))
     def get_webhook_url(self, trigger: WorkflowTrigger) -> str | None:
         if trigger.type != TriggerKind.WEBHOOK:
             return None
@@ -102,7 +102,7 @@ class TriggerSerializer(serializers.ModelSerializer):
         request = self.context.get("request")
         return request.build_absolute_uri(path) if request is not None else path
 
-    @extend_schema_field(OpenApiTypes.DATETIME)
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_previous_secret_expires_at(self, trigger: WorkflowTrigger) -> str | None:
         expires = trigger.previous_secret_expires_at
         if trigger.type != TriggerKind.WEBHOOK or expires is None or expires <= timezone.now():
@@ -189,7 +189,7 @@ class TriggerExecutedSerializer(TriggerFiredSerializer):
 # --- events (POST /api/events/) ----------------------------------------------------------
 
 class EventEmitInputSerializer(serializers.Serializer):
-    name = serializers.CharField(
+    name = StrictCharField(
         max_length=100, trim_whitespace=False,
         help_text='Lowercase letters, digits, "_", "." and "-", e.g. "order.created". Names starting with '
                   '"execution." are reserved for the platform.',

@@ -255,7 +255,6 @@ class ExecutionListApi(BaseApi):
             OpenApiParameter("workflow", int, description="Only runs of this workflow."),
             OpenApiParameter("status", str, enum=list(ExecutionStatus.values),
                              description="Only runs in this status (several: comma separated)."),
-            OpenApiParameter("page", int), OpenApiParameter("page_size", int, description="At most 200."),
         ],
         responses={200: paginated_serializer(ExecutionSerializer, "PaginatedExecutionList"), **error_responses(400)},
     )

@@ -14,6 +14,8 @@ from typing import Any
 from django import forms
 from django.forms import formset_factory
 
+from promptpilot.common.json_text import lone_surrogate, lone_surrogate_message
+
 from .engine.retry import DEFAULT_RETRY_CONFIG
 from .models import StepType, VariableType
 
@@ -50,9 +52,13 @@ def parse_json(text: str, *, label: str) -> Any:
     """``text`` as JSON (NaN and Infinity refused). Raises forms.ValidationError naming
     the line and column of the first problem."""
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise forms.ValidationError(json_error_message(label, exc)) from None
+    char = lone_surrogate(value)  # "\ud800" parses, but no page or database can hold it
+    if char is not None:
+        raise forms.ValidationError(f"{label}: {lone_surrogate_message(char)}")
+    return value
 
 
 def parse_json_object(text: str, *, label: str) -> dict[str, Any]:

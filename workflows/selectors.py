@@ -105,12 +105,13 @@ def _parse_statuses(status: str) -> list[str]:
 def execution_list(user, workflow: Any = None, status: str | None = None) -> QuerySet[WorkflowExecution]:
     """The user's executions, newest first, optionally by workflow id and status(es)."""
     queryset = WorkflowExecution.objects.filter(workflow__owner=user)
-    if workflow not in (None, ""):
+    # An empty ``?workflow=`` or ``?status=`` is a client's mistake: answered 400, not ignored.
+    if workflow is not None:
         if isinstance(workflow, Workflow):
             queryset = queryset.filter(workflow=workflow)
         else:
             queryset = queryset.filter(workflow_id=workflow_filter_id(workflow))
-    if status not in (None, ""):
+    if status is not None:
         queryset = queryset.filter(status__in=_parse_statuses(status))
     return queryset.select_related("version", "workflow").order_by("-created_at", "-id")
 

@@ -10,6 +10,9 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from promptpilot.common.fields import StrictBooleanField, StrictCharField, StrictIntegerField
+from promptpilot.common.json_text import lone_surrogate
+
 from .models import (
     Prompt,
     StepType,
@@ -33,7 +36,10 @@ def _storable_json_problem(value: Any, depth: int = 0) -> str | None:
     if depth > _MAX_JSON_DEPTH:
         return f"nested deeper than {_MAX_JSON_DEPTH} levels"
     if isinstance(value, str):
-        return "contains a \\u0000 character" if "\x00" in value else None
+        if "\x00" in value:
+            return "contains a \\u0000 character"
+        char = lone_surrogate(value)
+        return f"contains a lone UTF-16 surrogate (\\u{ord(char):04x}); send the character itself" if char else None
     if isinstance(value, float):
         return None if math.isfinite(value) else "contains a number that is not finite"
     if isinstance(value, dict):
@@ -117,9 +123,9 @@ class _WholeItemsListField(serializers.ListField):
 # --- prompts -------------------------------------------------------------------
 
 class PromptInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200)
-    template = serializers.CharField(trim_whitespace=False, max_length=100_000)
-    system = serializers.CharField(trim_whitespace=False, allow_blank=True, required=False, max_length=100_000)
+    name = StrictCharField(max_length=200)
+    template = StrictCharField(trim_whitespace=False, max_length=100_000)
+    system = StrictCharField(trim_whitespace=False, allow_blank=True, required=False, max_length=100_000)
     model_config = JSONObjectField(required=False, allow_null=True, help_text='e.g. {"provider": "echo", "model": "echo"}')
 
 
@@ -133,28 +139,28 @@ class PromptOutputSerializer(serializers.ModelSerializer):
 # --- workflows -----------------------------------------------------------------
 
 class VariableInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
+    name = StrictCharField(max_length=100)
     type = serializers.ChoiceField(choices=VariableType.choices, default=VariableType.STRING)
-    required = serializers.BooleanField(default=True)
+    required = StrictBooleanField(default=True)
     default = AnyJSONField(required=False, allow_null=True, default=None)
     sample = AnyJSONField(required=False, allow_null=True, default=None)
-    description = serializers.CharField(allow_blank=True, required=False, default="", max_length=10_000)
+    description = StrictCharField(allow_blank=True, required=False, default="", max_length=10_000)
 
 
 class StepInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
-    order = serializers.IntegerField(
+    name = StrictCharField(max_length=100)
+    order = StrictIntegerField(
         min_value=0, max_value=MAX_DB_INT, required=False, allow_null=True, default=None,
         help_text="Steps run by ascending order. Left out: the step's position in the list (1, 2, ...).",
     )
     type = serializers.ChoiceField(choices=StepType.choices)
-    prompt = serializers.IntegerField(
+    prompt = StrictIntegerField(
         min_value=1, required=False, allow_null=True, default=None, help_text="Id of one of your prompts (PROMPT steps)."
     )
     config = JSONObjectField(required=False, allow_null=True, default=dict)
     retry_config = JSONObjectField(required=False, allow_null=True, default=dict)
-    on_error = serializers.CharField(max_length=120, required=False, default="fail")
-    timeout_seconds = serializers.IntegerField(min_value=1, max_value=MAX_DB_INT, required=False, allow_null=True, default=None)
+    on_error = StrictCharField(max_length=120, required=False, default="fail")
+    timeout_seconds = StrictIntegerField(min_value=1, max_value=MAX_DB_INT, required=False, allow_null=True, default=None)
 
 
 @extend_schema_field(VariableInputSerializer(many=True))
@@ -171,20 +177,20 @@ class WorkflowInputSerializer(serializers.Serializer):
     """Create and update. On update a left-out field keeps its value; ``variables`` and
     ``steps``, when given, replace the whole list."""
 
-    name = serializers.CharField(max_length=200)
-    description = serializers.CharField(allow_blank=True, required=False, max_length=100_000)
-    is_active = serializers.BooleanField(required=False)
-    max_concurrent_executions = serializers.IntegerField(
+    name = StrictCharField(max_length=200)
+    description = StrictCharField(allow_blank=True, required=False, max_length=100_000)
+    is_active = StrictBooleanField(required=False)
+    max_concurrent_executions = StrictIntegerField(
         min_value=1, max_value=MAX_DB_INT, required=False, allow_null=True,
         help_text="At most this many runs at once; null means no limit.",
     )
-    timeout_seconds = serializers.IntegerField(
+    timeout_seconds = StrictIntegerField(
         min_value=1, max_value=MAX_DB_INT, required=False, allow_null=True,
         help_text="Whole-run limit in seconds; null means no limit.",
     )
     variables = VariablesField(required=False, help_text="Replaces all variables when given.")
     steps = StepsField(required=False, help_text="Replaces all steps when given.")
-    note = serializers.CharField(
+    note = StrictCharField(
         max_length=200, required=False, allow_blank=True, write_only=True,
         help_text="Note recorded on the version this change creates.",
     )
@@ -246,16 +252,16 @@ class TriggerContextSerializer(serializers.Serializer):
 
 class PreviewInputSerializer(serializers.Serializer):
     input = JSONObjectField(required=False, allow_null=True, default=dict)
-    use_sample_data = serializers.BooleanField(
+    use_sample_data = StrictBooleanField(
         required=False, default=False,
         help_text="Fill inputs from each variable's sample (values in input still win).",
     )
     trigger = TriggerContextSerializer(required=False, help_text="What templates see as trigger.type / trigger.payload.")
-    dry_run_models = serializers.BooleanField(
+    dry_run_models = StrictBooleanField(
         required=False, default=False,
         help_text="Call no provider: each model call is an estimate from the rendered prompt (steps marked dry_run).",
     )
-    until = serializers.CharField(
+    until = StrictCharField(
         required=False, allow_null=True, default=None,
         help_text="Stop after this step (its name): a prefix or single-step test run.",
     )

@@ -10,7 +10,7 @@ from django.contrib.auth import authenticate
 from django.http import HttpRequest, JsonResponse
 from django.views import defaults
 from django.views.decorators.cache import never_cache
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from knox.models import AuthToken
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
@@ -20,6 +20,8 @@ from rest_framework.views import APIView
 
 from . import readiness
 from .errors import ApplicationError, ValidationFailed
+from .fields import StrictCharField
+from .throttling import credential_failure_record, credential_failures_check
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +81,8 @@ class InvalidCredentials(ApplicationError):
 
 
 class AuthTokenInputSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
-    password = serializers.CharField(max_length=4096, trim_whitespace=False, style={"input_type": "password"})
+    username = StrictCharField(max_length=150)
+    password = StrictCharField(max_length=4096, trim_whitespace=False, style={"input_type": "password"})
 
 
 class AuthTokenOutputSerializer(serializers.Serializer):
@@ -99,18 +101,19 @@ class AuthTokenApi(BaseApi):
         operation_id="auth_token_create",
         tags=["auth"],
         request=AuthTokenInputSerializer,
-        responses={200: AuthTokenOutputSerializer, 400: OpenApiResponse(description="Wrong credentials.")},
+        responses={200: AuthTokenOutputSerializer, **error_responses(400, 429)},
+        description="Wrong credentials answer 400. Failed tries are counted per account and per client "
+                    "address; past the limit every try answers 429 with Retry-After.",
         auth=[],
     )
     def post(self, request: Request) -> Response:
         data = AuthTokenInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        user = authenticate(
-            request._request,
-            username=data.validated_data["username"],
-            password=data.validated_data["password"],
-        )
+        username = data.validated_data["username"]
+        credential_failures_check(request, kind="login", target=username, what="this account")
+        user = authenticate(request._request, username=username, password=data.validated_data["password"])
         if user is None or not user.is_active:
+            credential_failure_record(request, kind="login", target=username)
             raise InvalidCredentials("Unable to log in with the username and password given; check them and try again.")
         instance, token = AuthToken.objects.create(user)
         logger.info("auth.token_created", extra={"user_id": user.pk})

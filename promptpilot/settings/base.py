@@ -124,7 +124,7 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "promptpilot.common.exception_handler.api_exception_handler",
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["promptpilot.common.json_text.TextSafeJSONParser"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
@@ -223,6 +223,13 @@ PROMPTPILOT = {
     # Template limits: a template cannot hang or flood a worker.
     "TEMPLATE_MAX_OUTPUT_CHARS": 200_000,
     "TEMPLATE_MAX_LOOP_ITERATIONS": 10_000,
+    # A preview runs in a web process: each of its renders gets this many seconds of CPU,
+    # so previews cannot hold the web tier. On workers a render gets its step's timeout.
+    "TEMPLATE_PREVIEW_MAX_SECONDS": 1.0,
+    # Failed credentials (wrong passwords at /api/auth/token/, wrong X-API-Key values) allowed
+    # per account or trigger and per client address before every try answers 429.
+    "AUTH_FAILURE_RATE_PER_TARGET": "10/min",
+    "AUTH_FAILURE_RATE_PER_CLIENT": "30/min",
 }
 
 # JSON lines or console lines, each with the ids of its run (promptpilot/common/logs.py).
@@ -240,6 +247,11 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # Fields named `type`/`status` use different enums; name each once for the schema.
+# Page parameters of lists, 413 and 414: stated once for every operation.
+SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
+    "drf_spectacular.hooks.postprocess_schema_enums",
+    "promptpilot.common.schema.api_facts",
+]
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
     "VariableTypeEnum": "workflows.models.enums.VariableType",
     "StepTypeEnum": "workflows.models.enums.StepType",

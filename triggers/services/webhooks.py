@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import math
+import re
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,7 @@ from django.utils import timezone
 
 from promptpilot.common.db import run_prepared
 from promptpilot.common.ids import parse_uuid
+from promptpilot.common.json_text import lone_surrogate, lone_surrogate_message, without_lone_surrogates
 from workflows.engine.errors import TemplateError
 from workflows.engine.templating import evaluate_expression
 from workflows.models import Workflow, WorkflowVersion
@@ -201,6 +203,17 @@ def _storable_problem(value: Any) -> str | None:
     return None
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+class LoneSurrogate(ValueError):
+    """A body that parses but holds invalid text; ``payload`` is it with U+FFFD in place."""
+
+    def __init__(self, message: str, payload: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.payload = payload
+
+
 def parse_json_object(body: bytes) -> dict[str, Any]:
     """The body as a JSON object. Raises ValueError saying what is wrong."""
     try:
@@ -211,10 +224,12 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         raise ValueError(f"The body is not valid JSON ({exc}).") from None
     if not isinstance(value, dict):
         raise ValueError(f"The body must be a JSON object, got {type(value).__name__}.")
-    # JSON can only carry a NUL character escaped, so most bodies need no walk at all.
+    # JSON can only carry a NUL character or a surrogate escaped, so most bodies need no walk at all.
     problem = _storable_problem(value) if b"\\u0000" in body else None
     if problem:
         raise ValueError(f"The JSON body {problem}; it cannot be stored.")
+    if _SURROGATE_ESCAPE.search(body) and (char := lone_surrogate(value)) is not None:
+        raise LoneSurrogate(lone_surrogate_message(char), without_lone_surrogates(value))
     return value
 
 
@@ -313,8 +328,10 @@ def webhook_receive(*, trigger: WorkflowTrigger, request: WebhookRequest) -> Tri
         first = first_accepted_invocation(trigger, msg_id)
         if first is not None:
             return record_duplicate(trigger=trigger, first=first, verified=True, request_meta=_request_meta(request))
-        invocation = _record_rejection(trigger=trigger, request=request, verified=True, error=str(exc))
-        raise WebhookBodyInvalid(f"{exc} Send a JSON object.", invocation=invocation) from None
+        invocation = _record_rejection(trigger=trigger, request=request, verified=True, error=str(exc),
+                                       payload=getattr(exc, "payload", None))
+        hint = "" if isinstance(exc, LoneSurrogate) else " Send a JSON object."
+        raise WebhookBodyInvalid(f"{exc}{hint}", invocation=invocation) from None
 
     try:
         inputs = webhook_inputs(trigger=trigger, payload=payload, variables=_variable_names(trigger))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from typing import Any
 
 from .errors import InputValidationError
@@ -62,11 +63,24 @@ def is_json_value(value: Any) -> bool:
     return True
 
 
+def _fits_float(value: int) -> bool:
+    # Templates, comparisons and JSON clients treat numbers as floats: an integer no
+    # float can hold is unusable input (and math.isfinite raises OverflowError on it).
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
 def type_error(var_type: str, value: Any) -> str | None:
     """Why ``value`` does not fit ``var_type``, or None when it does."""
     if var_type == STRING:
         ok, expected = isinstance(value, str), "a string"
     elif var_type == NUMBER:
+        if isinstance(value, int) and not isinstance(value, bool) and not _fits_float(value):
+            return f"must be a number between -{sys.float_info.max:.3g} and {sys.float_info.max:.3g}, got an " \
+                   f"integer of about {int(value.bit_length() * math.log10(2)) + 1} digits."
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         expected = "a number"
     elif var_type == BOOLEAN:

@@ -12,7 +12,11 @@ template from hanging or flooding a worker:
   ``ALLOCATION_FACTOR * max_output_chars``;
 - time: all ``for`` iterations (nested ones too), recursive ``loop()`` calls and macro
   calls share one budget of ``max_loop_iterations``; ``range()`` is capped to it;
-  integers from ``**``/``*`` stay under ``MAX_INT_BITS``.
+  integers from ``**``/``*`` stay under ``MAX_INT_BITS``;
+- CPU: a render may be given a deadline (``max_seconds`` and/or an absolute monotonic
+  ``deadline``: previews' setting, a step's ``timeout_seconds`` on a worker). The sandbox
+  checks the clock at every loop iteration, macro call, call, operator, filter and output,
+  so work that stays inside every size limit (sorting a long list in a loop) still stops.
 
 The budget lives in a contextvar for the duration of one ``render`` or
 ``evaluate_expression`` call, so compiled templates can be cached and shared.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import re
 import string
+import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
@@ -52,6 +57,10 @@ class _Refused(Exception):
     """A limit was hit. Plain Exception so Jinja's constant folding just gives up."""
 
 
+class _OutOfTime(_Refused):
+    """The render's time budget is spent."""
+
+
 # --------------------------------------------------------------------------- budget
 
 
@@ -61,12 +70,22 @@ class _Budget:
     max_loop_iterations: int
     iterations: int = 0
     allocated: int = 0
+    deadline: float | None = None  # time.monotonic() past which the render is refused
+    seconds: float | None = None  # the budget that deadline stands for, for the message
+
+    def check_time(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise _OutOfTime(
+                f"The template ran longer than its time budget of {self.seconds:g} s. It does too much work "
+                "per render: loop over less data, or sort/filter once before a loop instead of inside it."
+            )
 
     @property
     def max_value_chars(self) -> int:
         return self.max_output_chars * VALUE_SIZE_FACTOR
 
     def spend_iteration(self) -> None:
+        self.check_time()
         self.iterations += 1
         if self.iterations > self.max_loop_iterations:
             raise _Refused(
@@ -84,6 +103,7 @@ class _Budget:
 
     def check_built(self, value: Any, *, inputs: Iterable[Any] = ()) -> Any:
         """Count a value the template just built against the per-value and per-render caps."""
+        self.check_time()
         size = _shallow_size(value)
         if size is None or any(value is item for item in inputs):
             return value  # not sized, or handed back unchanged (e.g. ``x|default('')``)
@@ -326,6 +346,7 @@ def _guarded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(func)  # keeps ``jinja_pass_arg`` so Jinja still passes context/environment
     def guarded(*args: Any, **kwargs: Any) -> Any:
         budget = _budget()
+        budget.check_time()
         value = _precheck_filter(budget, name, args[skip], args[skip + 1 :], kwargs)
         args = (*args[:skip], value, *args[skip + 1 :])
         return budget.check_built(func(*args, **kwargs), inputs=(value,))
@@ -353,6 +374,7 @@ class _Environment(ImmutableSandboxedEnvironment):
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         budget = _budget()
+        budget.check_time()
         if operator == "**" and _power_bits(left, right) > MAX_INT_BITS:
             raise _Refused(f"A power that large is refused: the result would exceed {MAX_INT_BITS} bits.")
         if operator == "*":
@@ -369,6 +391,7 @@ class _Environment(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         budget = _budget()
+        budget.check_time()
         if isinstance(__obj, Macro):
             # Macros (and ``caller()``) count like loop iterations: a macro calling itself
             # twice per level would otherwise run 2**depth times without a single loop.
@@ -472,6 +495,8 @@ def _to_template_error(exc: BaseException, kind: str = "template") -> TemplateEr
         return exc
     if isinstance(exc, TemplateSyntaxError):
         reason, text = "syntax", f"The {kind} does not parse: {exc.message}"
+    elif isinstance(exc, _OutOfTime):
+        reason, text = "timeout", str(exc)
     elif isinstance(exc, _Refused):
         reason, text = "limit", str(exc)
     elif isinstance(exc, SecurityError):
@@ -515,16 +540,33 @@ def _compile(source: str, kind: str) -> Any:
         raise _to_template_error(exc, kind) from None
 
 
+def _new_budget(max_output_chars: int, max_loop_iterations: int, max_seconds: float | None,
+                deadline: float | None) -> _Budget:
+    now = time.monotonic()
+    ends = [end for end in (now + max_seconds if max_seconds else None, deadline) if end is not None]
+    if not ends:
+        return _Budget(max_output_chars, max_loop_iterations)
+    end = min(ends)
+    # The budget a builder can act on: the render's own, or what was left of the step's.
+    seconds = max_seconds if max_seconds and end == now + max_seconds else round(max(0.0, end - now), 1)
+    return _Budget(max_output_chars, max_loop_iterations, deadline=end, seconds=seconds)
+
+
 def render(
     source: str,
     context: Mapping[str, Any],
     *,
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
     max_loop_iterations: int = DEFAULT_MAX_LOOP_ITERATIONS,
+    max_seconds: float | None = None,
+    deadline: float | None = None,
 ) -> str:
-    """Render a template; any failure is a TemplateError with a message for the builder."""
+    """Render a template; any failure is a TemplateError with a message for the builder.
+
+    ``max_seconds`` bounds this render's time, ``deadline`` (``time.monotonic()``) the
+    time of whatever it is part of (a step); the earlier one applies."""
     template = _compile(source, "template")
-    token = _current_budget.set(_Budget(max_output_chars, max_loop_iterations))
+    token = _current_budget.set(_new_budget(max_output_chars, max_loop_iterations, max_seconds, deadline))
     chunks = template.generate(dict(context))
     parts: list[str] = []
     size = 0
@@ -552,10 +594,13 @@ def evaluate_expression(
     *,
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
     max_loop_iterations: int = DEFAULT_MAX_LOOP_ITERATIONS,
+    max_seconds: float | None = None,
+    deadline: float | None = None,
 ) -> Any:
-    """Evaluate a sandboxed expression (``input.score > 3 and steps.a.status == "COMPLETED"``)."""
+    """Evaluate a sandboxed expression (``input.score > 3 and steps.a.status == "COMPLETED"``);
+    ``max_seconds`` and ``deadline`` as for ``render``."""
     expression = _compile(source, "expression")
-    token = _current_budget.set(_Budget(max_output_chars, max_loop_iterations))
+    token = _current_budget.set(_new_budget(max_output_chars, max_loop_iterations, max_seconds, deadline))
     try:
         value = expression(dict(context))
         if isinstance(value, Undefined):
@@ -602,14 +647,18 @@ def validate_expression(source: str) -> str | None:
     return None
 
 
-def template_limits(limits: Mapping[str, Any] | None) -> dict[str, int]:
+def template_limits(limits: Mapping[str, Any] | None) -> dict[str, Any]:
     """``render`` keyword arguments from a limits mapping.
 
     Accepts the ``settings.PROMPTPILOT`` keys (``TEMPLATE_MAX_OUTPUT_CHARS``,
-    ``TEMPLATE_MAX_LOOP_ITERATIONS``) or the keyword names themselves.
+    ``TEMPLATE_MAX_LOOP_ITERATIONS``, ``TEMPLATE_MAX_SECONDS``) or the keyword names
+    themselves, and ``deadline`` (a ``time.monotonic()`` value, e.g. the step's timeout).
     """
     limits = limits or {}
+    seconds = limits.get("TEMPLATE_MAX_SECONDS") or limits.get("max_seconds")
     return {
+        "max_seconds": float(seconds) if seconds else None,
+        "deadline": limits.get("deadline"),
         "max_output_chars": int(
             limits.get("TEMPLATE_MAX_OUTPUT_CHARS") or limits.get("max_output_chars") or DEFAULT_MAX_OUTPUT_CHARS
         ),

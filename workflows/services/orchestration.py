@@ -19,6 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections
+from django.utils import timezone
 
 from promptpilot.common import metrics
 from promptpilot.common.db import release_connection
@@ -26,9 +27,11 @@ from promptpilot.common.logs import log_context
 from providers import pricing
 from providers.flags import live_features
 from providers.ratelimit import limited_adapter
+from providers.types import DEFAULT_TIMEOUT_SECONDS
 
 from ..engine import runner
 from ..engine.steps.http import HTTP_POLICY
+from ..models import WorkflowExecution
 from . import transitions
 from .dispatch import Continuation, continuation, current_continuation
 from .http_steps import http_policy
@@ -145,10 +148,12 @@ def _run_claimed(claimed: Claimed) -> str:
 
 
 def _run_attempt(claimed: Claimed) -> str:
-    step = transitions.version_snapshot(claimed.version_id)[1].step(claimed.step_name)
+    definition = transitions.version_snapshot(claimed.version_id)[1]
+    step = definition.step(claimed.step_name)
     limits = {
         "max_output_chars": _conf("TEMPLATE_MAX_OUTPUT_CHARS"),
         "max_loop_iterations": _conf("TEMPLATE_MAX_LOOP_ITERATIONS"),
+        "deadline": _render_deadline(claimed, step, definition),  # CPU-bound templates stop at the timeouts
         "features": live_features(),  # admin switches (workflow.multiModel), read when a step asks
         HTTP_POLICY: http_policy(),  # HTTP steps: allowed hosts, limits, credentials
     }
@@ -172,6 +177,20 @@ def _run_attempt(claimed: Claimed) -> str:
     if done.next_claimed is not None:
         holder.keep(done.next_claimed)
     return done.outcome
+
+
+def _render_deadline(claimed: Claimed, step, definition) -> float:
+    """The ``time.monotonic()`` by which this attempt's templates must be rendered: its
+    step's ``timeout_seconds`` from now, or the end of the workflow's, if sooner."""
+    now = time.monotonic()
+    deadline = now + float(step.timeout_seconds or DEFAULT_TIMEOUT_SECONDS)
+    if definition.timeout_seconds:
+        started_at = WorkflowExecution.objects.filter(pk=claimed.execution_id).values_list(
+            "started_at", flat=True).first()
+        if started_at is not None:
+            left = float(definition.timeout_seconds) - (timezone.now() - started_at).total_seconds()
+            deadline = min(deadline, now + max(0.0, left))
+    return deadline
 
 
 def _adapter_for_call(name: str):

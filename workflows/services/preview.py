@@ -311,6 +311,7 @@ def workflow_preview(*, workflow: Workflow, user=None, inputs: dict[str, Any] | 
     limits = {
         "max_output_chars": settings.PROMPTPILOT["TEMPLATE_MAX_OUTPUT_CHARS"],
         "max_loop_iterations": settings.PROMPTPILOT["TEMPLATE_MAX_LOOP_ITERATIONS"],
+        "max_seconds": settings.PROMPTPILOT["TEMPLATE_PREVIEW_MAX_SECONDS"],  # per render: the web tier stays free
         "features": live_features(),  # admin switches: workflow.multiModel
         HTTP_POLICY: http_policy(),
         DRY_RUN: dry_run_models,  # HTTP steps send nothing in a dry run

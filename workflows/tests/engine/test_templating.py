@@ -213,9 +213,14 @@ def test_validate_expression_rejects_trailing_text() -> None:
 
 
 def test_template_limits_read_settings_or_keyword_names() -> None:
-    assert template_limits({"TEMPLATE_MAX_OUTPUT_CHARS": 10, "TEMPLATE_MAX_LOOP_ITERATIONS": 5}) == {
+    assert template_limits({"TEMPLATE_MAX_OUTPUT_CHARS": 10, "TEMPLATE_MAX_LOOP_ITERATIONS": 5,
+                            "TEMPLATE_MAX_SECONDS": 2}) == {
         "max_output_chars": 10,
         "max_loop_iterations": 5,
+        "max_seconds": 2.0,
+        "deadline": None,
     }
     assert template_limits({"max_output_chars": 7})["max_output_chars"] == 7
-    assert template_limits(None) == {"max_output_chars": 200_000, "max_loop_iterations": 10_000}
+    assert template_limits({"deadline": 123.5})["deadline"] == 123.5
+    assert template_limits(None) == {"max_output_chars": 200_000, "max_loop_iterations": 10_000,
+                                     "max_seconds": None, "deadline": None}
