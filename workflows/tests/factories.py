@@ -18,11 +18,11 @@ def make_workflow(owner, *, steps: list[dict[str, Any]], variables: list[dict[st
     return workflow
 
 
-def probe_step(name: str, prompt: str, *, delay_ms: int = 0, provider: str = "probe", **extra: Any) -> dict:
-    """A PROMPT step answered by the test probe provider (echo-like, records every call)."""
-    return {
-        "name": name,
-        "type": "PROMPT",
-        "config": {"template": prompt, "model": {"provider": provider, "model": "probe-1", "delay_ms": delay_ms}},
-        **extra,
-    }
+def probe_step(name: str, prompt: str, *, delay_ms: int = 0, provider: str = "probe", hold_until: Any = None,
+               **extra: Any) -> dict:
+    """A PROMPT step answered by the test probe provider (echo-like, records every call);
+    ``hold_until``: a file path whose creation ends the call (``delay_ms`` at most)."""
+    model = {"provider": provider, "model": "probe-1", "delay_ms": delay_ms}
+    if hold_until is not None:
+        model["hold_until"] = str(hold_until)
+    return {"name": name, "type": "PROMPT", "config": {"template": prompt, "model": model}, **extra}

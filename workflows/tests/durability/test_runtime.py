@@ -29,7 +29,8 @@ from .helpers import calls_for, wait_finished, wait_for
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 IN_FLIGHT = 100
-SLOW_SECOND_MS = 12000
+# Held calls answer when the test creates their gate file, or after this long.
+HOLD_MS = 60_000
 
 
 def _tag() -> str:
@@ -83,15 +84,19 @@ def _numbered_workflow(user, steps: list[dict]):
     return make_workflow(user, steps=steps, variables=[{"name": "n", "type": "NUMBER", "required": True}])
 
 
-def test_one_default_worker_runs_a_hundred_waiting_steps_at_once_on_a_few_connections(user, workers, probe_log):
+def test_one_default_worker_runs_a_hundred_waiting_steps_at_once_on_a_few_connections(
+        user, workers, probe_log, tmp_path):
     tag = _tag()
-    workflow = _numbered_workflow(user, [probe_step("wait", f"wait {tag} {{{{ input.n }}}}", delay_ms=3000)])
+    gate = tmp_path / "answer-now"  # the calls wait for it (a minute at most)
+    workflow = _numbered_workflow(user, [probe_step("wait", f"wait {tag} {{{{ input.n }}}}", delay_ms=HOLD_MS,
+                                                    hold_until=gate)])
     worker = workers("many")
     prompts = [f"wait {tag} {i}" for i in range(IN_FLIGHT)]
 
     with worker_connections_sampled() as counts:
         executions = _start_runs(user, workflow, IN_FLIGHT)
-        wait_for(lambda: _in_flight(probe_log, prompts) == IN_FLIGHT, 20, f"{IN_FLIGHT} calls in flight at once")
+        wait_for(lambda: _in_flight(probe_log, prompts) == IN_FLIGHT, 50, f"{IN_FLIGHT} calls in flight at once")
+        gate.touch()
         finished = [wait_finished(e.id, timeout=60) for e in executions]
 
     assert [run.status for run in finished] == ["COMPLETED"] * IN_FLIGHT
@@ -102,19 +107,19 @@ def test_one_default_worker_runs_a_hundred_waiting_steps_at_once_on_a_few_connec
 
 
 def test_worker_killed_with_a_hundred_steps_in_flight_loses_none_and_repeats_no_completed_call(
-        user, workers, probe_log):
+        user, workers, probe_log, tmp_path):
     tag = _tag()
+    gate = tmp_path / "answer-now"  # the second steps wait for it (a minute at most)
     workflow = _numbered_workflow(user, [
         probe_step("first", f"one {tag} {{{{ input.n }}}}"),
-        # Long enough that the hundredth second step starts before the first one ends,
-        # even on the general (slower) statements of a busy CI machine.
-        probe_step("second", f"two {tag} {{{{ input.n }}}}", delay_ms=SLOW_SECOND_MS),
+        probe_step("second", f"two {tag} {{{{ input.n }}}}", delay_ms=HOLD_MS, hold_until=gate),
     ])
     doomed = workers("doomed-many")
     seconds = [f"two {tag} {i}" for i in range(IN_FLIGHT)]
     executions = _start_runs(user, workflow, IN_FLIGHT)
-    wait_for(lambda: _in_flight(probe_log, seconds) == IN_FLIGHT, 60, f"{IN_FLIGHT} second steps in flight")
+    wait_for(lambda: _in_flight(probe_log, seconds) == IN_FLIGHT, 50, f"{IN_FLIGHT} second steps in flight")
     doomed.kill()  # SIGKILL: every attempt in flight is lost with the process
+    gate.touch()  # the re-runs answer at once
 
     workers("rescuer-many")
     finished = [wait_finished(e.id, timeout=90) for e in executions]

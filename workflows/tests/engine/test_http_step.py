@@ -265,7 +265,9 @@ def test_credential_values_never_reach_the_logs_even_at_debug(server, caplog) ->
     server.queue(Reply(500, {"error": "boom"}))
     policy = _policy(server, credentials=_credentials({_hostport(server)}))
 
-    with caplog.at_level("DEBUG"):
+    # The shipped LOGGING keeps httpx and httpcore at WARNING: open them up to DEBUG here.
+    with caplog.at_level("DEBUG"), caplog.at_level("DEBUG", logger="httpx"), \
+            caplog.at_level("DEBUG", logger="httpcore"):
         result = _run({"url": server.url + "/me", "credential": "billing"}, policy)
 
     assert result.error["type"] == "HttpStatusError"

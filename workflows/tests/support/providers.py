@@ -28,14 +28,22 @@ def _log(event: str, request: ModelRequest) -> None:
 
 
 class ProbeAdapter:
-    """Answers like echo, after ``delay_ms``, and records each call and its end."""
+    """Answers like echo, after ``delay_ms``, and records each call and its end. With
+    ``hold_until`` (a file path) it answers as soon as that file exists instead (at most
+    ``delay_ms``): a test holds calls in flight for exactly as long as it needs them."""
 
     name = "probe"
 
     def complete(self, request: ModelRequest) -> ModelResponse:
         _log("call", request)
         delay_ms = request.params.get("delay_ms", 0)
-        time.sleep(delay_ms / 1000)
+        gate = request.params.get("hold_until")
+        if gate:
+            deadline = time.monotonic() + delay_ms / 1000
+            while not os.path.exists(gate) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        else:
+            time.sleep(delay_ms / 1000)
         _log("done", request)
         words = len(request.prompt.split())
         return ModelResponse(content=request.prompt, tokens={"input": words, "output": words, "total": 2 * words},
