@@ -178,9 +178,13 @@ class WorkflowInputSerializer(serializers.Serializer):
         min_value=1, max_value=MAX_DB_INT, required=False, allow_null=True,
         help_text="At most this many runs at once; null means no limit.",
     )
+    concurrency_counts_waiting = serializers.BooleanField(
+        required=False,
+        help_text="Whether WAITING runs (approvals, delays) take a max_concurrent_executions slot (default false).",
+    )
     timeout_seconds = serializers.IntegerField(
         min_value=1, max_value=MAX_DB_INT, required=False, allow_null=True,
-        help_text="Whole-run limit in seconds; null means no limit.",
+        help_text="Whole-run limit in seconds, waiting time included; null means no limit.",
     )
     variables = VariablesField(required=False, help_text="Replaces all variables when given.")
     steps = StepsField(required=False, help_text="Replaces all steps when given.")
@@ -212,8 +216,8 @@ class WorkflowOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Workflow
         fields = [
-            "id", "name", "description", "is_active", "max_concurrent_executions", "timeout_seconds",
-            "version", "variables", "steps", "created_at", "updated_at",
+            "id", "name", "description", "is_active", "max_concurrent_executions", "concurrency_counts_waiting",
+            "timeout_seconds", "version", "variables", "steps", "created_at", "updated_at",
         ]
         read_only_fields = fields
 

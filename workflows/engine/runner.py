@@ -24,6 +24,7 @@ from .steps.base import check_next_action, failed
 from .types import (
     COMPLETED,
     FAILED,
+    WAITING,
     NextAction,
     ProviderResolver,
     RunContext,
@@ -57,6 +58,25 @@ def run_step(
         result = StepResult(
             status=FAILED, error={"type": INTERNAL_ERROR, "message": message, "step": step.name, "details": {}}
         )
+    if result.error is not None:
+        result.error.setdefault("step", step.name)
+    if result.status == FAILED and step.on_error == ON_ERROR_CONTINUE:
+        result.output = step.config.get("default_output")
+    return result
+
+
+def resume_step(step: StepDefinition, waited: StepResult, decision: dict[str, Any]) -> StepResult:
+    """The final result of a step that waited (``waited``: what it parked with) once its
+    decision or timer arrived. Never raises, like ``run_step``."""
+    try:
+        result = get_handler(step.type).resume(step, waited, decision)
+    except (EngineError, ProviderError) as exc:
+        result = failed(step, exc, input=waited.input)
+    except Exception as exc:  # a bug in a handler must not strand the run
+        logger.exception("step.internal_error", extra={"step": step.name, "step_type": step.type})
+        result = StepResult(status=FAILED, input=waited.input,
+                            error={"type": INTERNAL_ERROR, "message": f"{type(exc).__name__}: {exc}",
+                                   "step": step.name, "details": {}})
     if result.error is not None:
         result.error.setdefault("step", step.name)
     if result.status == FAILED and step.on_error == ON_ERROR_CONTINUE:
@@ -123,8 +143,12 @@ def run_workflow(
     providers: ProviderResolver,
     trigger: dict[str, Any] | None = None,
     limits: dict[str, Any] | None = None,
+    approvals: dict[str, Any] | None = None,
 ) -> WorkflowRunResult:
     """Run every step in-process, one attempt each (no retries, no backoff sleeps).
+
+    Steps that wait are answered at once: an APPROVAL by ``approvals`` (``{"step name":
+    true | false}``, approved with a warning when absent), a DELAY is skipped with a warning.
 
     Inputs are validated first; invalid ones give a FAILED result whose error is the
     InputValidationError payload (``step`` null, ``details.errors`` per variable).
@@ -140,6 +164,11 @@ def run_workflow(
     while step is not None:
         started = time.monotonic()
         result = run_step(step, context, providers=providers, limits=limits)
+        if result.status == WAITING:
+            decision, warning = get_handler(step.type).preview_decision(step, approvals or {})
+            result = resume_step(step, result, decision)
+            if warning:
+                result.warnings = [*result.warnings, warning]
         run.steps.append((step, result, int((time.monotonic() - started) * 1000)))
         used += TokenUsage.from_raw(result.tokens)
         run.warnings.extend(f"{step.name}: {warning}" for warning in result.warnings)

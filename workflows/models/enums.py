@@ -12,6 +12,8 @@ class StepType(models.TextChoices):
     PROMPT = "PROMPT", "Prompt (model call)"
     CONDITION = "CONDITION", "Condition (branch)"
     TRANSFORM = "TRANSFORM", "Transform (template, no model call)"
+    APPROVAL = "APPROVAL", "Approval (waits for a person)"
+    DELAY = "DELAY", "Delay (durable timer)"
 
 
 class TriggerType(models.TextChoices):
@@ -26,6 +28,7 @@ class TriggerType(models.TextChoices):
 class ExecutionStatus(models.TextChoices):
     PENDING = "PENDING", "Pending"
     RUNNING = "RUNNING", "Running"
+    WAITING = "WAITING", "Waiting"
     COMPLETED = "COMPLETED", "Completed"
     FAILED = "FAILED", "Failed"
     CANCELLED = "CANCELLED", "Cancelled"
@@ -38,6 +41,7 @@ class ExecutionStatus(models.TextChoices):
 class StepExecutionStatus(models.TextChoices):
     PENDING = "PENDING", "Pending"
     RUNNING = "RUNNING", "Running"
+    WAITING = "WAITING", "Waiting"
     COMPLETED = "COMPLETED", "Completed"
     FAILED = "FAILED", "Failed"
     SKIPPED = "SKIPPED", "Skipped"

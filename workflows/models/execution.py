@@ -118,7 +118,11 @@ class WorkflowStepExecution(models.Model):
     )
     lost_attempts = models.PositiveIntegerField(default=0, help_text="Attempts whose worker vanished (lease expired).")
     lease_expires_at = models.DateTimeField(null=True, blank=True, help_text="A RUNNING step whose lease passes is re-run.")
-    available_at = models.DateTimeField(null=True, blank=True, help_text="When the current attempt is due to run.")
+    available_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="PENDING: when the current attempt is due to run. WAITING: when the wait ends (a delay's "
+                  "time, an approval's timeout); empty: no end.",
+    )
     worker = models.CharField(max_length=200, blank=True, default="", help_text="host:pid that holds the lease.")
     reused_from = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",

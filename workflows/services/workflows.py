@@ -21,7 +21,8 @@ from .definitions import workflow_definition_snapshot, workflow_version_create
 
 logger = logging.getLogger(__name__)
 
-WORKFLOW_FIELDS = ("name", "description", "is_active", "max_concurrent_executions", "timeout_seconds")
+WORKFLOW_FIELDS = ("name", "description", "is_active", "max_concurrent_executions", "concurrency_counts_waiting",
+                   "timeout_seconds")
 PROMPT_FIELDS = ("name", "template", "system", "model_config")
 
 
