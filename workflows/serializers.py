@@ -12,6 +12,7 @@ from rest_framework import serializers
 
 from .models import (
     Prompt,
+    StepExecutionStatus,
     StepType,
     TriggerType,
     VariableType,
@@ -315,15 +316,65 @@ class StepExecutionSerializer(serializers.ModelSerializer):
     order = serializers.IntegerField(source="step_order", read_only=True)
     type = serializers.ChoiceField(choices=StepType.choices, source="step_type", read_only=True)
     duration_ms = serializers.IntegerField(read_only=True, allow_null=True)
+    waiting_until = serializers.SerializerMethodField(
+        help_text="WAITING steps: when the wait ends by itself (a delay's time, an approval's timeout); else null.")
 
     class Meta:
         model = WorkflowStepExecution
         fields = [
             "id", "name", "order", "type", "status", "input", "output", "outputs", "error", "retry_count",
             "retry_config", "model_outputs", "tokens", "warnings", "attempt", "started_at", "completed_at",
-            "duration_ms",
+            "duration_ms", "waiting_until",
         ]
         read_only_fields = fields
+
+    def get_waiting_until(self, obj: WorkflowStepExecution) -> str | None:
+        if obj.status != StepExecutionStatus.WAITING or obj.available_at is None:
+            return None
+        return obj.available_at.isoformat()
+
+    def to_representation(self, instance: WorkflowStepExecution) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        if (instance.status == StepExecutionStatus.WAITING and instance.step_type == StepType.APPROVAL
+                and isinstance(data.get("output"), dict)):
+            # The signed one-use link, for the owner's eyes only (only they read this): made
+            # on the fly, never stored or logged.
+            from .services.approvals import approval_url
+
+            request = self.context.get("request")
+            base = request.build_absolute_uri("/") if request is not None else ""  # "": a path
+            data["output"] = {**data["output"], "approval_url": approval_url(instance, base_url=base)}
+        return data
+
+
+class ApprovalDecisionSerializer(serializers.Serializer):
+    step = serializers.CharField(required=False, allow_blank=True, max_length=100,
+                                 help_text="The APPROVAL step to decide (default: the one waiting).")
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=10_000, default="")
+    data = serializers.JSONField(required=False, default=None, help_text="Values of the step's form fields.")
+
+
+class ApprovalLinkOpenSerializer(serializers.Serializer):
+    token = serializers.CharField(max_length=1000, help_text="The part of the approval link after #.")
+
+
+class ApprovalLinkDecisionSerializer(ApprovalLinkOpenSerializer):
+    approved = serializers.BooleanField()
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=10_000, default="")
+    data = serializers.JSONField(required=False, default=None)
+    name = serializers.CharField(required=False, allow_blank=True, max_length=100, default="",
+                                 help_text="Who decides (recorded as decided_by \"link: <name>\").")
+
+
+class ApprovalLinkSerializer(serializers.Serializer):
+    """What a signed link shows: the message, the form and the deadline; nothing else of the run."""
+
+    workflow = serializers.CharField()
+    step = serializers.CharField()
+    message = serializers.CharField()
+    form = serializers.JSONField()
+    expires_at = serializers.CharField(allow_null=True)
+    status = serializers.CharField()
 
 
 class ExecutionSerializer(serializers.ModelSerializer):

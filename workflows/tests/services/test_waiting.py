@@ -15,36 +15,18 @@ from django.utils import timezone
 
 from promptpilot.common import task_names
 from workflows.models import ExecutionStatus, StepExecutionStatus, WorkflowExecution, WorkflowStepExecution
-from workflows.services import dispatch, orchestration
+from workflows.services import orchestration
 from workflows.services.executions import execution_cancel, execution_start
 from workflows.services.reaper import reaper_sweep
 from workflows.tests.factories import make_workflow
+from workflows.tests.support.inprocess import capture_broker, drive
 
 pytestmark = pytest.mark.django_db(transaction=True)  # on_commit callbacks run, as in a worker
 
 
 @pytest.fixture
 def sent(monkeypatch, settings):
-    settings.PROMPTPILOT = {**settings.PROMPTPILOT, "START_BATCH_SECONDS": 0, "INLINE_STEP_BUDGET_SECONDS": 0}
-    messages: list[tuple[str, list, float | None]] = []
-    monkeypatch.setattr(dispatch, "_send",
-                        lambda name, args, countdown=None: messages.append((name, args, countdown)) or True)
-    return messages
-
-
-def _drive(sent) -> None:
-    """Deliver every message due now (no countdown), in order, as a worker would."""
-    for message in [m for m in sent if not m[2]]:
-        sent.remove(message)
-        name, args, _ = message
-        if name == task_names.ADVANCE_EXECUTION:
-            orchestration.execution_admit(execution_id=args[0])
-        elif name == task_names.RUN_STEP:
-            orchestration.step_attempt_run(step_execution_id=args[0], attempt=int(args[1]))
-        elif name == task_names.RESUME_WAIT:
-            orchestration.wait_timer_fire(step_execution_id=args[0])
-    if any(not m[2] for m in sent):
-        _drive(sent)
+    return capture_broker(monkeypatch, settings)
 
 
 def _delay_workflow(user, seconds=60, **fields):
@@ -64,7 +46,7 @@ def _make_due(step: WorkflowStepExecution, seconds_ago: float = 1) -> None:
 
 def test_a_delay_parks_the_run_waiting_with_no_task_and_no_lease(user, sent):
     run = execution_start(workflow=_delay_workflow(user, seconds=60), inputs={}, started_by=user)
-    _drive(sent)
+    drive(sent)
     run.refresh_from_db()
     step = _waiting_step(run)
     assert run.status == ExecutionStatus.WAITING
@@ -79,7 +61,7 @@ def test_a_delay_parks_the_run_waiting_with_no_task_and_no_lease(user, sent):
 
 def test_the_timer_resumes_the_run_once_and_a_duplicate_or_early_one_is_a_no_op(user, sent):
     run = execution_start(workflow=_delay_workflow(user), inputs={}, started_by=user)
-    _drive(sent)
+    drive(sent)
     step = _waiting_step(run)
     assert orchestration.wait_timer_fire(step_execution_id=step.pk) == "early"  # not due: sent again
     assert sent[-1][0] == task_names.RESUME_WAIT and sent[-1][2] > 50
@@ -95,7 +77,7 @@ def test_the_timer_resumes_the_run_once_and_a_duplicate_or_early_one_is_a_no_op(
     assert after.status == StepExecutionStatus.PENDING
     # The continuation is a PENDING row (the outbox), sent after the resume committed.
     sent.append((task_names.RUN_STEP, [str(after.pk), 1], None))
-    _drive(sent)
+    drive(sent)
     run.refresh_from_db()
     assert run.status == ExecutionStatus.COMPLETED
     assert run.output == f"done after {step.output['until']}"
@@ -108,7 +90,7 @@ def test_until_in_the_past_goes_on_at_once(user, sent):
         {"name": "after", "type": "TRANSFORM", "config": {"template": "went on"}},
     ])
     run = execution_start(workflow=workflow, inputs={"at": "2020-01-01T00:00:00Z"}, started_by=user)
-    _drive(sent)
+    drive(sent)
     run.refresh_from_db()
     assert run.status == ExecutionStatus.COMPLETED and run.output == "went on"
     assert _waiting_step(run).output == {"until": "2020-01-01T00:00:00+00:00"}
@@ -117,7 +99,7 @@ def test_until_in_the_past_goes_on_at_once(user, sent):
 def test_a_bad_until_fails_the_step_with_a_message(user, sent):
     workflow = make_workflow(user, steps=[{"name": "pause", "type": "DELAY", "config": {"until": "next tuesday"}}])
     run = execution_start(workflow=workflow, inputs={}, started_by=user)
-    _drive(sent)
+    drive(sent)
     run.refresh_from_db()
     assert run.status == ExecutionStatus.FAILED
     assert run.error["type"] == "ConfigError" and "ISO 8601" in run.error["message"]
@@ -125,7 +107,7 @@ def test_a_bad_until_fails_the_step_with_a_message(user, sent):
 
 def test_cancelling_a_waiting_run_ends_the_wait_and_a_later_timer_is_a_no_op(user, sent):
     run = execution_start(workflow=_delay_workflow(user), inputs={}, started_by=user)
-    _drive(sent)
+    drive(sent)
     execution_cancel(execution=run, user=user)
     step = _waiting_step(run)
     assert step.status == StepExecutionStatus.CANCELLED
@@ -139,7 +121,7 @@ def test_cancelling_a_waiting_run_ends_the_wait_and_a_later_timer_is_a_no_op(use
 def test_the_workflow_timeout_counts_waiting_time(user, sent):
     run = execution_start(workflow=_delay_workflow(user, seconds=3600, timeout_seconds=60), inputs={},
                           started_by=user)
-    _drive(sent)
+    drive(sent)
     WorkflowExecution.objects.filter(pk=run.pk).update(deadline_at=timezone.now() - timedelta(seconds=1))
     assert reaper_sweep().timed_out == 1
     run.refresh_from_db()
@@ -149,20 +131,20 @@ def test_the_workflow_timeout_counts_waiting_time(user, sent):
 
 def test_the_reaper_resumes_a_due_wait_whose_timer_message_was_lost(user, sent, settings):
     run = execution_start(workflow=_delay_workflow(user), inputs={}, started_by=user)
-    _drive(sent)
+    drive(sent)
     sent.clear()  # the countdown message is lost
     step = _waiting_step(run)
     _make_due(step, seconds_ago=settings.PROMPTPILOT["ENQUEUE_GRACE_SECONDS"] + 1)
     assert reaper_sweep().waits_resumed == 1
     assert reaper_sweep().waits_resumed == 0
-    _drive(sent)
+    drive(sent)
     run.refresh_from_db()
     assert run.status == ExecutionStatus.COMPLETED
 
 
 def test_a_wait_longer_than_a_countdown_gets_its_timer_from_the_reaper_when_near(user, sent, settings):
     run = execution_start(workflow=_delay_workflow(user, seconds=3600), inputs={}, started_by=user)
-    _drive(sent)
+    drive(sent)
     assert sent == []  # an hour is longer than MAX_BACKOFF_SECONDS: no countdown message
     assert reaper_sweep().timers_sent == 0
     step = _waiting_step(run)
@@ -177,9 +159,9 @@ def test_a_wait_longer_than_a_countdown_gets_its_timer_from_the_reaper_when_near
 def test_waiting_runs_take_a_concurrency_slot_only_when_the_workflow_says_so(user, sent, counts_waiting):
     workflow = _delay_workflow(user, max_concurrent_executions=1, concurrency_counts_waiting=counts_waiting)
     first = execution_start(workflow=workflow, inputs={}, started_by=user)
-    _drive(sent)
+    drive(sent)
     second = execution_start(workflow=workflow, inputs={}, started_by=user)
-    _drive(sent)
+    drive(sent)
     first.refresh_from_db()
     second.refresh_from_db()
     assert first.status == ExecutionStatus.WAITING
@@ -187,17 +169,17 @@ def test_waiting_runs_take_a_concurrency_slot_only_when_the_workflow_says_so(use
     if counts_waiting:  # the slot frees when the first run ends
         _make_due(_waiting_step(first))
         orchestration.wait_timer_fire(step_execution_id=_waiting_step(first).pk)
-        _drive(sent)
+        drive(sent)
         second.refresh_from_db()
         assert second.status == ExecutionStatus.WAITING
 
 
 def test_the_execution_list_filters_waiting_runs(user, api, sent):
     waiting = execution_start(workflow=_delay_workflow(user), inputs={}, started_by=user)
-    _drive(sent)
+    drive(sent)
     execution_start(workflow=make_workflow(user, steps=[{"name": "t", "type": "TRANSFORM",
                                                          "config": {"template": "x"}}]), inputs={}, started_by=user)
-    _drive(sent)
+    drive(sent)
     response = api.get("/api/executions/?status=WAITING")
     assert response.status_code == 200
     assert [row["id"] for row in response.json()["results"]] == [str(waiting.pk)]
@@ -208,7 +190,7 @@ def test_the_execution_list_filters_waiting_runs(user, api, sent):
 
 def test_metrics_count_waiting_runs_and_steps(user, admin_user, client, sent):
     execution_start(workflow=_delay_workflow(user), inputs={}, started_by=user)
-    _drive(sent)
+    drive(sent)
     client.force_login(admin_user)
     body = client.get("/metrics").content.decode()
     assert 'promptpilot_executions{status="WAITING"} 1.0' in body
