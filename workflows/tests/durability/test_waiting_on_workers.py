@@ -1,0 +1,99 @@
+"""Waiting runs with real processes (PostgreSQL, Redis, Celery workers and beat): a run
+that waits holds no worker, no task and no transaction, and moves on once its timer or
+decision arrives, whatever was restarted meanwhile."""
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from django.db import connection
+
+from promptpilot.celery import app
+from workflows.models import ExecutionStatus, WorkflowExecution
+from workflows.services.approvals import approval_decide
+from workflows.services.executions import execution_start
+from workflows.tests.factories import make_workflow, probe_step
+
+from .helpers import calls_for, step_run, wait_finished, wait_for
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+def _tag() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def _waiting(execution_id) -> bool:
+    return WorkflowExecution.objects.filter(pk=execution_id, status=ExecutionStatus.WAITING).exists()
+
+
+def test_a_delay_across_a_worker_sigkill_and_a_beat_restart_finishes_once(user, workers, beat, probe_log):
+    tag = _tag()
+    workflow = make_workflow(user, steps=[
+        {"name": "pause", "type": "DELAY", "config": {"seconds": 5}},
+        probe_step("after", f"after delay {tag}"),
+    ])
+    doomed = workers("delay-doomed")
+    execution = execution_start(workflow=workflow, inputs={}, started_by=user)
+    wait_for(lambda: _waiting(execution.id), 60, "the run to park on its delay")
+    doomed.kill()  # it held the timer's countdown message, unacknowledged
+    beat.restart_after_kill("beat: Starting")
+    workers("delay-rescuer")
+
+    finished = wait_finished(execution.id, timeout=120)
+    time.sleep(3)  # room for any duplicate timer or step message to (not) run the step again
+
+    assert finished.status == "COMPLETED", finished.error
+    assert finished.output == f"after delay {tag}"
+    assert len(calls_for(probe_log, f"after delay {tag}")) == 1
+    pause = step_run(execution.id, "pause")
+    assert pause.status == "COMPLETED" and pause.attempt == 2  # resumed exactly once
+    assert (pause.completed_at - pause.started_at).total_seconds() >= 5
+
+
+def test_an_approval_decided_after_the_worker_restarted_completes(user, workers, probe_log):
+    tag = _tag()
+    workflow = make_workflow(user, steps=[
+        {"name": "review", "type": "APPROVAL", "config": {"message": "Ship {{ input.what }}?"}},
+        probe_step("ship", f"shipped {tag} {{{{ steps.review.output.approved }}}}"),
+    ], variables=[{"name": "what", "type": "STRING"}])
+    first = workers("approval-first")
+    execution = execution_start(workflow=workflow, inputs={"what": "it"}, started_by=user)
+    wait_for(lambda: _waiting(execution.id), 60, "the run to wait for its approval")
+    first.kill()
+    workers("approval-second")
+
+    approval_decide(execution=execution, approved=True, decided_by=user.username)
+    finished = wait_finished(execution.id, timeout=90)
+
+    assert finished.status == "COMPLETED", finished.error
+    assert finished.output == f"shipped {tag} True"
+    assert len(calls_for(probe_log, f"shipped {tag} True")) == 1
+
+
+def test_five_hundred_runs_waiting_on_approvals_hold_no_task_and_no_transaction(user, workers):
+    workflow = make_workflow(user, steps=[{"name": "review", "type": "APPROVAL", "config": {"message": "Go?"}}])
+    worker = workers("parked")
+    ids = [execution_start(workflow=workflow, inputs={}, started_by=user).id for _ in range(500)]
+    wait_for(lambda: WorkflowExecution.objects.filter(pk__in=ids, status=ExecutionStatus.WAITING).count() == 500,
+             240, "500 runs to park on their approvals", interval=1)
+    time.sleep(2)  # let the worker finish acknowledging
+
+    inspect = app.control.inspect(destination=[f"parked@{worker_host()}"], timeout=10)
+    active, reserved, scheduled = inspect.active(), inspect.reserved(), inspect.scheduled()
+    assert active is not None, "the worker did not answer the inspection"
+    assert sum(len(tasks) for tasks in active.values()) == 0
+    assert sum(len(tasks) for tasks in reserved.values()) == 0
+    assert sum(len(tasks) for tasks in scheduled.values()) == 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND state = 'idle in transaction'")
+        assert cursor.fetchone()[0] == 0
+    assert worker.proc.poll() is None
+
+
+def worker_host() -> str:
+    import socket
+
+    return socket.gethostname()
