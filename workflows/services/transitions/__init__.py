@@ -369,7 +369,7 @@ def _park(execution: WorkflowExecution, step_execution: WorkflowStepExecution, r
 
 
 def _announce_waiting(step_execution_id) -> None:
-    step_execution = WorkflowStepExecution.objects.select_related("execution").filter(pk=step_execution_id).first()
+    step_execution = WorkflowStepExecution.objects.select_related("execution__workflow").filter(pk=step_execution_id).first()
     if step_execution is not None:
         try:
             execution_waiting.send(sender=WorkflowExecution, execution=step_execution.execution,

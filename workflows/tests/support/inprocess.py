@@ -17,9 +17,13 @@ def capture_broker(monkeypatch, settings) -> list[Message]:
     return messages
 
 
+DRIVEN = (task_names.ADVANCE_EXECUTION, task_names.RUN_STEP, task_names.RESUME_WAIT)
+
+
 def drive(sent: list[Message]) -> None:
-    """Deliver every message due now (no countdown), until none is left."""
-    while due := [m for m in sent if not m[2]]:
+    """Deliver every workflow message due now (no countdown), until none is left; other
+    messages (e.g. events) stay in the list."""
+    while due := [m for m in sent if not m[2] and m[0] in DRIVEN]:
         for message in due:
             sent.remove(message)
             name, args, _ = message
@@ -27,5 +31,5 @@ def drive(sent: list[Message]) -> None:
                 orchestration.execution_admit(execution_id=args[0])
             elif name == task_names.RUN_STEP:
                 orchestration.step_attempt_run(step_execution_id=args[0], attempt=int(args[1]))
-            elif name == task_names.RESUME_WAIT:
+            else:
                 orchestration.wait_timer_fire(step_execution_id=args[0])
