@@ -28,6 +28,15 @@ def executions_visible(user) -> QuerySet[WorkflowExecution]:
     return queryset if user.is_staff else queryset.filter(workflow__owner=user)
 
 
+def approvals_awaiting(user) -> QuerySet[WorkflowStepExecution]:
+    """APPROVAL steps waiting for a decision on the user's runs (everyone's, for staff), oldest first."""
+    queryset = WorkflowStepExecution.objects.filter(status="WAITING", step_type="APPROVAL",
+                                                    execution__status="WAITING")
+    if not user.is_staff:
+        queryset = queryset.filter(execution__workflow__owner=user)
+    return queryset.select_related("execution__workflow__owner").order_by("started_at", "id")
+
+
 def workflows_for_filter(user) -> QuerySet[Workflow]:
     """The workflows the executions filter offers: the user's own (every one, for staff)."""
     queryset = Workflow.objects.all() if user.is_staff else Workflow.objects.filter(owner=user)
