@@ -248,6 +248,7 @@ class WorkflowPreviewApi(BaseApi):
             until=data.get("until"),
             steps_output=data.get("steps_output") or {},
             from_execution=data.get("from_execution"),
+            approvals=data.get("approvals") or {},
         )
         return Response(result)
 

@@ -272,6 +272,11 @@ class PreviewInputSerializer(serializers.Serializer):
         required=False, allow_null=True, default=None,
         help_text="Id of a past run of this workflow: its input is used (values in input still win).",
     )
+    approvals = serializers.DictField(
+        child=serializers.BooleanField(), required=False, allow_null=True, default=dict,
+        help_text='{"<APPROVAL step name>": true | false}: how each approval is answered (default: approved, '
+                  "with a warning). DELAY steps are skipped with a warning.",
+    )
 
 
 class TokenCountSerializer(serializers.Serializer):

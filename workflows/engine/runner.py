@@ -84,6 +84,19 @@ def resume_step(step: StepDefinition, waited: StepResult, decision: dict[str, An
     return result
 
 
+def answer_in_process(step: StepDefinition, result: StepResult, approvals: dict[str, Any]) -> StepResult:
+    """In-process runs (previews) have no one to wait for: a WAITING result is resumed at
+    once with the handler's preview decision (an APPROVAL from ``approvals``, a DELAY
+    skipped), with a warning saying so. Any other result is returned as it is."""
+    if result.status != WAITING:
+        return result
+    decision, warning = get_handler(step.type).preview_decision(step, approvals)
+    answered = resume_step(step, result, decision)
+    if warning:
+        answered.warnings = [*answered.warnings, warning]
+    return answered
+
+
 def first_step(definition: WorkflowDefinition) -> StepDefinition | None:
     return definition.steps[0] if definition.steps else None
 
@@ -164,11 +177,7 @@ def run_workflow(
     while step is not None:
         started = time.monotonic()
         result = run_step(step, context, providers=providers, limits=limits)
-        if result.status == WAITING:
-            decision, warning = get_handler(step.type).preview_decision(step, approvals or {})
-            result = resume_step(step, result, decision)
-            if warning:
-                result.warnings = [*result.warnings, warning]
+        result = answer_in_process(step, result, approvals or {})
         run.steps.append((step, result, int((time.monotonic() - started) * 1000)))
         used += TokenUsage.from_raw(result.tokens)
         run.warnings.extend(f"{step.name}: {warning}" for warning in result.warnings)

@@ -29,7 +29,7 @@ from providers.types import ModelRequest, ModelResponse, TokenUsage
 
 from ..engine.errors import InputValidationError
 from ..engine.inputs import sample_inputs, validate_inputs
-from ..engine.runner import context_entry, first_step, next_transition, run_step
+from ..engine.runner import answer_in_process, context_entry, first_step, next_transition, run_step
 from ..engine.types import COMPLETED, FAILED, RunContext, StepDefinition, StepResult, WorkflowDefinition
 from ..errors import InputValidationFailed
 from ..models import Workflow
@@ -169,8 +169,10 @@ def _past_input(*, user, workflow: Workflow, execution_id: Any) -> dict[str, Any
     return dict(execution.input or {})
 
 
-def _check_step_names(definition: WorkflowDefinition, until: str | None, steps_output: dict[str, Any]) -> None:
+def _check_step_names(definition: WorkflowDefinition, until: str | None, steps_output: dict[str, Any],
+                      approvals: dict[str, Any] | None = None) -> None:
     names = [step.name for step in definition.steps]
+    approval_names = [step.name for step in definition.steps if step.type == "APPROVAL"]
     errors: dict[str, list[str]] = {}
     known = ", ".join(names) or "none"
     if until is not None and until not in names:
@@ -179,6 +181,10 @@ def _check_step_names(definition: WorkflowDefinition, until: str | None, steps_o
     if unknown:
         errors["steps_output"] = [f'{", ".join(json.dumps(n) for n in unknown)} not a step of this workflow '
                                   f"(steps: {known})."]
+    not_approvals = [name for name in approvals or {} if name not in approval_names]
+    if not_approvals:
+        errors["approvals"] = [f'{", ".join(json.dumps(n) for n in not_approvals)} not an APPROVAL step of this '
+                               f'workflow (APPROVAL steps: {", ".join(approval_names) or "none"}).']
     if errors:
         field, messages = next(iter(errors.items()))
         raise ValidationFailed(f"The preview options are invalid: {field}: {messages[0]}", {"errors": errors})
@@ -212,7 +218,8 @@ class _Ran:
 
 
 def _run(definition: WorkflowDefinition, context: RunContext, *, providers: Callable[[str], Any], dry_run: bool,
-         until: str | None, steps_output: dict[str, Any], limits: dict[str, Any]) -> tuple[list[_Ran], str, Any]:
+         until: str | None, steps_output: dict[str, Any], limits: dict[str, Any],
+         approvals: dict[str, Any]) -> tuple[list[_Ran], str, Any]:
     ran: list[_Ran] = []
     status, output = COMPLETED, None
     step = first_step(definition)
@@ -224,7 +231,7 @@ def _run(definition: WorkflowDefinition, context: RunContext, *, providers: Call
             # A dry run's answer is a placeholder, so output_format "json" is not parsed.
             runnable = dataclasses.replace(step, config={**step.config, "output_format": "text"}) if dry else step
             started = time.monotonic()
-            result = run_step(runnable, context, providers=providers, limits=limits)
+            result = answer_in_process(step, run_step(runnable, context, providers=providers, limits=limits), approvals)
             ms, shown = int((time.monotonic() - started) * 1000), result.status
             if dry and step.config.get("output_format") == "json":
                 result.warnings.append('Dry run: the output is a placeholder, so output_format "json" was not checked.')
@@ -257,10 +264,13 @@ def workflow_preview(*, workflow: Workflow, user=None, inputs: dict[str, Any] | 
                      use_sample_data: bool = False, trigger: dict[str, Any] | None = None,
                      dry_run_models: bool = False, until: str | None = None,
                      steps_output: dict[str, Any] | None = None, from_execution: Any = None,
+                     approvals: dict[str, bool] | None = None,
                      providers: Callable[[str], Any] | None = None) -> dict[str, Any]:
     """Run the saved definition in-process and persist nothing (DESIGN §6 shape).
 
     ``user``: whose past runs ``from_execution`` may name (default: the owner).
+    ``approvals``: ``{"<APPROVAL step>": true | false}`` answers approvals (default: approved,
+    with a warning); DELAY steps are skipped with a warning (DESIGN §8).
     Raises ``InputValidationFailed`` for invalid input, ``ValidationFailed`` for an
     ``until`` / ``steps_output`` naming no step, ``NotFound`` for another user's run.
     """
@@ -268,7 +278,7 @@ def workflow_preview(*, workflow: Workflow, user=None, inputs: dict[str, Any] | 
     snapshot = workflow_definition_snapshot(workflow=workflow)
     definition = WorkflowDefinition.from_dict(snapshot)
     steps_output = dict(steps_output or {})
-    _check_step_names(definition, until, steps_output)
+    _check_step_names(definition, until, steps_output, approvals)
     warnings: list[str] = []
     past = _past_input(user=user or workflow.owner, workflow=workflow, execution_id=from_execution) \
         if from_execution is not None else None
@@ -283,7 +293,7 @@ def workflow_preview(*, workflow: Workflow, user=None, inputs: dict[str, Any] | 
     }
     resolver = _dry_run_resolver if dry_run_models else (providers or limited_adapter)  # shared rate limits apply
     ran, status, output = _run(definition, context, providers=resolver, dry_run=dry_run_models, until=until,
-                               steps_output=steps_output, limits=limits)
+                               steps_output=steps_output, limits=limits, approvals=dict(approvals or {}))
 
     steps, costs, used = [], [], TokenUsage()
     for entry in ran:
