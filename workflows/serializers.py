@@ -392,7 +392,7 @@ class ExecutionSerializer(serializers.ModelSerializer):
         fields = [
             "id", "workflow", "workflow_name", "version", "trigger", "trigger_type", "status", "input", "output",
             "error", "metadata", "aggregate_tokens", "warnings", "idempotency_key", "created_at", "started_at",
-            "completed_at", "duration_ms", "retry_of",
+            "completed_at", "duration_ms", "retry_of", "parent_execution",
         ]
         read_only_fields = fields
 

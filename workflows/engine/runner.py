@@ -84,10 +84,21 @@ def resume_step(step: StepDefinition, waited: StepResult, decision: dict[str, An
     return result
 
 
-def answer_in_process(step: StepDefinition, result: StepResult, approvals: dict[str, Any]) -> StepResult:
+ChildRunner = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def answer_in_process(step: StepDefinition, result: StepResult, approvals: dict[str, Any],
+                      children: ChildRunner | None = None) -> StepResult:
     """In-process runs (previews) have no one to wait for: a WAITING result is resumed at
     once with the handler's preview decision (an APPROVAL from ``approvals``, a DELAY
-    skipped), with a warning saying so. Any other result is returned as it is."""
+    skipped), with a warning saying so; a WORKFLOW step's child is run by ``children``
+    (``{"workflow", "input"}`` → ``{"status", "output", "error", ...}``), in-process too.
+    Any other result is returned as it is."""
+    if result.child is not None and children is not None:
+        child = children(result.child)
+        if result.status != WAITING:  # wait: false, the child's end is not this step's business
+            return result
+        return resume_step(step, result, {"child": child})
     if result.status != WAITING:
         return result
     decision, warning = get_handler(step.type).preview_decision(step, approvals)
@@ -157,6 +168,7 @@ def run_workflow(
     trigger: dict[str, Any] | None = None,
     limits: dict[str, Any] | None = None,
     approvals: dict[str, Any] | None = None,
+    children: ChildRunner | None = None,
 ) -> WorkflowRunResult:
     """Run every step in-process, one attempt each (no retries, no backoff sleeps).
 
@@ -177,7 +189,7 @@ def run_workflow(
     while step is not None:
         started = time.monotonic()
         result = run_step(step, context, providers=providers, limits=limits)
-        result = answer_in_process(step, result, approvals or {})
+        result = answer_in_process(step, result, approvals or {}, children)
         run.steps.append((step, result, int((time.monotonic() - started) * 1000)))
         used += TokenUsage.from_raw(result.tokens)
         run.warnings.extend(f"{step.name}: {warning}" for warning in result.warnings)

@@ -18,7 +18,7 @@ WAITING = "WAITING"  # the step waits for a decision or a timer; see steps/waiti
 class StepDefinition:
     name: str
     order: int
-    type: str  # PROMPT | CONDITION | TRANSFORM | APPROVAL | DELAY
+    type: str  # PROMPT | CONDITION | TRANSFORM | APPROVAL | DELAY | WORKFLOW
     config: dict[str, Any] = field(default_factory=dict)
     retry_config: dict[str, Any] = field(default_factory=dict)
     on_error: str = "fail"
@@ -107,6 +107,9 @@ class StepResult:
     # WAITING only: when the wait ends by itself (a delay's time, an approval's timeout),
     # timezone-aware; None waits until resumed.
     wait_until: datetime | None = None
+    # WORKFLOW only: the child run to start, {"workflow": id, "input": {...}}; the
+    # orchestration starts it (and the step waits for it unless config.wait is false).
+    child: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

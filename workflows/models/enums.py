@@ -14,6 +14,7 @@ class StepType(models.TextChoices):
     TRANSFORM = "TRANSFORM", "Transform (template, no model call)"
     APPROVAL = "APPROVAL", "Approval (waits for a person)"
     DELAY = "DELAY", "Delay (durable timer)"
+    WORKFLOW = "WORKFLOW", "Workflow (child run)"
 
 
 class TriggerType(models.TextChoices):
@@ -23,6 +24,7 @@ class TriggerType(models.TextChoices):
     API = "API", "API"
     EVENT = "EVENT", "Event"
     RETRY = "RETRY", "Retry"
+    WORKFLOW = "WORKFLOW", "Workflow step (child run)"
 
 
 class ExecutionStatus(models.TextChoices):

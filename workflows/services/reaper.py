@@ -4,7 +4,8 @@ It re-sends work whose broker message was lost, re-runs steps whose worker vanis
 (lease expired), fails poison steps after MAX_LOST_ATTEMPTS as ``WorkerLost``, fails
 runs past their deadline (waiting ones too) as ``Timeout``, sends the timer of waits
 that end before its next sweep (when the park could not: longer than a countdown may
-be) and resumes due waits whose timer message was lost. Safe to run from several beat processes at
+be), resumes due waits whose timer message was lost, and parents whose child run ended
+without resuming them. Safe to run from several beat processes at
 once: every row it touches is locked with SKIP LOCKED and re-checked.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from django.utils import timezone
 from ..models import ExecutionStatus, StepExecutionStatus, WorkflowExecution, WorkflowStepExecution
 from .dispatch import enqueue_execution, enqueue_step, enqueue_wait_timer
 from .orchestration import wait_timer_fire
-from .transitions import execution_time_out, step_lease_expire
+from .transitions import child_finished, execution_time_out, step_lease_expire
 
 logger = logging.getLogger(__name__)
 BATCH = 200
@@ -36,6 +37,7 @@ class SweepReport:
     timed_out: int = 0
     timers_sent: int = 0
     waits_resumed: int = 0
+    parents_resumed: int = 0
 
 
 def reaper_sweep() -> SweepReport:
@@ -46,6 +48,7 @@ def reaper_sweep() -> SweepReport:
     _time_out_overdue_runs(report)
     _send_timers_due_soon(report)
     _resume_overdue_waits(report)
+    _resume_parents_of_finished_children(report)
     if any(vars(report).values()):
         logger.info("reaper.sweep", extra=vars(report))
     return report
@@ -143,3 +146,19 @@ def _resume_overdue_waits(report: SweepReport) -> None:
                 report.waits_resumed += 1
         except Exception:  # one broken run must not stop the sweep
             logger.exception("reaper.resume_failed", extra={"step_execution_id": str(step_execution_id)})
+
+
+def _resume_parents_of_finished_children(report: SweepReport) -> None:
+    """Child runs that ended more than the grace ago while their parent's WORKFLOW step
+    still waits: the resume after the child's commit was lost (a crash, a deadlock)."""
+    grace = timedelta(seconds=settings.PROMPTPILOT["ENQUEUE_GRACE_SECONDS"])
+    ended = (WorkflowExecution.objects.filter(parent_step__status=StepExecutionStatus.WAITING,
+                                              status__in=ExecutionStatus.finished(),
+                                              completed_at__lt=timezone.now() - grace)
+             .order_by("completed_at").values_list("pk", flat=True)[:BATCH])
+    for execution_id in list(ended):
+        try:
+            if child_finished(execution_id=execution_id) is not None:
+                report.parents_resumed += 1
+        except Exception:
+            logger.exception("reaper.parent_resume_failed", extra={"execution_id": str(execution_id)})

@@ -279,7 +279,8 @@ def step_checkpoint(*, claimed: Claimed, result: StepResult, worker: str, claim_
                                     add_tokens=_add_tokens)
         if done is not None:
             if done.finished:
-                _after_finish(claimed.execution_id, claimed.workflow_id, ExecutionStatus.COMPLETED, capped=done.capped)
+                _after_finish(claimed.execution_id, claimed.workflow_id, ExecutionStatus.COMPLETED, capped=done.capped,
+                              child=claimed.context.trigger.get("type") == "WORKFLOW")
             return done
     # Anything but a COMPLETED step going on, or no fast statements.
     return Checkpointed(outcome=_checkpoint(claimed.step_execution_id, claimed.attempt, step, definition, result,
@@ -309,6 +310,8 @@ def _checkpoint(step_execution_id, attempt: int, step: StepDefinition, definitio
             step_execution.save(update_fields=["status", "completed_at", "lease_expires_at"])
             return "rejected"
 
+        if result.child is not None:
+            result = _start_child(execution, step_execution, step, result)
         _record_attempt(step_execution, result)
         _add_tokens(execution, result)  # every attempt's model calls count, retried ones too
         if result.status == runner.WAITING:
@@ -342,6 +345,63 @@ def _checkpoint(step_execution_id, attempt: int, step: StepDefinition, definitio
         else:
             _finish(execution, ExecutionStatus.COMPLETED, output=result.output)
     return "checkpointed"
+
+
+def _start_child(execution: WorkflowExecution, step_execution: WorkflowStepExecution, step: StepDefinition,
+                 result: StepResult) -> StepResult:
+    """A WORKFLOW step's child run, started through ``execution_start`` in the transaction
+    that parks the step (so the child exists if and only if the parent waits for it). The
+    child must be a workflow of the same owner, within the depth limit, with valid input;
+    otherwise the step fails with the reason (and ``on_error`` applies)."""
+    from ...engine.errors import ConfigError
+    from ...engine.steps.base import failed
+    from ...errors import InputValidationFailed, WorkflowInactive
+    from ...models import TriggerType
+    from ..executions import execution_start
+
+    wanted = result.child or {}
+    owner_id = Workflow.objects.filter(pk=execution.workflow_id).values_list("owner_id", flat=True).first()
+    child_workflow = Workflow.objects.filter(pk=wanted.get("workflow"), owner_id=owner_id).first()
+    depth = int((execution.metadata or {}).get("workflow_depth") or 0) + 1
+    limit = int(_conf("WORKFLOW_MAX_DEPTH"))
+    problem = None
+    if child_workflow is None:
+        problem = f"Workflow {wanted.get('workflow')} is not one of the owner's workflows (or was deleted)."
+    elif depth > limit:
+        problem = (f"Too deeply nested: this child would be {depth} levels down and "
+                   f"PROMPTPILOT_WORKFLOW_MAX_DEPTH is {limit} (does a workflow start itself?).")
+    else:
+        try:
+            child = execution_start(
+                workflow=child_workflow, inputs=wanted.get("input") or {}, trigger_type=TriggerType.WORKFLOW,
+                started_by=execution.started_by, parent_execution=execution, parent_step=step_execution,
+                metadata={"workflow_depth": depth, "parent_execution": str(execution.id), "parent_step": step.name},
+            )
+        except (InputValidationFailed, WorkflowInactive) as exc:
+            problem = f"The child workflow {child_workflow.pk} could not start: {exc.message}"
+    if problem is not None:
+        return failed(step, ConfigError(problem, details={"workflow": wanted.get("workflow")}), input=result.input)
+    result.output = {**(result.output or {}), "execution": str(child.id)}
+    result.child = None
+    return result
+
+
+def child_finished(*, execution_id) -> WorkflowStepExecution | None:
+    """A child run ended: resume its parent's WORKFLOW step with the child's status and
+    output (fenced: a parent that no longer waits, e.g. cancelled, changes nothing). Called
+    after the child's end commits, and by the reaper for ends whose call was lost."""
+    child = (WorkflowExecution.objects.filter(pk=execution_id)
+             .values("id", "status", "output", "error", "parent_step_id").first())
+    if child is None or not child["parent_step_id"] or child["status"] not in ExecutionStatus.finished():
+        return None
+    decision = {"child": {"execution": str(child["id"]), "status": child["status"], "output": child["output"],
+                          "error": child["error"]}}
+
+    def check(row: WorkflowStepExecution, step: StepDefinition) -> None:
+        if row.step_type != "WORKFLOW":
+            raise ValueError("not a WORKFLOW step")
+
+    return step_resume(step_execution_id=child["parent_step_id"], decision=decision, check=check)
 
 
 def _park(execution: WorkflowExecution, step_execution: WorkflowStepExecution, result: StepResult,
@@ -515,12 +575,16 @@ def _finish(execution: WorkflowExecution, status: str, *, output: Any = None, er
         execution.output = output
     execution.error = error
     execution.save()
-    _after_finish(execution.id, execution.workflow_id, status)
+    _after_finish(execution.id, execution.workflow_id, status, child=execution.parent_step_id is not None)
 
 
-def _after_finish(execution_id, workflow_id: int, status: str, *, capped: bool | None = None) -> None:
-    """Once the run's end commits: free its slot for the oldest waiting run, tell the
-    receivers. ``capped``: whether the workflow has a cap, when the caller read it already."""
+def _after_finish(execution_id, workflow_id: int, status: str, *, capped: bool | None = None,
+                  child: bool = False) -> None:
+    """Once the run's end commits: free its slot for the oldest waiting run, resume the
+    parent of a child run, tell the receivers. ``capped``: whether the workflow has a cap,
+    when the caller read it already."""
+    if child:
+        transaction.on_commit(lambda: _resume_parent(execution_id))
     if capped is None:
         capped = bool(Workflow.objects.filter(pk=workflow_id).values_list("max_concurrent_executions",
                                                                           flat=True).first())
@@ -528,6 +592,13 @@ def _after_finish(execution_id, workflow_id: int, status: str, *, capped: bool |
         transaction.on_commit(lambda: workflow_admit_pending(workflow_id=workflow_id))
     transaction.on_commit(lambda: _announce_finished(execution_id))
     logger.info("execution.finished", extra={"execution_id": str(execution_id), "status": status})
+
+
+def _resume_parent(execution_id) -> None:
+    try:
+        child_finished(execution_id=execution_id)
+    except Exception:  # the reaper resumes it later
+        logger.exception("execution.parent_resume_failed", extra={"execution_id": str(execution_id)})
 
 
 def _announce_finished(execution_id) -> None:
@@ -554,6 +625,7 @@ def execution_time_out(*, execution: WorkflowExecution, running_step: WorkflowSt
     timeout = _definition(execution).timeout_seconds
     step_name = running_step.step_name if running_step else None
     _cancel_unfinished_steps(execution)
+    _cancel_children(execution, None)
     _finish(
         execution,
         ExecutionStatus.FAILED,
@@ -593,4 +665,17 @@ def execution_cancel(*, execution: WorkflowExecution, user=None) -> WorkflowExec
         who = getattr(user, "username", None) or "system"
         _finish(locked, ExecutionStatus.CANCELLED,
                 error=error_payload("Cancelled", f"Cancelled by {who}.", running, {}))
+        _cancel_children(locked, user)
     return locked
+
+
+def _cancel_children(execution: WorkflowExecution, user) -> None:
+    """Cancelling (or timing out) a parent cancels its unfinished child runs, and theirs."""
+    children = WorkflowExecution.objects.filter(
+        parent_execution_id=execution.pk,
+        status__in=[ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.WAITING])
+    for child in children.order_by("pk"):
+        try:
+            execution_cancel(execution=child, user=user)
+        except ExecutionFinished:  # it ended meanwhile
+            pass
