@@ -97,3 +97,44 @@ def worker_host() -> str:
     import socket
 
     return socket.gethostname()
+
+
+def test_a_child_run_whose_worker_is_killed_mid_step_completes_its_parent_once(user, workers, probe_log):
+    tag = _tag()
+    child = make_workflow(user, name="Child", steps=[probe_step("slow", f"child {tag}", delay_ms=3000)])
+    parent = make_workflow(user, name="Parent", steps=[
+        {"name": "call", "type": "WORKFLOW", "config": {"workflow": child.pk}},
+        probe_step("after", f"parent {tag} got {{{{ steps.call.output }}}}"),
+    ])
+    doomed = workers("child-doomed")
+    execution = execution_start(workflow=parent, inputs={}, started_by=user)
+    wait_for(lambda: calls_for(probe_log, f"child {tag}"), 60, "the child's step to start")
+    doomed.kill()
+    workers("child-rescuer")
+
+    finished = wait_finished(execution.id, timeout=120)
+    time.sleep(3)
+
+    assert finished.status == "COMPLETED", finished.error
+    assert finished.output == f"parent {tag} got child {tag}"
+    assert len(calls_for(probe_log, f"parent {tag} got child {tag}")) == 1
+    assert len(calls_for(probe_log, f"child {tag}")) == 2  # the killed attempt and its re-run
+    assert step_run(execution.id, "call").attempt == 2  # resumed exactly once
+
+
+def test_cancelling_a_waiting_parent_cancels_its_child_on_workers(user, shared_worker, api):
+    child = make_workflow(user, name="Child", steps=[
+        {"name": "review", "type": "APPROVAL", "config": {"message": "Inner?"}}])
+    parent = make_workflow(user, name="Parent", steps=[
+        {"name": "call", "type": "WORKFLOW", "config": {"workflow": child.pk}}])
+    execution = execution_start(workflow=parent, inputs={}, started_by=user)
+    kid = wait_for(lambda: WorkflowExecution.objects.filter(parent_execution_id=execution.id,
+                                                            status=ExecutionStatus.WAITING).first(),
+                   60, "the child to wait on its approval")
+    assert _waiting(execution.id)
+
+    response = api.post(f"/api/executions/{execution.id}/cancel")
+    assert response.status_code == 200
+    kid.refresh_from_db()
+    assert kid.status == "CANCELLED"
+    assert api.post(f"/api/executions/{kid.id}/approve", {}, format="json").status_code == 409
