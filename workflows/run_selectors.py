@@ -94,6 +94,12 @@ def execution_retries(execution: WorkflowExecution) -> list[WorkflowExecution]:
     return list(execution.retries.only("id", "status", "created_at").order_by("created_at", "id"))
 
 
+def execution_children(execution: WorkflowExecution) -> list[WorkflowExecution]:
+    """The child runs its WORKFLOW steps started, oldest first."""
+    return list(execution.children.select_related("workflow").only("id", "status", "created_at", "workflow__name")
+                .order_by("created_at", "id"))
+
+
 def execution_invocation(execution: WorkflowExecution):
     """The trigger invocation that started ``execution`` (the first one recorded), or None."""
     return (

@@ -128,6 +128,7 @@ def _page_context(request: HttpRequest, execution: WorkflowExecution) -> dict[st
         # The trigger pages are owner-only: staff looking at someone else's run get the admin link.
         "trigger_page": trigger is not None and trigger.workflow.owner_id == request.user.pk,
         "retries": run_selectors.execution_retries(execution),
+        "children": run_selectors.execution_children(execution),
         "is_owner": is_owner,
         "now": timezone.now(),
     }

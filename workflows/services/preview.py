@@ -29,7 +29,7 @@ from providers.types import ModelRequest, ModelResponse, TokenUsage
 
 from ..engine.errors import InputValidationError
 from ..engine.inputs import sample_inputs, validate_inputs
-from ..engine.runner import answer_in_process, context_entry, first_step, next_transition, run_step
+from ..engine.runner import answer_in_process, context_entry, first_step, next_transition, run_step, run_workflow
 from ..engine.types import COMPLETED, FAILED, RunContext, StepDefinition, StepResult, WorkflowDefinition
 from ..errors import InputValidationFailed
 from ..models import Workflow
@@ -219,7 +219,7 @@ class _Ran:
 
 def _run(definition: WorkflowDefinition, context: RunContext, *, providers: Callable[[str], Any], dry_run: bool,
          until: str | None, steps_output: dict[str, Any], limits: dict[str, Any],
-         approvals: dict[str, Any]) -> tuple[list[_Ran], str, Any]:
+         approvals: dict[str, Any], children=None) -> tuple[list[_Ran], str, Any]:
     ran: list[_Ran] = []
     status, output = COMPLETED, None
     step = first_step(definition)
@@ -231,7 +231,8 @@ def _run(definition: WorkflowDefinition, context: RunContext, *, providers: Call
             # A dry run's answer is a placeholder, so output_format "json" is not parsed.
             runnable = dataclasses.replace(step, config={**step.config, "output_format": "text"}) if dry else step
             started = time.monotonic()
-            result = answer_in_process(step, run_step(runnable, context, providers=providers, limits=limits), approvals)
+            result = answer_in_process(step, run_step(runnable, context, providers=providers, limits=limits), approvals,
+                                       children)
             ms, shown = int((time.monotonic() - started) * 1000), result.status
             if dry and step.config.get("output_format") == "json":
                 result.warnings.append('Dry run: the output is a placeholder, so output_format "json" was not checked.')
@@ -248,6 +249,29 @@ def _run(definition: WorkflowDefinition, context: RunContext, *, providers: Call
             break
         step = transition.next_step
     return ran, status, output
+
+
+def _child_runner(*, owner_id: int, providers: Callable[[str], Any], limits: dict[str, Any],
+                  approvals: dict[str, Any], depth: int = 1):
+    """WORKFLOW steps in a preview: the child workflow (same owner, within the depth
+    limit) runs in-process too, through ``run_workflow``, persisting nothing."""
+
+    def run_child(child: dict[str, Any]) -> dict[str, Any]:
+        workflow = Workflow.objects.filter(pk=child.get("workflow"), owner_id=owner_id).first()
+        limit = int(settings.PROMPTPILOT["WORKFLOW_MAX_DEPTH"])
+        if workflow is None or depth > limit:
+            message = (f"Workflow {child.get('workflow')} is not one of the owner's workflows." if workflow is None
+                       else f"Too deeply nested: PROMPTPILOT_WORKFLOW_MAX_DEPTH is {limit}.")
+            return {"execution": None, "status": FAILED, "output": None,
+                    "error": {"type": "ConfigError", "message": message}}
+        definition = WorkflowDefinition.from_dict(workflow_definition_snapshot(workflow=workflow))
+        ran = run_workflow(definition, child.get("input") or {}, providers=providers, limits=limits,
+                           approvals=approvals, children=_child_runner(owner_id=owner_id, providers=providers,
+                                                                       limits=limits, approvals=approvals,
+                                                                       depth=depth + 1))
+        return {"execution": None, "status": ran.status, "output": ran.output, "error": ran.error}
+
+    return run_child
 
 
 def _step_estimated(entry: _Ran) -> bool:
@@ -292,8 +316,11 @@ def workflow_preview(*, workflow: Workflow, user=None, inputs: dict[str, Any] | 
         "features": live_features(),  # admin switches: workflow.multiModel
     }
     resolver = _dry_run_resolver if dry_run_models else (providers or limited_adapter)  # shared rate limits apply
+    children = _child_runner(owner_id=workflow.owner_id, providers=resolver, limits=limits,
+                             approvals=dict(approvals or {}))
     ran, status, output = _run(definition, context, providers=resolver, dry_run=dry_run_models, until=until,
-                               steps_output=steps_output, limits=limits, approvals=dict(approvals or {}))
+                               steps_output=steps_output, limits=limits, approvals=dict(approvals or {}),
+                               children=children)
 
     steps, costs, used = [], [], TokenUsage()
     for entry in ran:

@@ -62,3 +62,25 @@ def test_saving_bad_waiting_steps_names_each_problem(api, workflow_payload):
     assert response.status_code == 400
     errors = response.json()["extra"]["errors"]
     assert set(errors) >= {"steps[0].config", "steps[1].config.on_timeout", "steps[1].config.message"}
+
+
+def test_a_preview_runs_a_child_workflow_in_process(api, create_workflow):
+    child_id = create_workflow(name="Child", variables=[{"name": "name", "type": "STRING", "required": True}],
+                               steps=[{"name": "hello", "order": 1, "type": "TRANSFORM",
+                                       "config": {"template": "hello {{ input.name }}"}}])["id"]
+    parent_id = create_workflow(name="Parent", steps=[
+        {"name": "call", "order": 1, "type": "WORKFLOW", "config": {"workflow": child_id,
+                                                                   "input": {"name": "{{ input.name }}"}}},
+        {"name": "shout", "order": 2, "type": "TRANSFORM", "config": {"template": "{{ steps.call.output|upper }}"}},
+    ])["id"]
+    body = api.post(f"/api/workflows/{parent_id}/preview", {"input": {"name": "Ada"}}, format="json").json()
+    assert body["status"] == "COMPLETED" and body["output"] == "HELLO ADA"
+    assert WorkflowExecution.objects.count() == 0
+
+
+def test_saving_a_workflow_step_naming_another_users_workflow_is_400(api, other_api, create_workflow):
+    theirs = create_workflow(client=other_api, name="Theirs")["id"]
+    response = api.post("/api/workflows/", {"name": "Mine", "steps": [
+        {"name": "call", "order": 1, "type": "WORKFLOW", "config": {"workflow": theirs}}]}, format="json")
+    assert response.status_code == 400
+    assert "steps[0].config.workflow" in response.json()["extra"]["errors"]

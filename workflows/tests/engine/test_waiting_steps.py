@@ -129,3 +129,25 @@ def test_save_time_reference_checks_read_approval_messages_and_delay_times():
         {"name": "later", "order": 2, "type": "TRANSFORM", "config": {"template": "x"}},
     ], [{"name": "title", "type": "STRING"}])
     assert [(e.path, e.step) for e in errors] == [("steps[0].config.message", "ok"), ("steps[1].config.until", "pause")]
+
+
+def test_a_workflow_step_renders_typed_child_input_and_asks_for_the_child():
+    from workflows.engine.steps.subworkflow import WorkflowStep  # noqa: F401  (registered)
+
+    step = make_step("call", 0, "WORKFLOW", config={"workflow": 7, "input": {
+        "n": "{{ input.count + 1 }}", "label": "run {{ input.count }}"}})
+    result = _run(step, make_context({"count": 4}))
+    assert result.status == WAITING and result.wait_until is None
+    assert result.child == {"workflow": 7, "input": {"n": 5, "label": "run 4"}}
+    done = resume_step(step, result, {"child": {"execution": "e1", "status": "COMPLETED", "output": {"x": 1}}})
+    assert done.status == COMPLETED and done.output == {"x": 1}
+    failed = resume_step(step, result, {"child": {"execution": "e1", "status": "FAILED",
+                                                  "error": {"type": "Timeout", "message": "slow"}}})
+    assert failed.status == FAILED and failed.error["type"] == "ChildFailed" and "slow" in failed.error["message"]
+
+
+def test_workflow_step_config_is_checked():
+    errors = validate_definition([
+        {"name": "a", "order": 0, "type": "WORKFLOW", "config": {"workflow": "seven", "input": [], "wait": 1}},
+    ], [])
+    assert set(errors) >= {"steps[0].config.workflow", "steps[0].config.input", "steps[0].config.wait"}

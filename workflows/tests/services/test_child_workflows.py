@@ -156,3 +156,16 @@ def test_the_reaper_resumes_a_parent_whose_child_ended_without_resuming_it(user,
     drive(sent)
     parent.refresh_from_db()
     assert parent.status == ExecutionStatus.COMPLETED and parent.output == "parent got: child says 42"
+
+
+def test_the_execution_pages_and_the_api_link_parent_and_child(user, sent, client, api):
+    parent = execution_start(workflow=_parent(user, _child(user).pk), inputs={}, started_by=user)
+    drive(sent)
+    child = _only_child(parent)
+    client.force_login(user)
+    parent_page = client.get(f"/executions/{parent.pk}/").content.decode()
+    assert f"/executions/{child.pk}/" in parent_page and 'data-testid="children"' in parent_page
+    child_page = client.get(f"/executions/{child.pk}/").content.decode()
+    assert f"/executions/{parent.pk}/" in child_page and "its step call" in child_page
+    body = api.get(f"/api/executions/{child.pk}/").json()
+    assert body["parent_execution"] == str(parent.pk) and body["trigger_type"] == "WORKFLOW"
