@@ -114,7 +114,8 @@ def _time_out_overdue_runs(report: SweepReport) -> None:
         )[:BATCH]
         for execution in overdue:
             report.timed_out += 1
-            running = execution.step_executions.filter(status=StepExecutionStatus.RUNNING).first()
+            running = execution.step_executions.filter(
+                status__in=[StepExecutionStatus.RUNNING, StepExecutionStatus.WAITING]).first()
             execution_time_out(execution=execution, running_step=running)
 
 

@@ -126,6 +126,7 @@ def test_the_workflow_timeout_counts_waiting_time(user, sent):
     assert reaper_sweep().timed_out == 1
     run.refresh_from_db()
     assert run.status == ExecutionStatus.FAILED and run.error["type"] == "Timeout"
+    assert run.error["step"] == "pause"
     assert _waiting_step(run).status == StepExecutionStatus.CANCELLED
 
 
