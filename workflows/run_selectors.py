@@ -15,7 +15,16 @@ from django.utils import timezone
 from promptpilot.common.errors import NotFound
 from promptpilot.common.ids import parse_int_id, parse_uuid
 
-from .models import Prompt, Workflow, WorkflowExecution, WorkflowStep, WorkflowStepExecution
+from .models import (
+    ExecutionStatus,
+    Prompt,
+    StepExecutionStatus,
+    StepType,
+    Workflow,
+    WorkflowExecution,
+    WorkflowStep,
+    WorkflowStepExecution,
+)
 
 # Columns the list page never shows: big JSON blobs stay in the database.
 _LIST_DEFERRED = ("input", "output", "metadata", "warnings", "version__definition")
@@ -30,8 +39,8 @@ def executions_visible(user) -> QuerySet[WorkflowExecution]:
 
 def approvals_awaiting(user) -> QuerySet[WorkflowStepExecution]:
     """APPROVAL steps waiting for a decision on the user's runs (everyone's, for staff), oldest first."""
-    queryset = WorkflowStepExecution.objects.filter(status="WAITING", step_type="APPROVAL",
-                                                    execution__status="WAITING")
+    queryset = WorkflowStepExecution.objects.filter(status=StepExecutionStatus.WAITING, step_type=StepType.APPROVAL,
+                                                    execution__status=ExecutionStatus.WAITING)
     if not user.is_staff:
         queryset = queryset.filter(execution__workflow__owner=user)
     return queryset.select_related("execution__workflow__owner").order_by("started_at", "id")
