@@ -49,14 +49,16 @@ class WorkflowCollector(Collector):
         )
 
         steps = GaugeMetricFamily(
-            "promptpilot_step_executions_active", "Step executions waiting or running.", labels=["status"]
+            "promptpilot_step_executions_active",
+            "Step executions pending, running or WAITING (parked on an approval or a delay).", labels=["status"]
         )
+        active_statuses = (StepExecutionStatus.PENDING, StepExecutionStatus.RUNNING, StepExecutionStatus.WAITING)
         active = dict(
             WorkflowStepExecution.objects.filter(
-                status__in=[StepExecutionStatus.PENDING, StepExecutionStatus.RUNNING]
+                status__in=active_statuses
             ).values_list("status").annotate(n=Count("id")).order_by()
         )
-        for status in (StepExecutionStatus.PENDING, StepExecutionStatus.RUNNING):
+        for status in active_statuses:
             steps.add_metric([status], active.get(status, 0))
         yield steps
 
