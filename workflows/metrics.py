@@ -24,9 +24,6 @@ from promptpilot.common import metrics as event_metrics  # noqa: F401 (registers
 
 from .models import ExecutionStatus, StepExecutionStatus, TriggerType, WorkflowExecution, WorkflowStepExecution
 
-# Not an ExecutionStatus yet: the gauge counts it as soon as runs can wait (0 until then).
-WAITING = "WAITING"
-
 
 class WorkflowCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -45,7 +42,7 @@ class WorkflowCollector(Collector):
         yield executions
         yield GaugeMetricFamily(
             "promptpilot_executions_waiting",
-            "Runs WAITING (for an approval or an event) rather than running.", value=by_status.get(WAITING, 0),
+            "Runs WAITING (for an approval, a timer or a child run) rather than running.", value=by_status.get(ExecutionStatus.WAITING, 0),
         )
 
         steps = GaugeMetricFamily(

@@ -194,5 +194,6 @@ def test_metrics_count_waiting_runs_and_steps(user, admin_user, client, sent):
     drive(sent)
     client.force_login(admin_user)
     body = client.get("/metrics").content.decode()
-    assert 'promptpilot_executions{status="WAITING"} 1.0' in body
+    assert 'promptpilot_executions{status="WAITING",trigger_type="MANUAL"} 1.0' in body
+    assert "promptpilot_executions_waiting 1.0" in body
     assert 'promptpilot_step_executions_active{status="WAITING"} 1.0' in body
