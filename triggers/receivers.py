@@ -2,11 +2,13 @@
 so the task is registered in every process: web, worker and beat).
 
 When a run ends COMPLETED or FAILED, ``execution_finished`` (sent after the run's commit)
-queues ``triggers.dispatch_event`` with the run's id; the task emits the platform event
-through ``services/events.py``. The task is idempotent, so a broker redelivery (acks_late)
-or a retry starts nothing twice. If the event could not be queued (the process died after
-the run's commit, or the broker was down), ``triggers.redeliver_events`` (beat) finds the
-run still unmarked and dispatches it.
+queues ``triggers.dispatch_event`` with the run's id; when a step parks its run WAITING,
+``execution_waiting`` queues ``triggers.dispatch_waiting_event`` with the step run's id.
+The tasks emit the platform events through ``services/events.py``. They are idempotent,
+so a broker redelivery (acks_late) or a retry starts nothing twice. If an event could not
+be queued (the process died after the commit, or the broker was down),
+``triggers.redeliver_events`` (beat) finds the run (or the waiting step) still unmarked
+and dispatches it.
 """
 from __future__ import annotations
 
@@ -81,9 +83,8 @@ def dispatch_waiting_event(step_execution_id: str) -> int:
 
 @receiver(execution_waiting, sender=WorkflowExecution, dispatch_uid="triggers.platform_waiting_events")
 def on_execution_waiting(sender, execution: WorkflowExecution, step_execution, **kwargs) -> None:
-    """Queue ``execution.waiting`` if a trigger of the run's owner listens for it. (Unlike
-    the end-of-run events, a lost queueing is not swept again: the run itself still waits
-    and shows on the owner's Awaiting approval list.)"""
+    """Queue ``execution.waiting`` if a trigger of the run's owner listens for it (a lost
+    queueing is swept again by ``triggers.redeliver_events``, like the end-of-run events)."""
     if not wait_has_listeners(owner_id=execution.workflow.owner_id):
         return
     step_execution_id = str(step_execution.pk)
@@ -91,7 +92,7 @@ def on_execution_waiting(sender, execution: WorkflowExecution, step_execution, *
     def enqueue() -> None:
         try:
             dispatch_waiting_event.apply_async(args=[step_execution_id])
-        except Exception as exc:  # broker down: logged
+        except Exception as exc:  # broker down: logged; the redeliver_events sweep sends it later
             logger.error("event.enqueue_failed", extra={"step_execution_id": step_execution_id, "error": str(exc)})
 
     transaction.on_commit(enqueue)

@@ -268,14 +268,17 @@ def wait_has_listeners(*, owner_id: int) -> bool:
 
 def event_dispatch_for_wait(*, step_execution_id: uuid.UUID | str) -> list[EventMatch]:
     """Emit ``execution.waiting`` for a step that waits (the ``triggers.dispatch_waiting_event``
-    task). Idempotent per trigger, like every event; a step no longer waiting emits nothing."""
+    task and the sweep), then mark the step ``event_dispatched_at``. Idempotent per trigger,
+    like every event; a step no longer waiting emits nothing."""
     from workflows.models import StepExecutionStatus, WorkflowStepExecution
 
     step_execution = (WorkflowStepExecution.objects.select_related("execution__workflow")
                       .filter(pk=step_execution_id).first())
     if step_execution is None or step_execution.status != StepExecutionStatus.WAITING:
         return []
-    return event_dispatch(event=waiting_event(step_execution))
+    matches = event_dispatch(event=waiting_event(step_execution))  # raises if a trigger could not be served: not marked
+    WorkflowStepExecution.objects.filter(pk=step_execution.pk).update(event_dispatched_at=timezone.now())
+    return matches
 
 
 def event_listeners(*, owner_id: int, name: str, created_by: datetime | None = None):
@@ -406,34 +409,49 @@ def event_dispatch_for_execution(*, execution_id: uuid.UUID | str) -> list[Event
     return matches
 
 
+def _listening(name: str, occurred_at: str, owner_id: str):
+    """The owner's active triggers for ``name`` that existed when the event occurred (a subquery
+    over the fields ``occurred_at`` and ``owner_id`` of the swept row)."""
+    return WorkflowTrigger.objects.filter(
+        type=TriggerKind.EVENT, is_active=True, config__event=name,
+        workflow__owner_id=OuterRef(owner_id), created_at__lte=OuterRef(occurred_at),
+    )
+
+
 def event_redeliver_missed(*, now: datetime | None = None, batch: int = SWEEP_BATCH) -> int:
-    """Dispatch the platform events of runs that ended at least the enqueue grace ago, within
-    ``EVENT_REDELIVERY_WINDOW``, with a trigger of their owner listening, and that were never
-    dispatched: the process that committed the run's end died before queueing its event, or
-    the broker was unreachable then. Returns how many runs were dispatched."""
+    """Dispatch the platform events never marked dispatched that occurred at least the enqueue
+    grace ago, within ``EVENT_REDELIVERY_WINDOW``, with a trigger of their owner listening:
+    runs that ended (``execution.completed``/``failed``) and steps still WAITING
+    (``execution.waiting``). The process that committed the change died before queueing the
+    event, or the broker was unreachable then. Returns how many events were dispatched."""
+    from workflows.models import StepExecutionStatus, WorkflowStepExecution
+
     now = now or timezone.now()
     grace = timedelta(seconds=settings.PROMPTPILOT["ENQUEUE_GRACE_SECONDS"])
+    since, until = now - EVENT_REDELIVERY_WINDOW, now - grace
+    sources = [
+        (WorkflowExecution.objects.filter(status=status, event_dispatched_at__isnull=True,
+                                          completed_at__lt=until, completed_at__gte=since)
+         .filter(Exists(_listening(name, "completed_at", "workflow__owner_id"))).order_by("completed_at"),
+         lambda pk: event_dispatch_for_execution(execution_id=pk))
+        for status, name in PLATFORM_EVENTS.items()
+    ]
+    # A waiting step's event "occurs" when the step started (as waiting_event says).
+    sources.append((
+        WorkflowStepExecution.objects.filter(status=StepExecutionStatus.WAITING, event_dispatched_at__isnull=True,
+                                             started_at__lt=until, started_at__gte=since)
+        .filter(Exists(_listening(EXECUTION_WAITING, "started_at", "execution__workflow__owner_id")))
+        .order_by("started_at"),
+        lambda pk: event_dispatch_for_wait(step_execution_id=pk),
+    ))
     dispatched = 0
-    for status, name in PLATFORM_EVENTS.items():
-        listening = WorkflowTrigger.objects.filter(
-            type=TriggerKind.EVENT, is_active=True, config__event=name,
-            workflow__owner_id=OuterRef("workflow__owner_id"), created_at__lte=OuterRef("completed_at"),
-        )
-        missed = (
-            WorkflowExecution.objects.filter(
-                status=status, event_dispatched_at__isnull=True,
-                completed_at__lt=now - grace, completed_at__gte=now - EVENT_REDELIVERY_WINDOW,
-            )
-            .filter(Exists(listening))
-            .order_by("completed_at")
-            .values_list("pk", flat=True)[:batch]
-        )
-        for execution_id in list(missed):
+    for missed, dispatch in sources:
+        for source_id in list(missed.values_list("pk", flat=True)[:batch]):
             try:
-                event_dispatch_for_execution(execution_id=execution_id)
+                dispatch(source_id)
                 dispatched += 1
-            except Exception:  # one run's failure does not hold up the others; the next sweep retries it
-                logger.exception("event.redelivery_failed", extra={"execution_id": str(execution_id)})
+            except Exception:  # one event's failure does not hold up the others; the next sweep retries it
+                logger.exception("event.redelivery_failed", extra={"source_id": str(source_id)})
     if dispatched:
         logger.warning("event.redelivered", extra={"count": dispatched})
     return dispatched

@@ -142,6 +142,11 @@ class WorkflowStepExecution(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    event_dispatched_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="When this wait's execution.waiting event was delivered; empty while WAITING with a "
+                  "listener: the event sweep sends it again.",
+    )
 
     class Meta:
         db_table = "workflow_step_executions"
@@ -152,6 +157,8 @@ class WorkflowStepExecution(models.Model):
         indexes = [
             models.Index(fields=["status", "lease_expires_at"], name="stepexec_status_lease"),
             models.Index(fields=["status", "available_at"], name="stepexec_status_available"),
+            models.Index(fields=["started_at"], name="stepexec_wait_undispatched",
+                         condition=models.Q(status=StepExecutionStatus.WAITING, event_dispatched_at__isnull=True)),
         ]
 
     def __str__(self) -> str:
