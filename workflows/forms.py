@@ -471,3 +471,28 @@ class PreviewForm(InputsForm):
                                          help_text="Variables left blank take their sample (or default).")
     dry_run_models = forms.BooleanField(required=False, label="Dry run (no model calls)",
                                         help_text="Each model call is replaced by an estimate from the rendered prompt.")
+    APPROVAL_ANSWERS = [("approve", "Approve"), ("reject", "Reject")]
+
+    def __init__(self, *args: Any, approval_steps: list[str] | tuple[str, ...] = (), **kwargs: Any) -> None:
+        """``approval_steps``: the names of the workflow's APPROVAL steps; each gets an
+        approve/reject choice, the ``approvals`` option of ``workflow_preview``."""
+        super().__init__(*args, **kwargs)
+        self.approval_steps = list(approval_steps)
+        for name in self.approval_steps:
+            self.fields[_approval_field_name(name)] = forms.ChoiceField(
+                choices=self.APPROVAL_ANSWERS, initial="approve", required=False, label=name,
+                widget=forms.RadioSelect)
+
+    def approval_fields(self) -> list[forms.BoundField]:
+        return [self[_approval_field_name(name)] for name in self.approval_steps]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        # An answer left out is not sent: the service approves by default, with a warning.
+        data["approvals"] = {name: data[_approval_field_name(name)] == "approve" for name in self.approval_steps
+                             if data.get(_approval_field_name(name))}
+        return data
+
+
+def _approval_field_name(step_name: str) -> str:
+    return f"approval__{step_name}"

@@ -1,7 +1,7 @@
 """The preview page: ``/workflows/{id}/preview`` (DESIGN §6, §10).
 
 A form built from the workflow's variables (or a raw JSON object), "use sample data"
-and "dry run" switches; the Run button posts to the same URL with htmx, which answers
+and "dry run" switches, and an approve/reject answer for each APPROVAL step; the Run button posts to the same URL with htmx, which answers
 with the result partial (per-step cards) without leaving the page. Without JavaScript
 the POST renders the whole page with the result. Nothing is persisted: the page calls
 ``workflow_preview``, the service behind ``POST /api/workflows/{id}/preview``.
@@ -19,6 +19,7 @@ from promptpilot.common.errors import ApplicationError
 
 from ..errors import InputValidationFailed
 from ..forms import PreviewForm, pretty_json
+from ..models import StepType
 from ..services.definitions import workflow_definition_snapshot
 from ..services.preview import workflow_preview
 from .workflows import is_htmx, workflow_or_404
@@ -49,19 +50,23 @@ def result_view(result: dict[str, Any]) -> dict[str, Any]:
 @require_http_methods(["GET", "POST"])
 def workflow_preview_page(request: HttpRequest, id: int) -> HttpResponse:
     workflow = workflow_or_404(request, id)
-    variables = workflow_definition_snapshot(workflow=workflow)["variables"]
+    snapshot = workflow_definition_snapshot(workflow=workflow)
+    variables = snapshot["variables"]
+    approval_steps = [step["name"] for step in snapshot["steps"] if step["type"] == StepType.APPROVAL]
     context: dict[str, Any] = {"workflow": workflow, "variables": variables, "result": None, "notices": []}
     if request.method == "GET":
-        context["form"] = PreviewForm(initial={"use_sample_data": True, "mode": "form"}, variables=variables)
+        context["form"] = PreviewForm(initial={"use_sample_data": True, "mode": "form"}, variables=variables,
+                                      approval_steps=approval_steps)
         return render(request, "workflows/preview.html", context)
 
-    form = PreviewForm(request.POST, variables=variables)
+    form = PreviewForm(request.POST, variables=variables, approval_steps=approval_steps)
     context["form"] = form
     if form.is_valid():
         try:
             result = workflow_preview(workflow=workflow, user=request.user, inputs=form.cleaned_data["inputs"],
                                       use_sample_data=form.cleaned_data["use_sample_data"],
-                                      dry_run_models=form.cleaned_data["dry_run_models"])
+                                      dry_run_models=form.cleaned_data["dry_run_models"],
+                                      approvals=form.cleaned_data["approvals"])
         except InputValidationFailed as exc:
             form.add_error(None, exc.message)
             form.add_input_errors(exc.extra.get("errors") or {})
