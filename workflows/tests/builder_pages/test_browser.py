@@ -83,6 +83,27 @@ def test_create_two_steps_save_preview_with_sample_data_and_guard_invalid_json(t
     expect(tab.locator("[data-testid=step-card]").nth(1)).to_contain_text("Summarise Fax jam")
 
 
+def test_preview_answers_an_approval_with_the_reject_choice(tab, builder):
+    from workflows.tests.factories import make_workflow
+
+    workflow = make_workflow(builder, name="Refund", steps=[
+        {"name": "review", "type": "APPROVAL", "config": {"message": "Refund order 42?"}},
+        {"name": "gate", "type": "CONDITION", "config": {"expression": "steps.review.output.approved",
+                                                         "if_false": "skip_to:decline"}},
+        {"name": "pay", "type": "TRANSFORM", "config": {"template": "refund paid"}},
+        {"name": "decline", "type": "TRANSFORM", "config": {"template": "declined"}},
+    ])
+    tab.goto(f"/workflows/{workflow.pk}/preview")
+    choice = tab.locator("[data-approval-step=review]")
+    expect(choice.locator("input[value=approve]")).to_be_checked()
+    choice.locator("label", has_text="Reject").click()
+    tab.click("button:has-text('Run preview')")
+    pay = tab.locator("[data-testid=step-card][data-step-name=pay]")
+    expect(pay).to_contain_text("SKIPPED")
+    expect(tab.locator("[data-testid=step-card][data-step-name=decline]")).to_contain_text("COMPLETED")
+    assert not WorkflowExecution.objects.exists(), "a preview persists nothing"
+
+
 def test_remove_and_reorder_steps_with_the_buttons(tab, builder):
     from workflows.tests.factories import make_workflow
 
