@@ -6,6 +6,7 @@ SHA-256 hash (see ``services/api_keys.py``).
 """
 import uuid
 
+from django.conf import settings
 from django.db import models
 
 
@@ -140,6 +141,13 @@ class TriggerInvocation(models.Model):
     execution = models.ForeignKey(
         "workflows.WorkflowExecution", on_delete=models.SET_NULL, null=True, blank=True, related_name="invocations",
         help_text="The run it started (for DUPLICATE: the run of the first delivery).",
+    )
+    # "Needs attention" (workflows/attention_selectors.py): a dismissed rejection leaves that list.
+    attention_dismissed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When someone dismissed this rejected delivery from the needs-attention list.",
+    )
+    attention_dismissed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False,
     )
 
     class Meta:

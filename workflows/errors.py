@@ -26,3 +26,9 @@ class ExecutionNotRetryable(Conflict):
 
 class VersionNotFound(NotFound):
     code = "version_not_found"
+
+
+class AttentionNotNeeded(Conflict):
+    """Dismiss refused: the item is not (or no longer) on the needs-attention list."""
+
+    code = "attention_not_needed"

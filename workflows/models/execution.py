@@ -54,6 +54,13 @@ class WorkflowExecution(models.Model):
         help_text="When this run's platform event (execution.completed/failed) reached the EVENT triggers "
                   "listening for it; a sweep re-sends events still undelivered.",
     )
+    # "Needs attention" (workflows/attention_selectors.py): a dismissed run leaves that list for good.
+    attention_dismissed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When someone dismissed this run from the needs-attention list.",
+    )
+    attention_dismissed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False,
+    )
 
     class Meta:
         db_table = "workflow_executions"
