@@ -22,6 +22,7 @@ urlpatterns = [
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
     re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/", include("workflows.api_urls")),
+    path("attention/", include("workflows.urls_attention")),
     path("executions/", include("workflows.urls_executions")),
     path("prompts/", include("workflows.urls_prompts")),
     path("triggers/", include("triggers.urls")),

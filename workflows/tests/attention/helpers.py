@@ -55,7 +55,7 @@ def retries_exhausted_run(workflow, *, max_retries: int = 2) -> WorkflowExecutio
     return failed_run(workflow, retry_count=max_retries, max_retries=max_retries)
 
 
-def plainfailed_run(workflow) -> WorkflowExecution:
+def plain_failed_run(workflow) -> WorkflowExecution:
     """Failed on its first try with no retry configured: the owner's error, not a dead letter."""
     return failed_run(workflow, retry_count=0, max_retries=0)
 

@@ -19,7 +19,7 @@ from workflows.tests.run_pages.helpers import echo_workflow, make_run
 
 from .helpers import (
     failed_run,
-    plainfailed_run,
+    plain_failed_run,
     rejected_invocation,
     retries_exhausted_run,
     timed_out_run,
@@ -60,7 +60,7 @@ def test_a_rejected_trigger_delivery_needs_attention(user):
 
 def test_plain_failures_completed_and_cancelled_runs_do_not(user):
     flow = echo_workflow(user)
-    plainfailed_run(flow)
+    plain_failed_run(flow)
     make_run(flow, status="COMPLETED", steps=[{"name": "step_1"}])
     make_run(flow, status="CANCELLED", error={"type": "Cancelled", "message": "by ops"})
     # Retries left (1 of 3 used) when it failed: not exhausted.
