@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from promptpilot.common.apis import AuthTokenApi, healthz, readyz
 from workflows.metrics import metrics_view
+from workflows.pages.executions import approval_link_page
 
 urlpatterns = [
     # First: the webhook receiver is the busiest route (no other pattern overlaps these).
@@ -24,6 +25,8 @@ urlpatterns = [
     path("api/", include("workflows.api_urls")),
     path("attention/", include("workflows.urls_attention")),
     path("executions/", include("workflows.urls_executions")),
+    # Signed approval links (no account): the token rides in the fragment, see services/approvals.py.
+    path("approvals/", approval_link_page, name="approval-link"),
     path("prompts/", include("workflows.urls_prompts")),
     path("triggers/", include("triggers.urls")),
     path("workflows/", include("workflows.urls_builder")),

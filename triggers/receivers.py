@@ -18,13 +18,20 @@ from django.dispatch import receiver
 
 from promptpilot.common import task_names
 from workflows.models import WorkflowExecution
-from workflows.signals import execution_finished
+from workflows.signals import execution_finished, execution_waiting
 
-from .services.events import event_dispatch_for_execution, event_redeliver_missed, execution_has_listeners
+from .services.events import (
+    event_dispatch_for_execution,
+    event_dispatch_for_wait,
+    event_redeliver_missed,
+    execution_has_listeners,
+    wait_has_listeners,
+)
 
 logger = logging.getLogger(__name__)
 
 DISPATCH_EVENT_TASK = task_names.DISPATCH_EVENT
+DISPATCH_WAITING_EVENT_TASK = task_names.DISPATCH_WAITING_EVENT
 REDELIVER_EVENTS_TASK = task_names.REDELIVER_EVENTS
 
 
@@ -60,3 +67,31 @@ def on_execution_finished(sender, execution: WorkflowExecution, **kwargs) -> Non
     # NOTE: the signal is sent after the run's commit; on_commit still guards a caller
     # that sends it inside a transaction, so the task never reads an uncommitted run.
     transaction.on_commit(lambda: _enqueue_dispatch(execution_id))
+
+
+@shared_task(
+    name=DISPATCH_WAITING_EVENT_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+    soft_time_limit=120, time_limit=150,
+    autoretry_for=(DatabaseError,), retry_backoff=2, retry_backoff_max=60, max_retries=5,
+)
+def dispatch_waiting_event(step_execution_id: str) -> int:
+    """Emit ``execution.waiting`` for a step that waits; returns how many triggers matched."""
+    return len(event_dispatch_for_wait(step_execution_id=step_execution_id))
+
+
+@receiver(execution_waiting, sender=WorkflowExecution, dispatch_uid="triggers.platform_waiting_events")
+def on_execution_waiting(sender, execution: WorkflowExecution, step_execution, **kwargs) -> None:
+    """Queue ``execution.waiting`` if a trigger of the run's owner listens for it. (Unlike
+    the end-of-run events, a lost queueing is not swept again: the run itself still waits
+    and shows on the owner's Awaiting approval list.)"""
+    if not wait_has_listeners(owner_id=execution.workflow.owner_id):
+        return
+    step_execution_id = str(step_execution.pk)
+
+    def enqueue() -> None:
+        try:
+            dispatch_waiting_event.apply_async(args=[step_execution_id])
+        except Exception as exc:  # broker down: logged
+            logger.error("event.enqueue_failed", extra={"step_execution_id": step_execution_id, "error": str(exc)})
+
+    transaction.on_commit(enqueue)

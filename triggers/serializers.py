@@ -127,6 +127,7 @@ class TriggerWithSecretSerializer(TriggerSerializer):
 class ByStatusSerializer(serializers.Serializer):
     PENDING = serializers.IntegerField()
     RUNNING = serializers.IntegerField()
+    WAITING = serializers.IntegerField()
     COMPLETED = serializers.IntegerField()
     FAILED = serializers.IntegerField()
     CANCELLED = serializers.IntegerField()

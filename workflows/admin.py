@@ -50,6 +50,7 @@ EMPTY = "—"
 STATUS_COLOURS: dict[str, str] = {
     ExecutionStatus.PENDING: "#6c757d",
     ExecutionStatus.RUNNING: "#0d6efd",
+    ExecutionStatus.WAITING: "#6f42c1",
     ExecutionStatus.COMPLETED: "#198754",
     ExecutionStatus.FAILED: "#dc3545",
     ExecutionStatus.CANCELLED: "#b35c00",

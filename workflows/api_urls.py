@@ -25,4 +25,8 @@ urlpatterns = [
     re_path(rf"^executions/{ID}/?$", apis.ExecutionDetailApi.as_view(), name="execution-detail"),
     re_path(rf"^executions/{ID}/cancel/?$", apis.ExecutionCancelApi.as_view(), name="execution-cancel"),
     re_path(rf"^executions/{ID}/retry/?$", apis.ExecutionRetryApi.as_view(), name="execution-retry"),
+    re_path(rf"^executions/{ID}/approve/?$", apis.ExecutionApproveApi.as_view(), name="execution-approve"),
+    re_path(rf"^executions/{ID}/reject/?$", apis.ExecutionRejectApi.as_view(), name="execution-reject"),
+    re_path(r"^approvals/?$", apis.ApprovalLinkOpenApi.as_view(), name="approval-link-open"),
+    re_path(r"^approvals/decide/?$", apis.ApprovalLinkDecideApi.as_view(), name="approval-link-decide"),
 ]

@@ -9,6 +9,7 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -18,6 +19,10 @@ from promptpilot.common.pagination import paginated_response, paginated_serializ
 from . import selectors
 from .models import ExecutionStatus
 from .serializers import (
+    ApprovalDecisionSerializer,
+    ApprovalLinkDecisionSerializer,
+    ApprovalLinkOpenSerializer,
+    ApprovalLinkSerializer,
     ExecuteInputSerializer,
     ExecutionDetailSerializer,
     ExecutionSerializer,
@@ -29,6 +34,7 @@ from .serializers import (
     WorkflowOutputSerializer,
     WorkflowVersionSerializer,
 )
+from .services import approvals as approval_services
 from .services import executions as execution_services
 from .services import preview as preview_services
 from .services import workflows as workflow_services
@@ -242,6 +248,7 @@ class WorkflowPreviewApi(BaseApi):
             until=data.get("until"),
             steps_output=data.get("steps_output") or {},
             from_execution=data.get("from_execution"),
+            approvals=data.get("approvals") or {},
         )
         return Response(result)
 
@@ -265,11 +272,17 @@ class ExecutionListApi(BaseApi):
         return paginated_response(request=request, view=self, queryset=queryset, serializer_class=ExecutionSerializer)
 
 
+def _detail(request: Request, execution_id) -> dict:
+    """An execution as its owner reads it (signed approval links included)."""
+    execution = selectors.execution_get(request.user, execution_id)
+    return ExecutionDetailSerializer(execution, context={"request": request}).data
+
+
 class ExecutionDetailApi(BaseApi):
     @extend_schema(operation_id="executions_retrieve", tags=["executions"], parameters=[EXECUTION_ID],
                    responses={200: ExecutionDetailSerializer, **error_responses(404)})
     def get(self, request: Request, id: str) -> Response:
-        return Response(ExecutionDetailSerializer(selectors.execution_get(request.user, id)).data)
+        return Response(_detail(request, id))
 
 
 class ExecutionCancelApi(BaseApi):
@@ -279,7 +292,7 @@ class ExecutionCancelApi(BaseApi):
         execution = selectors.execution_get(request.user, id)
         execution = execution_services.execution_cancel(execution=execution, user=request.user)
         # Read again: cancelling changed step rows that the first read had prefetched.
-        return Response(ExecutionDetailSerializer(selectors.execution_get(request.user, execution.pk)).data)
+        return Response(_detail(request, execution.pk))
 
 
 class ExecutionRetryApi(BaseApi):
@@ -296,3 +309,77 @@ class ExecutionRetryApi(BaseApi):
             status=status.HTTP_202_ACCEPTED,
             headers={"Location": _execution_location(retry)},
         )
+
+
+class _ExecutionDecideApi(BaseApi):
+    approved: bool
+
+    def post(self, request: Request, id: str) -> Response:
+        execution = selectors.execution_get(request.user, id)
+        data = validated_data(ApprovalDecisionSerializer, request)
+        approval_services.approval_decide(
+            execution=execution, approved=self.approved, decided_by=request.user.get_username(),
+            step=data.get("step") or None, comment=data.get("comment") or "", data=data.get("data"),
+        )
+        return Response(_detail(request, execution.pk))
+
+
+DECIDE_DESCRIPTION = (
+    "Decide the run's waiting APPROVAL step (`step` names it when several could wait); `data` is checked "
+    "against the step's `form`. The run goes on at once. A step that no longer waits (decided already, "
+    "by this or the other verb) answers 409."
+)
+
+
+class ExecutionApproveApi(_ExecutionDecideApi):
+    approved = True
+
+    @extend_schema(operation_id="executions_approve", tags=["executions"], parameters=[EXECUTION_ID],
+                   request=ApprovalDecisionSerializer, description=DECIDE_DESCRIPTION,
+                   responses={200: ExecutionDetailSerializer, **error_responses(400, 404, 409)})
+    def post(self, request: Request, id: str) -> Response:
+        return super().post(request, id)
+
+
+class ExecutionRejectApi(_ExecutionDecideApi):
+    approved = False
+
+    @extend_schema(operation_id="executions_reject", tags=["executions"], parameters=[EXECUTION_ID],
+                   request=ApprovalDecisionSerializer, description=DECIDE_DESCRIPTION,
+                   responses={200: ExecutionDetailSerializer, **error_responses(400, 404, 409)})
+    def post(self, request: Request, id: str) -> Response:
+        return super().post(request, id)
+
+
+def _link_view(row) -> dict:
+    output = row.output if isinstance(row.output, dict) else {}
+    return ApprovalLinkSerializer({
+        "workflow": row.execution.workflow.name, "step": row.step_name, "message": output.get("message") or "",
+        "form": output.get("form") or [], "expires_at": output.get("expires_at"), "status": row.status,
+    }).data
+
+
+class ApprovalLinkOpenApi(BaseApi):
+    """Signed approval links: the token is the credential (no account, no CSRF cookie)."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(operation_id="approvals_open", tags=["executions"], request=ApprovalLinkOpenSerializer,
+                   description="What a signed approval link shows (the token is the part of the link after #).",
+                   responses={200: ApprovalLinkSerializer, **error_responses(400, 404, 409, 410)})
+    def post(self, request: Request) -> Response:
+        data = validated_data(ApprovalLinkOpenSerializer, request)
+        return Response(_link_view(approval_services.approval_from_token(data["token"])))
+
+
+class ApprovalLinkDecideApi(ApprovalLinkOpenApi):
+    @extend_schema(operation_id="approvals_decide", tags=["executions"], request=ApprovalLinkDecisionSerializer,
+                   description="Decide with a signed link: one use; expires with the step.",
+                   responses={200: ApprovalLinkSerializer, **error_responses(400, 404, 409, 410)})
+    def post(self, request: Request) -> Response:
+        data = validated_data(ApprovalLinkDecisionSerializer, request)
+        row = approval_services.approval_decide_by_token(
+            token=data["token"], approved=data["approved"], comment=data.get("comment") or "",
+            data=data.get("data"), name=data.get("name") or "")
+        return Response(_link_view(row))

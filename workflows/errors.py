@@ -1,5 +1,5 @@
 """Business-rule errors of the workflows domain (rendered by the API as JSON)."""
-from promptpilot.common.errors import Conflict, NotFound, ValidationFailed
+from promptpilot.common.errors import ApplicationError, Conflict, NotFound, ValidationFailed
 
 
 class InputValidationFailed(ValidationFailed):
@@ -26,6 +26,23 @@ class ExecutionNotRetryable(Conflict):
 
 class VersionNotFound(NotFound):
     code = "version_not_found"
+
+
+class ApprovalNotWaiting(Conflict):
+    """No approval waits on this run (decided already, or the run moved on, or ended)."""
+
+    code = "approval_not_waiting"
+
+
+class ApprovalLinkInvalid(NotFound):
+    """A signed approval link that does not verify (tampered, truncated, from another server)."""
+
+    code = "approval_link_invalid"
+
+
+class ApprovalLinkExpired(ApplicationError):
+    status_code = 410
+    code = "approval_link_expired"
 
 
 class AttentionNotNeeded(Conflict):

@@ -24,9 +24,6 @@ from promptpilot.common import metrics as event_metrics  # noqa: F401 (registers
 
 from .models import ExecutionStatus, StepExecutionStatus, TriggerType, WorkflowExecution, WorkflowStepExecution
 
-# Not an ExecutionStatus yet: the gauge counts it as soon as runs can wait (0 until then).
-WAITING = "WAITING"
-
 
 class WorkflowCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -45,18 +42,20 @@ class WorkflowCollector(Collector):
         yield executions
         yield GaugeMetricFamily(
             "promptpilot_executions_waiting",
-            "Runs WAITING (for an approval or an event) rather than running.", value=by_status.get(WAITING, 0),
+            "Runs WAITING (for an approval, a timer or a child run) rather than running.", value=by_status.get(ExecutionStatus.WAITING, 0),
         )
 
         steps = GaugeMetricFamily(
-            "promptpilot_step_executions_active", "Step executions waiting or running.", labels=["status"]
+            "promptpilot_step_executions_active",
+            "Step executions pending, running or WAITING (parked on an approval or a delay).", labels=["status"]
         )
+        active_statuses = (StepExecutionStatus.PENDING, StepExecutionStatus.RUNNING, StepExecutionStatus.WAITING)
         active = dict(
             WorkflowStepExecution.objects.filter(
-                status__in=[StepExecutionStatus.PENDING, StepExecutionStatus.RUNNING]
+                status__in=active_statuses
             ).values_list("status").annotate(n=Count("id")).order_by()
         )
-        for status in (StepExecutionStatus.PENDING, StepExecutionStatus.RUNNING):
+        for status in active_statuses:
             steps.add_metric([status], active.get(status, 0))
         yield steps
 

@@ -15,7 +15,16 @@ from django.utils import timezone
 from promptpilot.common.errors import NotFound
 from promptpilot.common.ids import parse_int_id, parse_uuid
 
-from .models import Prompt, Workflow, WorkflowExecution, WorkflowStep, WorkflowStepExecution
+from .models import (
+    ExecutionStatus,
+    Prompt,
+    StepExecutionStatus,
+    StepType,
+    Workflow,
+    WorkflowExecution,
+    WorkflowStep,
+    WorkflowStepExecution,
+)
 from .page_selectors import visible_to, workflows_visible
 
 # Columns the list page never shows: big JSON blobs stay in the database.
@@ -26,6 +35,15 @@ _LIST_DEFERRED = ("input", "output", "metadata", "warnings", "version__definitio
 
 def executions_visible(user) -> QuerySet[WorkflowExecution]:
     return visible_to(user, WorkflowExecution.objects.all(), owner="workflow__owner")
+
+
+def approvals_awaiting(user) -> QuerySet[WorkflowStepExecution]:
+    """APPROVAL steps waiting for a decision on the user's runs (everyone's, for staff), oldest first."""
+    queryset = WorkflowStepExecution.objects.filter(status=StepExecutionStatus.WAITING, step_type=StepType.APPROVAL,
+                                                    execution__status=ExecutionStatus.WAITING)
+    if not user.is_staff:
+        queryset = queryset.filter(execution__workflow__owner=user)
+    return queryset.select_related("execution__workflow__owner").order_by("started_at", "id")
 
 
 def workflows_for_filter(user) -> QuerySet[Workflow]:
@@ -82,6 +100,12 @@ def execution_page_get(user, id: Any) -> WorkflowExecution:
 def execution_retries(execution: WorkflowExecution) -> list[WorkflowExecution]:
     """The runs that retried ``execution`` (its children), oldest first."""
     return list(execution.retries.only("id", "status", "created_at").order_by("created_at", "id"))
+
+
+def execution_children(execution: WorkflowExecution) -> list[WorkflowExecution]:
+    """The child runs its WORKFLOW steps started, oldest first."""
+    return list(execution.children.select_related("workflow").only("id", "status", "created_at", "workflow__name")
+                .order_by("created_at", "id"))
 
 
 def execution_invocation(execution: WorkflowExecution):

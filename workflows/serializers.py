@@ -15,6 +15,7 @@ from promptpilot.common.json_text import lone_surrogate
 
 from .models import (
     Prompt,
+    StepExecutionStatus,
     StepType,
     TriggerType,
     VariableType,
@@ -184,9 +185,13 @@ class WorkflowInputSerializer(serializers.Serializer):
         min_value=1, max_value=MAX_DB_INT, required=False, allow_null=True,
         help_text="At most this many runs at once; null means no limit.",
     )
+    concurrency_counts_waiting = StrictBooleanField(
+        required=False,
+        help_text="Whether WAITING runs (approvals, delays) take a max_concurrent_executions slot (default false).",
+    )
     timeout_seconds = StrictIntegerField(
         min_value=1, max_value=MAX_DB_INT, required=False, allow_null=True,
-        help_text="Whole-run limit in seconds; null means no limit.",
+        help_text="Whole-run limit in seconds, waiting time included; null means no limit.",
     )
     variables = VariablesField(required=False, help_text="Replaces all variables when given.")
     steps = StepsField(required=False, help_text="Replaces all steps when given.")
@@ -218,8 +223,8 @@ class WorkflowOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Workflow
         fields = [
-            "id", "name", "description", "is_active", "max_concurrent_executions", "timeout_seconds",
-            "version", "variables", "steps", "created_at", "updated_at",
+            "id", "name", "description", "is_active", "max_concurrent_executions", "concurrency_counts_waiting",
+            "timeout_seconds", "version", "variables", "steps", "created_at", "updated_at",
         ]
         read_only_fields = fields
 
@@ -273,6 +278,11 @@ class PreviewInputSerializer(serializers.Serializer):
         required=False, allow_null=True, default=None,
         help_text="Id of a past run of this workflow: its input is used (values in input still win).",
     )
+    approvals = serializers.DictField(
+        child=serializers.BooleanField(), required=False, allow_null=True, default=dict,
+        help_text='{"<APPROVAL step name>": true | false}: how each approval is answered (default: approved, '
+                  "with a warning). DELAY steps are skipped with a warning.",
+    )
 
 
 class TokenCountSerializer(serializers.Serializer):
@@ -317,15 +327,65 @@ class StepExecutionSerializer(serializers.ModelSerializer):
     order = serializers.IntegerField(source="step_order", read_only=True)
     type = serializers.ChoiceField(choices=StepType.choices, source="step_type", read_only=True)
     duration_ms = serializers.IntegerField(read_only=True, allow_null=True)
+    waiting_until = serializers.SerializerMethodField(
+        help_text="WAITING steps: when the wait ends by itself (a delay's time, an approval's timeout); else null.")
 
     class Meta:
         model = WorkflowStepExecution
         fields = [
             "id", "name", "order", "type", "status", "input", "output", "outputs", "error", "retry_count",
             "retry_config", "model_outputs", "tokens", "warnings", "attempt", "started_at", "completed_at",
-            "duration_ms",
+            "duration_ms", "waiting_until",
         ]
         read_only_fields = fields
+
+    def get_waiting_until(self, obj: WorkflowStepExecution) -> str | None:
+        if obj.status != StepExecutionStatus.WAITING or obj.available_at is None:
+            return None
+        return obj.available_at.isoformat()
+
+    def to_representation(self, instance: WorkflowStepExecution) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        if (instance.status == StepExecutionStatus.WAITING and instance.step_type == StepType.APPROVAL
+                and isinstance(data.get("output"), dict)):
+            # The signed one-use link, for the owner's eyes only (only they read this): made
+            # on the fly, never stored or logged.
+            from .services.approvals import approval_url
+
+            request = self.context.get("request")
+            base = request.build_absolute_uri("/") if request is not None else ""  # "": a path
+            data["output"] = {**data["output"], "approval_url": approval_url(instance, base_url=base)}
+        return data
+
+
+class ApprovalDecisionSerializer(serializers.Serializer):
+    step = serializers.CharField(required=False, allow_blank=True, max_length=100,
+                                 help_text="The APPROVAL step to decide (default: the one waiting).")
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=10_000, default="")
+    data = serializers.JSONField(required=False, default=None, help_text="Values of the step's form fields.")
+
+
+class ApprovalLinkOpenSerializer(serializers.Serializer):
+    token = serializers.CharField(max_length=1000, help_text="The part of the approval link after #.")
+
+
+class ApprovalLinkDecisionSerializer(ApprovalLinkOpenSerializer):
+    approved = serializers.BooleanField()
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=10_000, default="")
+    data = serializers.JSONField(required=False, default=None)
+    name = serializers.CharField(required=False, allow_blank=True, max_length=100, default="",
+                                 help_text="Who decides (recorded as decided_by \"link: <name>\").")
+
+
+class ApprovalLinkSerializer(serializers.Serializer):
+    """What a signed link shows: the message, the form and the deadline; nothing else of the run."""
+
+    workflow = serializers.CharField()
+    step = serializers.CharField()
+    message = serializers.CharField()
+    form = serializers.JSONField()
+    expires_at = serializers.CharField(allow_null=True)
+    status = serializers.CharField()
 
 
 class ExecutionSerializer(serializers.ModelSerializer):
@@ -338,7 +398,7 @@ class ExecutionSerializer(serializers.ModelSerializer):
         fields = [
             "id", "workflow", "workflow_name", "version", "trigger", "trigger_type", "status", "input", "output",
             "error", "metadata", "aggregate_tokens", "warnings", "idempotency_key", "created_at", "started_at",
-            "completed_at", "duration_ms", "retry_of",
+            "completed_at", "duration_ms", "retry_of", "parent_execution",
         ]
         read_only_fields = fields
 

@@ -8,7 +8,7 @@ from django.conf import settings
 
 from promptpilot.common import task_names
 
-from .services.orchestration import execution_admit, executions_admit, step_attempt_run
+from .services.orchestration import execution_admit, executions_admit, step_attempt_run, wait_timer_fire
 from .services.reaper import reaper_sweep
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,12 @@ def advance_executions(execution_ids: list[str]) -> None:
 @shared_task(name=task_names.RUN_STEP, **DURABLE, **STEP_LIMITS)
 def run_step(step_execution_id: str, attempt: int) -> str:
     return step_attempt_run(step_execution_id=step_execution_id, attempt=int(attempt), run_next=run_step_here)
+
+
+@shared_task(name=task_names.RESUME_WAIT, **DURABLE, soft_time_limit=60, time_limit=90)
+def resume_wait(step_execution_id: str) -> str:
+    """A WAITING step's time came (a DELAY is due, an APPROVAL timed out)."""
+    return wait_timer_fire(step_execution_id=step_execution_id)
 
 
 def run_step_here(step_execution_id: str, attempt: int) -> None:

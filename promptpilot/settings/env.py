@@ -73,6 +73,7 @@ STEP_LEASE_SECONDS = _float("PROMPTPILOT_STEP_LEASE_SECONDS", 30.0)
 REAPER_INTERVAL_SECONDS = _float("PROMPTPILOT_REAPER_INTERVAL_SECONDS", 10.0)
 ENQUEUE_GRACE_SECONDS = _float("PROMPTPILOT_ENQUEUE_GRACE_SECONDS", 30.0)
 MAX_LOST_ATTEMPTS = _int("PROMPTPILOT_MAX_LOST_ATTEMPTS", 3)
+WORKFLOW_MAX_DEPTH = _int("PROMPTPILOT_WORKFLOW_MAX_DEPTH", 5)  # WORKFLOW steps: child runs nested at most this deep
 MAX_BACKOFF_SECONDS = _float("PROMPTPILOT_MAX_BACKOFF_SECONDS", 300.0)
 # A worker that checkpointed a step applies the next step's task itself (no broker hop)
 # while its chain has run for less than this; 0 sends every step's task through the broker.

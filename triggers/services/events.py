@@ -4,7 +4,8 @@ Two sources of events, one way to deliver them:
 
 - the platform emits ``execution.completed`` / ``execution.failed`` when a run ends
   (``triggers/receivers.py`` hands the finished run to the ``triggers.dispatch_event``
-  task, which calls ``event_dispatch_for_execution``);
+  task, which calls ``event_dispatch_for_execution``), and ``execution.waiting`` when a
+  step parks its run WAITING (an approval, a delay: ``event_dispatch_for_wait``);
 - an owner emits custom events with ``POST /api/events/`` (``event_emit``).
 
 ``event_dispatch`` finds the active EVENT triggers of the SAME owner whose ``config.event``
@@ -42,9 +43,13 @@ logger = logging.getLogger(__name__)
 EXECUTION_COMPLETED = "execution.completed"
 EXECUTION_FAILED = "execution.failed"
 PLATFORM_EVENTS = {ExecutionStatus.COMPLETED: EXECUTION_COMPLETED, ExecutionStatus.FAILED: EXECUTION_FAILED}
+EXECUTION_WAITING = "execution.waiting"
 RESERVED_PREFIX = "execution."
 # Keys of a platform event's payload (DESIGN §5), in this order.
 EXECUTION_PAYLOAD_KEYS = ("workflow", "execution", "status", "output", "error")
+# execution.waiting also names the step that waits; its output is the step's (an
+# approval's message, form and expires_at; never the signed link, which is the owner's).
+WAITING_PAYLOAD_KEYS = (*EXECUTION_PAYLOAD_KEYS, "step", "step_type")
 EVENT_KEY = "event"  # trigger.payload.event holds the event's name
 
 EVENT_NAME_MAX_LENGTH = 100
@@ -132,9 +137,11 @@ def event_config_validate(*, config: dict[str, Any], workflow: Workflow) -> dict
     if problem:
         raise error(f"{problem} EVENT triggers need config.event, e.g. \"{EXECUTION_FAILED}\".", "config.event")
     platform = name.startswith(RESERVED_PREFIX)
-    if platform and name not in PLATFORM_EVENTS.values():
+    if platform and name not in (*PLATFORM_EVENTS.values(), EXECUTION_WAITING):
         raise error(f'"{name}" is not a platform event; names starting with "{RESERVED_PREFIX}" are reserved and '
-                    f"the platform emits {EXECUTION_COMPLETED} and {EXECUTION_FAILED}.", "config.event")
+                    f"the platform emits {EXECUTION_COMPLETED}, {EXECUTION_FAILED} and {EXECUTION_WAITING}.",
+                    "config.event")
+    payload_keys = WAITING_PAYLOAD_KEYS if name == EXECUTION_WAITING else EXECUTION_PAYLOAD_KEYS
     event_filter = config.get("filter")
     event_filter = {} if event_filter is None else event_filter
     if not isinstance(event_filter, dict):
@@ -153,8 +160,8 @@ def event_config_validate(*, config: dict[str, Any], workflow: Workflow) -> dict
                         "values for equality); filter on a dotted path to reach inside objects.", where)
         if path == EVENT_KEY:
             raise error('config.filter cannot test "event": config.event already names the event.', where)
-        if platform and path.split(".")[0] not in EXECUTION_PAYLOAD_KEYS:
-            raise error(f'{name} payloads carry only {", ".join(EXECUTION_PAYLOAD_KEYS)}; "{path}" would never '
+        if platform and path.split(".")[0] not in payload_keys:
+            raise error(f'{name} payloads carry only {", ".join(payload_keys)}; "{path}" would never '
                         "match.", where)
     if platform and "workflow" in event_filter:
         wanted = event_filter["workflow"]
@@ -234,6 +241,41 @@ def execution_event(execution: WorkflowExecution) -> Event | None:
         chain=(*ancestors, str(execution.pk)),
         occurred_at=execution.completed_at,
     )
+
+
+def waiting_event(step_execution) -> Event:
+    """``execution.waiting`` for a step that parked its run (one event per waiting step)."""
+    execution = step_execution.execution
+    metadata = execution.metadata or {}
+    depth = metadata.get("event_depth")
+    output = step_execution.output if isinstance(step_execution.output, dict) else step_execution.output
+    return Event(
+        name=EXECUTION_WAITING,
+        payload={"workflow": execution.workflow_id, "execution": str(execution.pk), "status": ExecutionStatus.WAITING,
+                 "output": output, "error": None, "step": step_execution.step_name,
+                 "step_type": step_execution.step_type},
+        owner_id=execution.workflow.owner_id,
+        event_id=str(step_execution.pk),
+        depth=depth if isinstance(depth, int) and not isinstance(depth, bool) and depth > 0 else 0,
+        chain=(str(execution.pk),),
+        occurred_at=step_execution.started_at,
+    )
+
+
+def wait_has_listeners(*, owner_id: int) -> bool:
+    return event_listeners(owner_id=owner_id, name=EXECUTION_WAITING).exists()
+
+
+def event_dispatch_for_wait(*, step_execution_id: uuid.UUID | str) -> list[EventMatch]:
+    """Emit ``execution.waiting`` for a step that waits (the ``triggers.dispatch_waiting_event``
+    task). Idempotent per trigger, like every event; a step no longer waiting emits nothing."""
+    from workflows.models import StepExecutionStatus, WorkflowStepExecution
+
+    step_execution = (WorkflowStepExecution.objects.select_related("execution__workflow")
+                      .filter(pk=step_execution_id).first())
+    if step_execution is None or step_execution.status != StepExecutionStatus.WAITING:
+        return []
+    return event_dispatch(event=waiting_event(step_execution))
 
 
 def event_listeners(*, owner_id: int, name: str, created_by: datetime | None = None):

@@ -144,6 +144,10 @@ def step_templates(step: dict[str, Any]) -> list[tuple[str, str, str]]:
         if isinstance(config.get("expression"), str):
             found.append(("config.expression", config["expression"], "expression"))
         return found
+    if step.get("type") == "APPROVAL" and isinstance(config.get("message"), str):
+        found.append(("config.message", config["message"], "template"))
+    if step.get("type") == "DELAY" and isinstance(config.get("until"), str):
+        found.append(("config.until", config["until"], "template"))
     if config.get("template"):
         found.append(("config.template", config["template"], "template"))
     elif step.get("type") == "PROMPT" and prompt.get("template"):

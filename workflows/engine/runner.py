@@ -24,6 +24,7 @@ from .steps.base import check_next_action, failed
 from .types import (
     COMPLETED,
     FAILED,
+    WAITING,
     NextAction,
     ProviderResolver,
     RunContext,
@@ -62,6 +63,49 @@ def run_step(
     if result.status == FAILED and step.on_error == ON_ERROR_CONTINUE:
         result.output = step.config.get("default_output")
     return result
+
+
+def resume_step(step: StepDefinition, waited: StepResult, decision: dict[str, Any]) -> StepResult:
+    """The final result of a step that waited (``waited``: what it parked with) once its
+    decision or timer arrived. Never raises, like ``run_step``."""
+    try:
+        result = get_handler(step.type).resume(step, waited, decision)
+    except (EngineError, ProviderError) as exc:
+        result = failed(step, exc, input=waited.input)
+    except Exception as exc:  # a bug in a handler must not strand the run
+        logger.exception("step.internal_error", extra={"step": step.name, "step_type": step.type})
+        result = StepResult(status=FAILED, input=waited.input,
+                            error={"type": INTERNAL_ERROR, "message": f"{type(exc).__name__}: {exc}",
+                                   "step": step.name, "details": {}})
+    if result.error is not None:
+        result.error.setdefault("step", step.name)
+    if result.status == FAILED and step.on_error == ON_ERROR_CONTINUE:
+        result.output = step.config.get("default_output")
+    return result
+
+
+ChildRunner = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def answer_in_process(step: StepDefinition, result: StepResult, approvals: dict[str, Any],
+                      children: ChildRunner | None = None) -> StepResult:
+    """In-process runs (previews) have no one to wait for: a WAITING result is resumed at
+    once with the handler's preview decision (an APPROVAL from ``approvals``, a DELAY
+    skipped), with a warning saying so; a WORKFLOW step's child is run by ``children``
+    (``{"workflow", "input"}`` → ``{"status", "output", "error", ...}``), in-process too.
+    Any other result is returned as it is."""
+    if result.child is not None and children is not None:
+        child = children(result.child)
+        if result.status != WAITING:  # wait: false, the child's end is not this step's business
+            return result
+        return resume_step(step, result, {"child": child})
+    if result.status != WAITING:
+        return result
+    decision, warning = get_handler(step.type).preview_decision(step, approvals)
+    answered = resume_step(step, result, decision)
+    if warning:
+        answered.warnings = [*answered.warnings, warning]
+    return answered
 
 
 def first_step(definition: WorkflowDefinition) -> StepDefinition | None:
@@ -123,8 +167,13 @@ def run_workflow(
     providers: ProviderResolver,
     trigger: dict[str, Any] | None = None,
     limits: dict[str, Any] | None = None,
+    approvals: dict[str, Any] | None = None,
+    children: ChildRunner | None = None,
 ) -> WorkflowRunResult:
     """Run every step in-process, one attempt each (no retries, no backoff sleeps).
+
+    Steps that wait are answered at once: an APPROVAL by ``approvals`` (``{"step name":
+    true | false}``, approved with a warning when absent), a DELAY is skipped with a warning.
 
     Inputs are validated first; invalid ones give a FAILED result whose error is the
     InputValidationError payload (``step`` null, ``details.errors`` per variable).
@@ -140,6 +189,7 @@ def run_workflow(
     while step is not None:
         started = time.monotonic()
         result = run_step(step, context, providers=providers, limits=limits)
+        result = answer_in_process(step, result, approvals or {}, children)
         run.steps.append((step, result, int((time.monotonic() - started) * 1000)))
         used += TokenUsage.from_raw(result.tokens)
         run.warnings.extend(f"{step.name}: {warning}" for warning in result.warnings)

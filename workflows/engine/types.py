@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from providers.types import TokenUsage
@@ -10,13 +11,14 @@ from providers.types import TokenUsage
 COMPLETED = "COMPLETED"
 FAILED = "FAILED"
 SKIPPED = "SKIPPED"
+WAITING = "WAITING"  # the step waits for a decision or a timer; see steps/waiting.py
 
 
 @dataclass(frozen=True)
 class StepDefinition:
     name: str
     order: int
-    type: str  # PROMPT | CONDITION | TRANSFORM
+    type: str  # PROMPT | CONDITION | TRANSFORM | APPROVAL | DELAY | WORKFLOW
     config: dict[str, Any] = field(default_factory=dict)
     retry_config: dict[str, Any] = field(default_factory=dict)
     on_error: str = "fail"
@@ -91,7 +93,7 @@ class NextAction:
 class StepResult:
     """What one attempt of one step produced. Never raised: failures are data."""
 
-    status: str  # COMPLETED | FAILED
+    status: str  # COMPLETED | FAILED | WAITING
     output: Any = None
     outputs: dict[str, Any] | None = None
     input: dict[str, Any] = field(default_factory=dict)
@@ -102,6 +104,12 @@ class StepResult:
     tokens: dict[str, int] = field(default_factory=lambda: TokenUsage().as_dict())
     warnings: list[str] = field(default_factory=list)
     next: NextAction = field(default_factory=lambda: NextAction("continue"))
+    # WAITING only: when the wait ends by itself (a delay's time, an approval's timeout),
+    # timezone-aware; None waits until resumed.
+    wait_until: datetime | None = None
+    # WORKFLOW only: the child run to start, {"workflow": id, "input": {...}}; the
+    # orchestration starts it (and the step waits for it unless config.wait is false).
+    child: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,9 @@ class StepType(models.TextChoices):
     CONDITION = "CONDITION", "Condition (branch)"
     TRANSFORM = "TRANSFORM", "Transform (template, no model call)"
     HTTP = "HTTP", "HTTP request (outside API)"
+    APPROVAL = "APPROVAL", "Approval (waits for a person)"
+    DELAY = "DELAY", "Delay (durable timer)"
+    WORKFLOW = "WORKFLOW", "Workflow (child run)"
 
 
 class TriggerType(models.TextChoices):
@@ -22,11 +25,13 @@ class TriggerType(models.TextChoices):
     API = "API", "API"
     EVENT = "EVENT", "Event"
     RETRY = "RETRY", "Retry"
+    WORKFLOW = "WORKFLOW", "Workflow step (child run)"
 
 
 class ExecutionStatus(models.TextChoices):
     PENDING = "PENDING", "Pending"
     RUNNING = "RUNNING", "Running"
+    WAITING = "WAITING", "Waiting"
     COMPLETED = "COMPLETED", "Completed"
     FAILED = "FAILED", "Failed"
     CANCELLED = "CANCELLED", "Cancelled"
@@ -39,6 +44,7 @@ class ExecutionStatus(models.TextChoices):
 class StepExecutionStatus(models.TextChoices):
     PENDING = "PENDING", "Pending"
     RUNNING = "RUNNING", "Running"
+    WAITING = "WAITING", "Waiting"
     COMPLETED = "COMPLETED", "Completed"
     FAILED = "FAILED", "Failed"
     SKIPPED = "SKIPPED", "Skipped"

@@ -40,6 +40,14 @@ class WorkflowExecution(models.Model):
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries", db_index=False,
         help_text="The failed execution this one retries.",
     )
+    parent_execution = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="children", db_index=False,
+        help_text="The run whose WORKFLOW step started this one (trigger_type WORKFLOW).",
+    )
+    parent_step = models.ForeignKey(
+        "WorkflowStepExecution", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        db_index=False, help_text="The parent's WORKFLOW step run that waits for this one.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -79,6 +87,9 @@ class WorkflowExecution(models.Model):
             models.Index(fields=["trigger", "-created_at"], name="exec_trigger_created"),
             models.Index(fields=["started_by"], name="exec_started_by", condition=models.Q(started_by__isnull=False)),
             models.Index(fields=["retry_of"], name="exec_retry_of", condition=models.Q(retry_of__isnull=False)),
+            models.Index(fields=["parent_execution"], name="exec_parent",
+                         condition=models.Q(parent_execution__isnull=False)),
+            models.Index(fields=["parent_step"], name="exec_parent_step", condition=models.Q(parent_step__isnull=False)),
             # The platform-event sweep scans recent finished runs not yet dispatched.
             models.Index(fields=["completed_at"], name="exec_event_undispatched",
                          condition=models.Q(event_dispatched_at__isnull=True, completed_at__isnull=False)),
@@ -125,7 +136,11 @@ class WorkflowStepExecution(models.Model):
     )
     lost_attempts = models.PositiveIntegerField(default=0, help_text="Attempts whose worker vanished (lease expired).")
     lease_expires_at = models.DateTimeField(null=True, blank=True, help_text="A RUNNING step whose lease passes is re-run.")
-    available_at = models.DateTimeField(null=True, blank=True, help_text="When the current attempt is due to run.")
+    available_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="PENDING: when the current attempt is due to run. WAITING: when the wait ends (a delay's "
+                  "time, an approval's timeout); empty: no end.",
+    )
     worker = models.CharField(max_length=200, blank=True, default="", help_text="host:pid that holds the lease.")
     reused_from = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",

@@ -22,9 +22,15 @@ class Workflow(TimeStampedModel):
         null=True, blank=True,
         help_text="At most this many runs at once; extra runs wait PENDING in arrival order. Empty: no limit.",
     )
+    concurrency_counts_waiting = models.BooleanField(
+        default=False,
+        help_text="Whether runs WAITING (on an approval or a delay) take one of the max_concurrent_executions "
+                  "slots. Off: a waiting run frees its slot, and goes on when resumed even if the cap is reached.",
+    )
     timeout_seconds = models.PositiveIntegerField(
         null=True, blank=True,
-        help_text="A run still going this long after it started fails as Timeout. Empty: no limit.",
+        help_text="A run still going this long after it started fails as Timeout (waiting time counts). "
+                  "Empty: no limit.",
     )
 
     class Meta:

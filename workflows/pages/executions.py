@@ -25,9 +25,10 @@ from django.views.decorators.http import require_GET, require_POST
 from promptpilot.common.errors import ApplicationError, NotFound
 
 from .. import run_selectors
-from ..models import ExecutionStatus, StepExecutionStatus, WorkflowExecution, WorkflowStepExecution
+from ..models import ExecutionStatus, StepExecutionStatus, StepType, WorkflowExecution, WorkflowStepExecution
+from ..services import approvals as approval_services
 from ..services import executions as execution_services
-from .run_forms import ExecutionFilterForm
+from .run_forms import ApprovalDecisionForm, ExecutionFilterForm
 
 PAGE_SIZE = 25
 POLL_SECONDS = 1
@@ -104,6 +105,9 @@ def _page_context(request: HttpRequest, execution: WorkflowExecution) -> dict[st
     steps = list(execution.step_executions.all())
     unfinished = execution.status not in ExecutionStatus.finished()
     trigger = execution.trigger
+    is_owner = execution.workflow.owner_id == request.user.pk
+    approvals = [_approval_view(request, s, is_owner) for s in steps
+                 if s.status == StepExecutionStatus.WAITING and s.step_type == StepType.APPROVAL]
     return {
         "execution": execution,
         "timeline": _timeline(execution, steps),
@@ -112,17 +116,31 @@ def _page_context(request: HttpRequest, execution: WorkflowExecution) -> dict[st
         "output": _pretty(execution.output),
         "metadata": _pretty(execution.metadata),
         "tokens": execution.aggregate_tokens if isinstance(execution.aggregate_tokens, dict) else {},
-        "poll": unfinished,
+        # Not while an approval waits: a refresh would wipe a comment being typed.
+        "poll": unfinished and not approvals,
         "poll_seconds": POLL_SECONDS,
         "can_cancel": unfinished,
         "can_retry": execution.status in (ExecutionStatus.FAILED, ExecutionStatus.CANCELLED),
-        # APPROVAL (DESIGN §8, a later issue) adds a WAITING status; its steps get approve/reject here.
-        "waiting_steps": [s for s in steps if s.status == getattr(StepExecutionStatus, "WAITING", None)],
+        "waiting_steps": [s for s in steps if s.status == StepExecutionStatus.WAITING],
+        "approvals": approvals,
         "invocation": run_selectors.execution_invocation(execution),
         "trigger": trigger,
         "retries": run_selectors.execution_retries(execution),
-        "is_owner": execution.workflow.owner_id == request.user.pk,
+        "children": run_selectors.execution_children(execution),
+        "is_owner": is_owner,
         "now": timezone.now(),
+    }
+
+
+def _approval_view(request: HttpRequest, step: WorkflowStepExecution, is_owner: bool) -> dict[str, Any]:
+    output = step.output if isinstance(step.output, dict) else {}
+    return {
+        "step": step,
+        "message": output.get("message") or "",
+        "form": ApprovalDecisionForm(fields=output.get("form") or [], prefix=step.step_name),
+        "expires_at": step.available_at,
+        # The owner decides, and only they see the one-use link (staff viewing: neither).
+        "link": approval_services.approval_url(step, base_url=request.build_absolute_uri("/")) if is_owner else None,
     }
 
 
@@ -163,8 +181,9 @@ def execution_live_partial(request: HttpRequest, id: str) -> HttpResponse:
     """The page's inner part, for htmx to swap in place while the run is unfinished. Once
     the run has ended the answer is a 286 (htmx's "stop polling"), with the final state."""
     execution = _execution_or_404(request, id)
-    response = render(request, "executions/partials/_live.html", _page_context(request, execution))
-    if execution.status in ExecutionStatus.finished():
+    context = _page_context(request, execution)
+    response = render(request, "executions/partials/_live.html", context)
+    if execution.status in ExecutionStatus.finished() or context["approvals"]:
         response.status_code = HTMX_STOP_POLLING
     return response
 
@@ -195,3 +214,53 @@ def execution_retry(request: HttpRequest, id: str) -> HttpResponse:
     messages.success(request, f"Retry started{f' from step {resume}' if resume else ''}; "
                               "steps that had completed keep their outputs.")
     return redirect(execution_path(retry.pk))
+
+
+def _decide(request: HttpRequest, id: str, *, approved: bool) -> HttpResponse:
+    execution = _execution_or_404(request, id)
+    if execution.workflow.owner_id != request.user.pk:
+        raise Http404("Only the run's owner decides its approvals.")
+    step = request.POST.get("step") or None
+    try:
+        waiting = approval_services.waiting_approval(execution=execution, step=step)
+        output = waiting.output if isinstance(waiting.output, dict) else {}
+        form = ApprovalDecisionForm(request.POST, fields=output.get("form") or [], prefix=waiting.step_name)
+        approval_services.approval_decide(
+            execution=execution, approved=approved, decided_by=request.user.get_username(),
+            step=waiting.step_name, comment=form.comment_text(), data=form.data_values())
+    except ApplicationError as exc:
+        errors = (exc.extra or {}).get("errors") or {}
+        detail = "; ".join(f"{k.removeprefix('data.')}: {', '.join(v)}" for k, v in errors.items())
+        messages.error(request, f"Not {'approved' if approved else 'rejected'}: {exc.message if not detail else detail}")
+    else:
+        messages.success(request, f"Step {waiting.step_name} {'approved' if approved else 'rejected'}; the run goes on.")
+    return redirect(execution_path(execution.pk))
+
+
+@login_required
+@require_POST
+def execution_approve(request: HttpRequest, id: str) -> HttpResponse:
+    return _decide(request, id, approved=True)
+
+
+@login_required
+@require_POST
+def execution_reject(request: HttpRequest, id: str) -> HttpResponse:
+    return _decide(request, id, approved=False)
+
+
+@login_required
+@require_GET
+def awaiting_approval_page(request: HttpRequest) -> HttpResponse:
+    """The user's approvals waiting for a decision, oldest first (staff: everyone's)."""
+    page = Paginator(run_selectors.approvals_awaiting(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "executions/awaiting.html", {"page": page, "steps": page.object_list,
+                                                        "show_owner": request.user.is_staff})
+
+
+@require_GET
+def approval_link_page(request: HttpRequest) -> HttpResponse:
+    """The page a signed approval link opens, for people without an account. The token is
+    in the URL's fragment, which never reaches the server: the page's script posts it to
+    /api/approvals/ (see services/approvals.py)."""
+    return render(request, "executions/approval_link.html", {})

@@ -42,6 +42,60 @@ class ExecutionFilterForm(forms.Form):
         return {name: data.get(name) for name in self.fields if name not in self.errors and data.get(name)}
 
 
+class ApprovalDecisionForm(forms.Form):
+    """An approval's comment and its ``form`` fields, as the browser sends them. Values are
+    turned into their JSON types here; ``approval_decide`` validates them against the form."""
+
+    comment = forms.CharField(required=False, max_length=10_000, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def __init__(self, *args: Any, fields: list[dict[str, Any]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spec = [f for f in fields if isinstance(f, dict) and isinstance(f.get("name"), str)]
+        for field in self.spec:
+            kind, required = field.get("type", "STRING"), bool(field.get("required", True))
+            label = field["name"] + ("" if required else " (optional)")
+            if kind == "BOOLEAN":
+                self.fields[f"data_{field['name']}"] = forms.BooleanField(required=False, label=field["name"])
+            elif kind == "JSON":
+                self.fields[f"data_{field['name']}"] = forms.CharField(
+                    required=False, label=label, widget=forms.Textarea(attrs={"rows": 2, "class": "mono"}))
+            else:
+                self.fields[f"data_{field['name']}"] = forms.CharField(
+                    required=False, label=label,
+                    widget=forms.NumberInput(attrs={"step": "any"}) if kind == "NUMBER" else forms.TextInput())
+
+    def comment_text(self) -> str:
+        return (self.data.get(self.add_prefix("comment")) or "").strip()
+
+    def data_values(self) -> dict[str, Any]:
+        """Typed values of the fields filled in (left-out ones absent, so required ones are named)."""
+        values: dict[str, Any] = {}
+        for field in self.spec:
+            name, kind = field["name"], field.get("type", "STRING")
+            raw = self.data.get(self.add_prefix(f"data_{name}"))
+            if kind == "BOOLEAN":
+                values[name] = raw in ("on", "true", "1")
+                continue
+            if raw in (None, ""):
+                continue
+            values[name] = _typed(raw, kind)
+        return values
+
+
+def _typed(raw: str, kind: str) -> Any:
+    """A typed-in value as JSON would carry it; left as text when it does not parse, so the
+    service names the field ("must be a number, got a string")."""
+    try:
+        if kind == "NUMBER":
+            number = float(raw)
+            return int(number) if number.is_integer() and "." not in raw and "e" not in raw.lower() else number
+        if kind == "JSON":
+            return json.loads(raw)
+    except ValueError:
+        return raw
+    return raw
+
+
 class ModelConfigField(forms.CharField):
     """A JSON object typed into a textarea (``{"provider": "echo", "model": "echo"}``)."""
 

@@ -108,6 +108,16 @@ def _send_start(execution_id: uuid.UUID) -> None:
     batcher.add(execution_id)
 
 
+def enqueue_wait_timer(step_execution_id: uuid.UUID, *, countdown: float) -> None:
+    """Wake a WAITING step when its time comes, once this transaction commits. Only waits
+    ending within ``MAX_BACKOFF_SECONDS`` are sent (longer countdowns would outlive the
+    broker's visibility timeout); the reaper sends the others when they are near, and
+    resumes any whose message was lost. The database's due time is the truth."""
+    if countdown > float(settings.PROMPTPILOT["MAX_BACKOFF_SECONDS"]):
+        return
+    transaction.on_commit(lambda: _send(task_names.RESUME_WAIT, [str(step_execution_id)], countdown=countdown))
+
+
 def enqueue_step(step_execution_id: uuid.UUID, attempt: int, *, countdown: float = 0) -> None:
     """Ask a worker to run one attempt of one step, once this transaction commits (or
     keep it for the running task's continuation, when it has one and the step is due now)."""

@@ -63,6 +63,8 @@ def execution_start(
     retry_of: WorkflowExecution | None = None,
     along: Callable[[WorkflowExecution], Sequence[models.Model]] | None = None,
     guard: WorkflowGuard | None = None,
+    parent_execution: WorkflowExecution | None = None,
+    parent_step: WorkflowStepExecution | None = None,
 ) -> WorkflowExecution:
     """Validate inputs, create a PENDING execution pinned to the current version and
     enqueue it after commit. Raises InputValidationFailed (400) / WorkflowInactive (409).
@@ -75,7 +77,8 @@ def execution_start(
     reused steps) written in the same statement as the execution, so they commit together
     or not at all. ``guard``: the database re-checks what the caller read from a cache
     (see WorkflowGuard); a broken connection is then closed and raised, for the caller to
-    go its full way. Every execution is created here, whatever started it.
+    go its full way. ``parent_execution`` / ``parent_step``: the run and the WORKFLOW step
+    that start this one as their child. Every execution is created here, whatever started it.
     """
     if idempotency_key:
         existing = WorkflowExecution.objects.filter(workflow=workflow, idempotency_key=idempotency_key).first()
@@ -109,6 +112,8 @@ def execution_start(
         idempotency_key=idempotency_key or None,
         started_by=started_by,
         retry_of=retry_of,
+        parent_execution=parent_execution,
+        parent_step=parent_step,
         enqueued_at=timezone.now(),
     )
     if version is not None:

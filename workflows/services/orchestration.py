@@ -193,6 +193,29 @@ def _render_deadline(claimed: Claimed, step, definition) -> float:
     return deadline
 
 
+# --- waits --------------------------------------------------------------------------
+
+
+def wait_timer_fire(*, step_execution_id: uuid.UUID | str) -> str:
+    """A wait's time has come (its countdown message, or the reaper): resume it with the
+    timer decision. "resumed"; "early" (the message came before the due time the database
+    holds, e.g. clock skew: sent again for the rest); "not-waiting" (decided, cancelled,
+    already resumed: a duplicate is a no-op)."""
+    from django.utils import timezone
+
+    from ..models import StepExecutionStatus, WorkflowStepExecution
+    from .dispatch import enqueue_wait_timer
+
+    if transitions.step_resume(step_execution_id=step_execution_id, decision={"timer": True}) is not None:
+        return "resumed"
+    due = (WorkflowStepExecution.objects.filter(pk=step_execution_id, status=StepExecutionStatus.WAITING)
+           .values_list("available_at", flat=True).first())
+    if due is None:
+        return "not-waiting"
+    enqueue_wait_timer(step_execution_id, countdown=max((due - timezone.now()).total_seconds(), 0.1))
+    return "early"
+
+
 def _adapter_for_call(name: str):
     """The adapter a step is about to call: ``registry.get_adapter`` wrapped in the
     provider's shared rate limit (reading both may query the database). The call itself

@@ -30,7 +30,7 @@ from providers.types import ModelRequest, ModelResponse, TokenUsage
 
 from ..engine.errors import InputValidationError
 from ..engine.inputs import sample_inputs, validate_inputs
-from ..engine.runner import context_entry, first_step, next_transition, run_step
+from ..engine.runner import answer_in_process, context_entry, first_step, next_transition, run_step, run_workflow
 from ..engine.steps.http import DRY_RUN, HTTP_POLICY
 from ..engine.types import COMPLETED, FAILED, RunContext, StepDefinition, StepResult, WorkflowDefinition
 from ..errors import InputValidationFailed
@@ -173,8 +173,10 @@ def _past_input(*, user, workflow: Workflow, execution_id: Any) -> dict[str, Any
     return dict(execution.input or {})
 
 
-def _check_step_names(definition: WorkflowDefinition, until: str | None, steps_output: dict[str, Any]) -> None:
+def _check_step_names(definition: WorkflowDefinition, until: str | None, steps_output: dict[str, Any],
+                      approvals: dict[str, Any] | None = None) -> None:
     names = [step.name for step in definition.steps]
+    approval_names = [step.name for step in definition.steps if step.type == "APPROVAL"]
     errors: dict[str, list[str]] = {}
     known = ", ".join(names) or "none"
     if until is not None and until not in names:
@@ -183,6 +185,10 @@ def _check_step_names(definition: WorkflowDefinition, until: str | None, steps_o
     if unknown:
         errors["steps_output"] = [f'{", ".join(json.dumps(n) for n in unknown)} not a step of this workflow '
                                   f"(steps: {known})."]
+    not_approvals = [name for name in approvals or {} if name not in approval_names]
+    if not_approvals:
+        errors["approvals"] = [f'{", ".join(json.dumps(n) for n in not_approvals)} not an APPROVAL step of this '
+                               f'workflow (APPROVAL steps: {", ".join(approval_names) or "none"}).']
     if errors:
         field, messages = next(iter(errors.items()))
         raise ValidationFailed(f"The preview options are invalid: {field}: {messages[0]}", {"errors": errors})
@@ -216,7 +222,8 @@ class _Ran:
 
 
 def _run(definition: WorkflowDefinition, context: RunContext, *, providers: Callable[[str], Any], dry_run: bool,
-         until: str | None, steps_output: dict[str, Any], limits: dict[str, Any]) -> tuple[list[_Ran], str, Any]:
+         until: str | None, steps_output: dict[str, Any], limits: dict[str, Any],
+         approvals: dict[str, Any], children=None) -> tuple[list[_Ran], str, Any]:
     ran: list[_Ran] = []
     status, output = COMPLETED, None
     step = first_step(definition)
@@ -228,7 +235,8 @@ def _run(definition: WorkflowDefinition, context: RunContext, *, providers: Call
             # A dry run's answer is a placeholder, so output_format "json" and output_schema are not checked.
             runnable = dataclasses.replace(step, config=_unchecked(step.config)) if dry and step.type == "PROMPT" else step
             started = time.monotonic()
-            result = run_step(runnable, context, providers=providers, limits=limits)
+            result = answer_in_process(step, run_step(runnable, context, providers=providers, limits=limits), approvals,
+                                       children)
             ms, shown = int((time.monotonic() - started) * 1000), result.status
             if dry and step.config.get("output_schema") is not None:
                 result.warnings.append("Dry run: the output is a placeholder, so output_schema was not checked.")
@@ -276,6 +284,29 @@ def _unchecked(config: dict[str, Any]) -> dict[str, Any]:
     return {**{key: value for key, value in config.items() if key != "output_schema"}, "output_format": "text"}
 
 
+def _child_runner(*, owner_id: int, providers: Callable[[str], Any], limits: dict[str, Any],
+                  approvals: dict[str, Any], depth: int = 1):
+    """WORKFLOW steps in a preview: the child workflow (same owner, within the depth
+    limit) runs in-process too, through ``run_workflow``, persisting nothing."""
+
+    def run_child(child: dict[str, Any]) -> dict[str, Any]:
+        workflow = Workflow.objects.filter(pk=child.get("workflow"), owner_id=owner_id).first()
+        limit = int(settings.PROMPTPILOT["WORKFLOW_MAX_DEPTH"])
+        if workflow is None or depth > limit:
+            message = (f"Workflow {child.get('workflow')} is not one of the owner's workflows." if workflow is None
+                       else f"Too deeply nested: PROMPTPILOT_WORKFLOW_MAX_DEPTH is {limit}.")
+            return {"execution": None, "status": FAILED, "output": None,
+                    "error": {"type": "ConfigError", "message": message}}
+        definition = WorkflowDefinition.from_dict(workflow_definition_snapshot(workflow=workflow))
+        ran = run_workflow(definition, child.get("input") or {}, providers=providers, limits=limits,
+                           approvals=approvals, children=_child_runner(owner_id=owner_id, providers=providers,
+                                                                       limits=limits, approvals=approvals,
+                                                                       depth=depth + 1))
+        return {"execution": None, "status": ran.status, "output": ran.output, "error": ran.error}
+
+    return run_child
+
+
 def _step_estimated(entry: _Ran) -> bool:
     if entry.dry_run:
         return True
@@ -290,17 +321,20 @@ def workflow_preview(*, workflow: Workflow, user=None, inputs: dict[str, Any] | 
                      use_sample_data: bool = False, trigger: dict[str, Any] | None = None,
                      dry_run_models: bool = False, until: str | None = None,
                      steps_output: dict[str, Any] | None = None, from_execution: Any = None,
+                     approvals: dict[str, bool] | None = None,
                      providers: Callable[[str], Any] | None = None) -> dict[str, Any]:
     """Run the saved definition in-process and persist nothing (DESIGN §6 shape).
 
     ``user``: whose past runs ``from_execution`` may name (default: the owner).
+    ``approvals``: ``{"<APPROVAL step>": true | false}`` answers approvals (default: approved,
+    with a warning); DELAY steps are skipped with a warning (DESIGN §8).
     Raises ``InputValidationFailed`` for invalid input, ``ValidationFailed`` for an
     ``until`` / ``steps_output`` naming no step, ``NotFound`` for another user's run.
     """
     started = time.monotonic()
     snapshot, definition = _saved_definition(workflow)
     steps_output = dict(steps_output or {})
-    _check_step_names(definition, until, steps_output)
+    _check_step_names(definition, until, steps_output, approvals)
     warnings: list[str] = []
     past = _past_input(user=user or workflow.owner, workflow=workflow, execution_id=from_execution) \
         if from_execution is not None else None
@@ -317,8 +351,11 @@ def workflow_preview(*, workflow: Workflow, user=None, inputs: dict[str, Any] | 
         DRY_RUN: dry_run_models,  # HTTP steps send nothing in a dry run
     }
     resolver = _dry_run_resolver if dry_run_models else (providers or limited_adapter)  # shared rate limits apply
+    children = _child_runner(owner_id=workflow.owner_id, providers=resolver, limits=limits,
+                             approvals=dict(approvals or {}))
     ran, status, output = _run(definition, context, providers=resolver, dry_run=dry_run_models, until=until,
-                               steps_output=steps_output, limits=limits)
+                               steps_output=steps_output, limits=limits, approvals=dict(approvals or {}),
+                               children=children)
 
     steps, costs, used = [], [], TokenUsage()
     for entry in ran:

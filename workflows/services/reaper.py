@@ -1,8 +1,11 @@
 """The reaper: a periodic sweep (django-celery-beat) that makes the database the guarantee.
 
 It re-sends work whose broker message was lost, re-runs steps whose worker vanished
-(lease expired), fails poison steps after MAX_LOST_ATTEMPTS as ``WorkerLost`` and fails
-runs past their deadline as ``Timeout``. Safe to run from several beat processes at
+(lease expired), fails poison steps after MAX_LOST_ATTEMPTS as ``WorkerLost``, fails
+runs past their deadline (waiting ones too) as ``Timeout``, sends the timer of waits
+that end before its next sweep (when the park could not: longer than a countdown may
+be), resumes due waits whose timer message was lost, and parents whose child run ended
+without resuming them. Safe to run from several beat processes at
 once: every row it touches is locked with SKIP LOCKED and re-checked.
 """
 from __future__ import annotations
@@ -13,13 +16,15 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from promptpilot.common import metrics
 
 from ..models import ExecutionStatus, StepExecutionStatus, WorkflowExecution, WorkflowStepExecution
-from .dispatch import enqueue_execution, enqueue_step
-from .transitions import execution_time_out, step_lease_expire
+from .dispatch import enqueue_execution, enqueue_step, enqueue_wait_timer
+from .orchestration import wait_timer_fire
+from .transitions import child_finished, execution_time_out, step_lease_expire
 
 logger = logging.getLogger(__name__)
 BATCH = 200
@@ -32,6 +37,9 @@ class SweepReport:
     steps_resent: int = 0
     executions_resent: int = 0
     timed_out: int = 0
+    timers_sent: int = 0
+    waits_resumed: int = 0
+    parents_resumed: int = 0
 
 
 def reaper_sweep() -> SweepReport:
@@ -40,6 +48,9 @@ def reaper_sweep() -> SweepReport:
     _resend_stale_steps(report)
     _resend_stale_pending_executions(report)
     _time_out_overdue_runs(report)
+    _send_timers_due_soon(report)
+    _resume_overdue_waits(report)
+    _resume_parents_of_finished_children(report)
     done = {action: count for action, count in vars(report).items() if count}
     for action, count in done.items():
         metrics.REAPER_RECOVERIES.labels(action).inc(count)
@@ -103,9 +114,57 @@ def _time_out_overdue_runs(report: SweepReport) -> None:
     now = timezone.now()
     with transaction.atomic():
         overdue = _locked(
-            WorkflowExecution.objects.filter(status=ExecutionStatus.RUNNING, deadline_at__lt=now)
+            WorkflowExecution.objects.filter(status__in=[ExecutionStatus.RUNNING, ExecutionStatus.WAITING],
+                                             deadline_at__lt=now)
         )[:BATCH]
         for execution in overdue:
             report.timed_out += 1
-            running = execution.step_executions.filter(status=StepExecutionStatus.RUNNING).first()
+            running = execution.step_executions.filter(
+                status__in=[StepExecutionStatus.RUNNING, StepExecutionStatus.WAITING]).first()
             execution_time_out(execution=execution, running_step=running)
+
+
+def _send_timers_due_soon(report: SweepReport) -> None:
+    """Waits ending before the next sweep whose park sent no countdown (it would have been
+    longer than MAX_BACKOFF_SECONDS): send it now, for the rest of the wait."""
+    now = timezone.now()
+    conf = settings.PROMPTPILOT
+    soon = now + timedelta(seconds=conf["REAPER_INTERVAL_SECONDS"])
+    longer_than_countdown = F("started_at") + timedelta(seconds=conf["MAX_BACKOFF_SECONDS"])
+    due = (WorkflowStepExecution.objects.filter(status=StepExecutionStatus.WAITING, available_at__gt=now,
+                                                available_at__lte=soon)
+           .filter(available_at__gt=longer_than_countdown))
+    for step_execution_id, available_at in due.order_by("available_at").values_list("pk", "available_at")[:BATCH]:
+        report.timers_sent += 1
+        enqueue_wait_timer(step_execution_id, countdown=max((available_at - now).total_seconds(), 0))
+
+
+def _resume_overdue_waits(report: SweepReport) -> None:
+    """Waits whose time passed more than the grace ago and are still WAITING: their timer
+    message was lost (or never sent). Each resume is fenced: one racing the message is a no-op."""
+    grace = timedelta(seconds=settings.PROMPTPILOT["ENQUEUE_GRACE_SECONDS"])
+    overdue = (WorkflowStepExecution.objects.filter(status=StepExecutionStatus.WAITING,
+                                                    available_at__lt=timezone.now() - grace)
+               .order_by("available_at").values_list("pk", flat=True)[:BATCH])
+    for step_execution_id in list(overdue):
+        try:
+            if wait_timer_fire(step_execution_id=step_execution_id) == "resumed":
+                report.waits_resumed += 1
+        except Exception:  # one broken run must not stop the sweep
+            logger.exception("reaper.resume_failed", extra={"step_execution_id": str(step_execution_id)})
+
+
+def _resume_parents_of_finished_children(report: SweepReport) -> None:
+    """Child runs that ended more than the grace ago while their parent's WORKFLOW step
+    still waits: the resume after the child's commit was lost (a crash, a deadlock)."""
+    grace = timedelta(seconds=settings.PROMPTPILOT["ENQUEUE_GRACE_SECONDS"])
+    ended = (WorkflowExecution.objects.filter(parent_step__status=StepExecutionStatus.WAITING,
+                                              status__in=ExecutionStatus.finished(),
+                                              completed_at__lt=timezone.now() - grace)
+             .order_by("completed_at").values_list("pk", flat=True)[:BATCH])
+    for execution_id in list(ended):
+        try:
+            if child_finished(execution_id=execution_id) is not None:
+                report.parents_resumed += 1
+        except Exception:
+            logger.exception("reaper.parent_resume_failed", extra={"execution_id": str(execution_id)})

@@ -21,7 +21,8 @@ from .definitions import workflow_definition_snapshot, workflow_version_create
 
 logger = logging.getLogger(__name__)
 
-WORKFLOW_FIELDS = ("name", "description", "is_active", "max_concurrent_executions", "timeout_seconds")
+WORKFLOW_FIELDS = ("name", "description", "is_active", "max_concurrent_executions", "concurrency_counts_waiting",
+                   "timeout_seconds")
 PROMPT_FIELDS = ("name", "template", "system", "model_config")
 
 
@@ -155,6 +156,7 @@ def _definition_check(*, owner, steps: list[dict[str, Any]],
     """Every error and warning of normalised rows; and the prompts the steps link to."""
     prompt_errors: dict[str, list[str]] = {}
     prompts = _resolve_prompts(owner=owner, steps=steps, errors=prompt_errors)
+    _child_workflow_errors(owner=owner, steps=steps, errors=prompt_errors)
     engine_steps = []
     for step in steps:
         pid = _prompt_id(step["prompt"])
@@ -169,6 +171,17 @@ def _definition_check(*, owner, steps: list[dict[str, Any]],
             for message in messages:
                 check.add_error(path, message)
     return check, prompts
+
+
+def _child_workflow_errors(*, owner, steps: list[dict[str, Any]], errors: dict[str, list[str]]) -> None:
+    """WORKFLOW steps may only start workflows of the same owner (checked again at run time)."""
+    wanted = {index: (step.get("config") or {}).get("workflow") for index, step in enumerate(steps)
+              if step.get("type") == "WORKFLOW" and isinstance(step.get("config"), dict)}
+    ids = [v for v in wanted.values() if isinstance(v, int) and not isinstance(v, bool)]
+    mine = set(Workflow.objects.filter(owner=owner, pk__in=ids).values_list("pk", flat=True)) if ids else set()
+    for index, workflow_id in wanted.items():
+        if isinstance(workflow_id, int) and not isinstance(workflow_id, bool) and workflow_id not in mine:
+            _add(errors, f"steps[{index}].config.workflow", f"Workflow {workflow_id} is not one of your workflows.")
 
 
 def _check_definition(*, owner, steps: list[dict[str, Any]],

@@ -96,7 +96,7 @@ def test_detail_carries_metrics_and_recent_invocations(api, manual):
     body = api.get(f"/api/triggers/{manual.pk}").json()
     metrics = body["metrics"]
     assert metrics["executions_total"] == 2 and metrics["by_status"]["PENDING"] == 2
-    assert set(metrics["by_status"]) == {"PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"}
+    assert set(metrics["by_status"]) == {"PENDING", "RUNNING", "WAITING", "COMPLETED", "FAILED", "CANCELLED"}
     assert metrics["success_rate"] is None and metrics["last_execution"]["status"] == "PENDING"
     assert len(body["recent_invocations"]) == 2
     assert body["recent_invocations"][0]["status"] == "ACCEPTED"

@@ -40,7 +40,8 @@ def test_metrics_with_a_mix_of_statuses(manual, django_assert_max_num_queries):
         metrics = trigger_metrics(trigger=manual)
 
     assert metrics["executions_total"] == 7
-    assert metrics["by_status"] == {"PENDING": 1, "RUNNING": 1, "COMPLETED": 3, "FAILED": 1, "CANCELLED": 1}
+    assert metrics["by_status"] == {"PENDING": 1, "RUNNING": 1, "WAITING": 0, "COMPLETED": 3, "FAILED": 1,
+                                    "CANCELLED": 1}
     assert metrics["success_rate"] == 0.6  # 3 completed of 5 finished
     assert metrics["avg_duration_ms"] == pytest.approx(3000, abs=5)  # (1 + 3 + 2 + 6) / 4 s
     assert metrics["last_execution"]["id"] == latest.pk
@@ -50,7 +51,7 @@ def test_metrics_with_a_mix_of_statuses(manual, django_assert_max_num_queries):
 def test_metrics_without_runs(manual):
     assert trigger_metrics(trigger=manual) == {
         "executions_total": 0,
-        "by_status": {"PENDING": 0, "RUNNING": 0, "COMPLETED": 0, "FAILED": 0, "CANCELLED": 0},
+        "by_status": {"PENDING": 0, "RUNNING": 0, "WAITING": 0, "COMPLETED": 0, "FAILED": 0, "CANCELLED": 0},
         "success_rate": None,
         "avg_duration_ms": None,
         "last_execution": None,

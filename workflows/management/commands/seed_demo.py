@@ -1,4 +1,5 @@
-"""``manage.py seed_demo``: the demo user, a demo prompt and a demo workflow.
+"""``manage.py seed_demo``: the demo user, a demo prompt, the demo workflow and a demo
+workflow that waits for an approval.
 
 Idempotent: a second run reuses what exists (and keeps the demo user's password
 unless PROMPTPILOT_DEMO_PASSWORD is set), so ``make run`` can call it every time.
@@ -19,6 +20,7 @@ from workflows.services.definitions import workflow_version_create
 DEMO_USERNAME = "demo"
 DEMO_PROMPT_NAME = "Demo: short summary"
 DEMO_WORKFLOW_NAME = "Demo: summarise and classify"
+APPROVAL_WORKFLOW_NAME = "Demo: approve before publishing"
 ECHO_MODEL = {"provider": "echo", "model": "echo"}
 
 DEMO_VARIABLES: list[dict[str, Any]] = [
@@ -82,6 +84,44 @@ DEMO_STEPS: list[dict[str, Any]] = [
 ]
 
 
+# A run of this one stops WAITING at "review" until its owner approves or rejects it (the
+# execution page, POST /api/executions/{id}/approve, or the one-use link); a rejection ends it.
+APPROVAL_STEPS: list[dict[str, Any]] = [
+    {
+        "name": "draft",
+        "order": 1,
+        "type": StepType.PROMPT,
+        "config": {"template": "Announce {{ input.topic }} to {{ input.audience }} in two sentences.",
+                   "model": ECHO_MODEL, "output_format": "text"},
+    },
+    {
+        "name": "review",
+        "order": 2,
+        "type": StepType.APPROVAL,
+        "config": {
+            "message": "Publish this announcement?\n\n{{ steps.draft.output }}",
+            "form": [{"name": "channel", "type": "STRING", "required": False}],
+            "timeout_seconds": 86400,
+            "on_timeout": "reject",
+        },
+    },
+    {
+        "name": "approved",
+        "order": 3,
+        "type": StepType.CONDITION,
+        "config": {"expression": "steps.review.output.approved", "if_true": "continue", "if_false": "stop"},
+    },
+    {
+        "name": "publish",
+        "order": 4,
+        "type": StepType.TRANSFORM,
+        "config": {"template": "Published on {{ steps.review.output.data.channel or 'the blog' }} "
+                               "(approved by {{ steps.review.output.decided_by }}): {{ steps.draft.output }}",
+                   "output_format": "text"},
+    },
+]
+
+
 class Command(BaseCommand):
     help = "Create the demo user, a demo prompt and the demo workflow (safe to run again)."
 
@@ -96,6 +136,8 @@ class Command(BaseCommand):
             self._demo_prompt(user)
             workflow, created = self._demo_workflow(user)
             version = workflow_version_create(workflow=workflow, user=user, note="seeded by seed_demo")
+            approval, approval_created = self._approval_workflow(user)
+            workflow_version_create(workflow=approval, user=user, note="seeded by seed_demo")
 
         self.stdout.write(self.style.SUCCESS(f"Demo user: {DEMO_USERNAME} ({password_note})"))
         if password:
@@ -104,6 +146,10 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(f'Demo workflow "{workflow.name}" {verb}: id {workflow.id}, version {version.number}')
         )
+        verb = "created" if approval_created else "already there"
+        self.stdout.write(self.style.SUCCESS(
+            f'Demo workflow "{approval.name}" {verb}: id {approval.id}; its runs wait for you at '
+            f"{base_url.rstrip('/')}/executions/awaiting-approval/"))
         self.stdout.write(f"Admin: {base_url.rstrip('/')}/admin/ (log in as {DEMO_USERNAME})")
         self.stdout.write(self._curl_hint(base_url.rstrip("/"), workflow.id, password))
 
@@ -156,6 +202,20 @@ class Command(BaseCommand):
         for variable in DEMO_VARIABLES:
             WorkflowVariable.objects.create(workflow=workflow, **variable)
         for step in DEMO_STEPS:
+            WorkflowStep.objects.create(workflow=workflow, **step)
+        return workflow, True
+
+    def _approval_workflow(self, user) -> tuple[Workflow, bool]:
+        workflow = Workflow.objects.filter(owner=user, name=APPROVAL_WORKFLOW_NAME).order_by("id").first()
+        if workflow is not None:
+            return workflow, False
+        workflow = Workflow.objects.create(
+            owner=user, name=APPROVAL_WORKFLOW_NAME,
+            description="Drafts an announcement, then waits (holding no worker) until you approve or reject it.",
+        )
+        for variable in DEMO_VARIABLES:
+            WorkflowVariable.objects.create(workflow=workflow, **variable)
+        for step in APPROVAL_STEPS:
             WorkflowStep.objects.create(workflow=workflow, **step)
         return workflow, True
 

@@ -3,7 +3,8 @@
 Creating an execution is ``executions.execution_start``'s (every trigger goes through
 it); every later change is here: a run's admission (``execution_begin``,
 ``workflow_admit_pending``), an attempt's claim (``step_claim``) and checkpoint
-(``step_checkpoint``: completed, failed, retried, skipped, fenced off), a lost worker's
+(``step_checkpoint``: completed, failed, retried, skipped, parked WAITING, fenced off),
+a wait's end (``step_resume``: a decision or a timer), a lost worker's
 attempt (``step_lease_expire``), and a run's end (``execution_fail``,
 ``execution_time_out``, ``execution_cancel``). Each function decides, writes (in one
 transaction that locks the rows it changes) and logs the event; the orchestration
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -49,15 +51,15 @@ from ...models import (
     WorkflowStepExecution,
     WorkflowVersion,
 )
-from ...signals import execution_finished
-from ..dispatch import enqueue_step
+from ...signals import execution_finished, execution_waiting
+from ..dispatch import enqueue_step, enqueue_wait_timer
 from . import _postgres
 from .types import Checkpointed, Claimed
 
 __all__ = [
     "Checkpointed", "Claimed", "error_payload", "execution_begin", "execution_cancel", "execution_fail",
     "execution_time_out", "fast_statements", "step_checkpoint", "step_claim", "step_lease_expire",
-    "version_snapshot", "workflow_admit_pending",
+    "step_resume", "version_snapshot", "workflow_admit_pending", "WAITING_OCCUPIES_SLOT",
 ]
 
 logger = logging.getLogger(__name__)
@@ -128,6 +130,9 @@ def execution_begin(*, execution_id: uuid.UUID | str, worker: str, claim_first: 
     return None
 
 
+WAITING_OCCUPIES_SLOT = {True: [ExecutionStatus.WAITING], False: []}
+
+
 def workflow_admit_pending(*, workflow_id: int) -> int:
     """Admit the oldest PENDING runs of a capped workflow while slots are free."""
     with transaction.atomic():
@@ -138,9 +143,9 @@ def workflow_admit_pending(*, workflow_id: int) -> int:
             workflow_id=workflow_id, status=ExecutionStatus.PENDING
         ).order_by("created_at")
         if workflow.max_concurrent_executions:
-            running = WorkflowExecution.objects.filter(
-                workflow_id=workflow_id, status=ExecutionStatus.RUNNING
-            ).count()
+            # WAITING runs hold no worker: they take a slot only when the workflow says so.
+            occupying = [ExecutionStatus.RUNNING, *WAITING_OCCUPIES_SLOT[workflow.concurrency_counts_waiting]]
+            running = WorkflowExecution.objects.filter(workflow_id=workflow_id, status__in=occupying).count()
             free = workflow.max_concurrent_executions - running
             if free <= 0:
                 return 0
@@ -276,7 +281,8 @@ def step_checkpoint(*, claimed: Claimed, result: StepResult, worker: str, claim_
         if done is not None:
             _step_ended(step, result, done.outcome)
             if done.finished:
-                _after_finish(claimed.execution_id, claimed.workflow_id, ExecutionStatus.COMPLETED, capped=done.capped)
+                _after_finish(claimed.execution_id, claimed.workflow_id, ExecutionStatus.COMPLETED, capped=done.capped,
+                              child=claimed.context.trigger.get("type") == "WORKFLOW")
             return done
     # Anything but a COMPLETED step going on, or no fast statements.
     outcome = _checkpoint(claimed.step_execution_id, claimed.attempt, step, definition, result, worker=worker, now=now)
@@ -321,8 +327,13 @@ def _checkpoint(step_execution_id, attempt: int, step: StepDefinition, definitio
             return "rejected"
 
         waiting_for_slot = step_execution.error  # a deferred step's wait so far (slot_deferral)
+        if result.child is not None:
+            result = _start_child(execution, step_execution, step, result)
         _record_attempt(step_execution, result)
         _add_tokens(execution, result)  # every attempt's model calls count, retried ones too
+        if result.status == runner.WAITING:
+            _park(execution, step_execution, result, now)
+            return "waiting"
         if result.status == runner.FAILED:
             deferral = slot_deferral(result, waiting_for_slot, now=now, max_wait=_conf("RATE_LIMIT_MAX_WAIT_SECONDS"))
             if deferral is not None:
@@ -356,6 +367,138 @@ def _checkpoint(step_execution_id, attempt: int, step: StepDefinition, definitio
         else:
             _finish(execution, ExecutionStatus.COMPLETED, output=result.output)
     return "checkpointed"
+
+
+def _start_child(execution: WorkflowExecution, step_execution: WorkflowStepExecution, step: StepDefinition,
+                 result: StepResult) -> StepResult:
+    """A WORKFLOW step's child run, started through ``execution_start`` in the transaction
+    that parks the step (so the child exists if and only if the parent waits for it). The
+    child must be a workflow of the same owner, within the depth limit, with valid input;
+    otherwise the step fails with the reason (and ``on_error`` applies)."""
+    from ...engine.errors import ConfigError
+    from ...engine.steps.base import failed
+    from ...errors import InputValidationFailed, WorkflowInactive
+    from ...models import TriggerType
+    from ..executions import execution_start
+
+    wanted = result.child or {}
+    owner_id = Workflow.objects.filter(pk=execution.workflow_id).values_list("owner_id", flat=True).first()
+    child_workflow = Workflow.objects.filter(pk=wanted.get("workflow"), owner_id=owner_id).first()
+    depth = int((execution.metadata or {}).get("workflow_depth") or 0) + 1
+    limit = int(_conf("WORKFLOW_MAX_DEPTH"))
+    problem = None
+    if child_workflow is None:
+        problem = f"Workflow {wanted.get('workflow')} is not one of the owner's workflows (or was deleted)."
+    elif depth > limit:
+        problem = (f"Too deeply nested: this child would be {depth} levels down and "
+                   f"PROMPTPILOT_WORKFLOW_MAX_DEPTH is {limit} (does a workflow start itself?).")
+    else:
+        try:
+            child = execution_start(
+                workflow=child_workflow, inputs=wanted.get("input") or {}, trigger_type=TriggerType.WORKFLOW,
+                started_by=execution.started_by, parent_execution=execution, parent_step=step_execution,
+                metadata={"workflow_depth": depth, "parent_execution": str(execution.id), "parent_step": step.name},
+            )
+        except (InputValidationFailed, WorkflowInactive) as exc:
+            problem = f"The child workflow {child_workflow.pk} could not start: {exc.message}"
+    if problem is not None:
+        return failed(step, ConfigError(problem, details={"workflow": wanted.get("workflow")}), input=result.input)
+    result.output = {**(result.output or {}), "execution": str(child.id)}
+    result.child = None
+    return result
+
+
+def child_finished(*, execution_id) -> WorkflowStepExecution | None:
+    """A child run ended: resume its parent's WORKFLOW step with the child's status and
+    output (fenced: a parent that no longer waits, e.g. cancelled, changes nothing). Called
+    after the child's end commits, and by the reaper for ends whose call was lost."""
+    child = (WorkflowExecution.objects.filter(pk=execution_id)
+             .values("id", "status", "output", "error", "parent_step_id").first())
+    if child is None or not child["parent_step_id"] or child["status"] not in ExecutionStatus.finished():
+        return None
+    decision = {"child": {"execution": str(child["id"]), "status": child["status"], "output": child["output"],
+                          "error": child["error"]}}
+
+    def check(row: WorkflowStepExecution, step: StepDefinition) -> None:
+        if row.step_type != "WORKFLOW":
+            raise ValueError("not a WORKFLOW step")
+
+    return step_resume(step_execution_id=child["parent_step_id"], decision=decision, check=check)
+
+
+def _park(execution: WorkflowExecution, step_execution: WorkflowStepExecution, result: StepResult,
+          now: datetime) -> None:
+    """RUNNING → WAITING for the step and its run (the caller holds both locks): the attempt
+    has ended, nothing runs, no lease is held. The database keeps when the wait ends
+    (``available_at``); a countdown message is only the fast path (``enqueue_wait_timer``,
+    for waits that end within the broker's countdown limit), the reaper the backstop."""
+    step_execution.status = StepExecutionStatus.WAITING
+    step_execution.lease_expires_at = None
+    step_execution.available_at = result.wait_until
+    step_execution.save()
+    execution.status = ExecutionStatus.WAITING
+    execution.save(update_fields=["status", "aggregate_tokens", "warnings"])
+    if result.wait_until is not None:
+        enqueue_wait_timer(step_execution.id, countdown=max((result.wait_until - now).total_seconds(), 0))
+    workflow = Workflow.objects.filter(pk=execution.workflow_id).values(
+        "max_concurrent_executions", "concurrency_counts_waiting").first() or {}
+    if workflow.get("max_concurrent_executions") and not workflow.get("concurrency_counts_waiting"):
+        transaction.on_commit(lambda: workflow_admit_pending(workflow_id=execution.workflow_id))  # a slot is free
+    step_execution_id = step_execution.id
+    transaction.on_commit(lambda: _announce_waiting(step_execution_id))
+    logger.info("step.waiting", extra={"execution_id": str(execution.id), "step_execution_id": str(step_execution.id),
+                                       "until": result.wait_until.isoformat() if result.wait_until else None})
+
+
+def _announce_waiting(step_execution_id) -> None:
+    step_execution = WorkflowStepExecution.objects.select_related("execution__workflow").filter(pk=step_execution_id).first()
+    if step_execution is not None:
+        try:
+            execution_waiting.send(sender=WorkflowExecution, execution=step_execution.execution,
+                                   step_execution=step_execution)
+        except Exception:
+            logger.exception("execution.waiting_handler_failed", extra={"step_execution_id": str(step_execution_id)})
+
+
+def step_resume(*, step_execution_id: uuid.UUID | str, decision: dict[str, Any],
+                check: Callable[[WorkflowStepExecution, StepDefinition], None] | None = None,
+                now: datetime | None = None) -> WorkflowStepExecution | None:
+    """End a wait: WAITING → the step's final result (the handler's ``resume`` given
+    ``decision``), the run RUNNING again and on to its next step (a PENDING row sent after
+    commit, re-sent by the reaper if that message is lost) or to its end, all in one
+    transaction. Fenced like a checkpoint: only while the step and its run are WAITING (a
+    late or duplicate resume, or one after cancel, changes nothing and answers None); a
+    timer (``{"timer": true}``) only once the wait's time has come. ``check(row, step)``
+    may refuse (raise) under the lock, e.g. a decision on a step that is not an approval."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        step_execution = (WorkflowStepExecution.objects.select_for_update()
+                          .filter(pk=step_execution_id).order_by("pk").first())
+        if step_execution is None or step_execution.status != StepExecutionStatus.WAITING:
+            return None
+        execution = WorkflowExecution.objects.select_for_update().get(pk=step_execution.execution_id)
+        if execution.status != ExecutionStatus.WAITING:
+            return None
+        if decision.get("timer") and (step_execution.available_at is None or step_execution.available_at > now):
+            return None  # early (clock skew) or the wait has no end of its own
+        definition = _definition(execution)
+        step = definition.step(step_execution.step_name)
+        if check is not None:
+            check(step_execution, step)
+        waited = StepResult(status=runner.WAITING, input=step_execution.input or {}, output=step_execution.output)
+        result = runner.resume_step(step, waited, decision)
+        # The resume is the step's next attempt: RUNNING under a new number, so the
+        # checkpoint's fencing applies to it as to any attempt.
+        execution.status = ExecutionStatus.RUNNING
+        execution.save(update_fields=["status"])
+        step_execution.status = StepExecutionStatus.RUNNING
+        step_execution.attempt += 1
+        step_execution.save(update_fields=["status", "attempt"])
+        _checkpoint(step_execution.id, step_execution.attempt, step, definition, result, worker="resume", now=now)
+    logger.info("step.resumed", extra={"execution_id": str(execution.id), "step_execution_id": str(step_execution_id),
+                                       "timer": bool(decision.get("timer"))})
+    step_execution.refresh_from_db()
+    return step_execution
 
 
 def _record_attempt(step_execution: WorkflowStepExecution, result: StepResult) -> None:
@@ -492,14 +635,18 @@ def _finish(execution: WorkflowExecution, status: str, *, output: Any = None, er
         execution.output = output
     execution.error = error
     execution.save()
-    _after_finish(execution.id, execution.workflow_id, status, error_type=(error or {}).get("type"))
+    _after_finish(execution.id, execution.workflow_id, status, error_type=(error or {}).get("type"),
+                  child=execution.parent_step_id is not None)
 
 
 def _after_finish(execution_id, workflow_id: int, status: str, *, capped: bool | None = None,
-                  error_type: str | None = None) -> None:
-    """Once the run's end commits: free its slot for the oldest waiting run, tell the
-    receivers; and the run's event (``execution.completed``, ``.failed``, ``.cancelled``).
-    ``capped``: whether the workflow has a cap, when the caller read it already."""
+                  error_type: str | None = None, child: bool = False) -> None:
+    """Once the run's end commits: free its slot for the oldest waiting run, resume the
+    parent of a child run, tell the receivers; and the run's event (``execution.completed``,
+    ``.failed``, ``.cancelled``). ``capped``: whether the workflow has a cap, when the
+    caller read it already."""
+    if child:
+        transaction.on_commit(lambda: _resume_parent(execution_id))
     if capped is None:
         capped = bool(Workflow.objects.filter(pk=workflow_id).values_list("max_concurrent_executions",
                                                                           flat=True).first())
@@ -520,6 +667,13 @@ def _after_finish(execution_id, workflow_id: int, status: str, *, capped: bool |
 ANNOUNCED_FIELDS = ("id", "status", "workflow_id", "trigger_id", "trigger_type", "error", "completed_at")
 
 
+def _resume_parent(execution_id) -> None:
+    try:
+        child_finished(execution_id=execution_id)
+    except Exception:  # the reaper resumes it later
+        logger.exception("execution.parent_resume_failed", extra={"execution_id": str(execution_id)})
+
+
 def _announce_finished(execution_id) -> None:
     execution = WorkflowExecution.objects.filter(pk=execution_id).only(*ANNOUNCED_FIELDS).first()
     if execution is not None:
@@ -529,9 +683,12 @@ def _announce_finished(execution_id) -> None:
             logger.exception("execution.finished_handler_failed", extra={"execution_id": str(execution_id)})
 
 
+UNFINISHED_STEP_STATUSES = (StepExecutionStatus.PENDING, StepExecutionStatus.RUNNING, StepExecutionStatus.WAITING)
+
+
 def _cancel_unfinished_steps(execution: WorkflowExecution) -> None:
     WorkflowStepExecution.objects.filter(
-        execution_id=execution.id, status__in=[StepExecutionStatus.PENDING, StepExecutionStatus.RUNNING]
+        execution_id=execution.id, status__in=UNFINISHED_STEP_STATUSES
     ).update(status=StepExecutionStatus.CANCELLED, completed_at=timezone.now(), lease_expires_at=None)
 
 
@@ -541,6 +698,7 @@ def execution_time_out(*, execution: WorkflowExecution, running_step: WorkflowSt
     timeout = _definition(execution).timeout_seconds
     step_name = running_step.step_name if running_step else None
     _cancel_unfinished_steps(execution)
+    _cancel_children(execution, None)
     _finish(
         execution,
         ExecutionStatus.FAILED,
@@ -560,22 +718,37 @@ def execution_fail(*, execution: WorkflowExecution, error: dict) -> None:
 
 
 def execution_cancel(*, execution: WorkflowExecution, user=None) -> WorkflowExecution:
-    """Cancel a PENDING or RUNNING execution: no further step starts, a late result is discarded.
+    """Cancel a PENDING, RUNNING or WAITING execution: no further step starts, a late result
+    is discarded, a wait ends (a later decision or timer is a no-op).
     Raises ExecutionFinished (409) when the run has already ended."""
     with transaction.atomic():
         locked = WorkflowExecution.objects.select_for_update().get(pk=execution.pk)
         if locked.is_finished:
             raise ExecutionFinished(
-                f"This execution already ended {locked.status}; only PENDING or RUNNING executions can be cancelled.",
+                f"This execution already ended {locked.status}; only PENDING, RUNNING or WAITING executions "
+                "can be cancelled.",
                 {"status": locked.status},
             )
         running = (
             WorkflowStepExecution.objects.filter(
-                execution=locked, status__in=[StepExecutionStatus.PENDING, StepExecutionStatus.RUNNING]
+                execution=locked, status__in=UNFINISHED_STEP_STATUSES
             ).order_by("step_order").values_list("step_name", flat=True).first()
         )
         _cancel_unfinished_steps(locked)
         who = getattr(user, "username", None) or "system"
         _finish(locked, ExecutionStatus.CANCELLED,
                 error=error_payload("Cancelled", f"Cancelled by {who}.", running, {}))
+        _cancel_children(locked, user)
     return locked
+
+
+def _cancel_children(execution: WorkflowExecution, user) -> None:
+    """Cancelling (or timing out) a parent cancels its unfinished child runs, and theirs."""
+    children = WorkflowExecution.objects.filter(
+        parent_execution_id=execution.pk,
+        status__in=[ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.WAITING])
+    for child in children.order_by("pk"):
+        try:
+            execution_cancel(execution=child, user=user)
+        except ExecutionFinished:  # it ended meanwhile
+            pass

@@ -162,7 +162,7 @@ def checkpoint(claimed: Claimed, step: StepDefinition, definition: WorkflowDefin
     ``next_claimed`` for this task to run next: the same state a claim would have written,
     without the claim's statement and commit. ``add_tokens(run, result)`` is the ORM
     path's own arithmetic, so both paths count tokens and cost alike."""
-    if result.status != COMPLETED:
+    if result.status != COMPLETED or result.child is not None:  # a WORKFLOW step starts a child: ORM path
         return None
     transition = runner.next_transition(definition, step, result)
     if transition.fail_run or transition.skipped:

@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
-from workflows.management.commands.seed_demo import DEMO_WORKFLOW_NAME
+from workflows.management.commands.seed_demo import APPROVAL_WORKFLOW_NAME, DEMO_WORKFLOW_NAME
 from workflows.models import Prompt, StepType, Workflow, WorkflowVersion
 
 pytestmark = pytest.mark.django_db
@@ -84,7 +84,8 @@ def test_seed_twice_reuses_everything_and_keeps_the_password(demo_password):
     assert User.objects.get(username="demo").check_password("first-pass-123")
     assert "existing password unchanged" in out and "Demo password:" not in out
     assert Workflow.objects.filter(name=DEMO_WORKFLOW_NAME).count() == 1
-    assert WorkflowVersion.objects.count() == 1
+    assert Workflow.objects.filter(name=APPROVAL_WORKFLOW_NAME).count() == 1
+    assert WorkflowVersion.objects.count() == 2  # one per workflow: nothing changed the second time
     assert Prompt.objects.count() == 1
 
 
@@ -95,3 +96,16 @@ def test_seed_resets_the_password_when_one_is_configured(demo_password):
     out = seed()
     assert get_user_model().objects.get(username="demo").check_password("second-pass-456")
     assert "reset" in out
+
+
+def test_seed_builds_a_demo_workflow_that_waits_for_an_approval(demo_password):
+    demo_password("demo-pass-123")
+    out = seed(base_url="http://127.0.0.1:9999")
+    workflow = Workflow.objects.get(name=APPROVAL_WORKFLOW_NAME)
+    version = workflow.versions.get()
+    assert [s["type"] for s in version.definition["steps"]] == ["PROMPT", "APPROVAL", "CONDITION", "TRANSFORM"]
+    from workflows.services.definition_check import definition_check
+
+    check = definition_check(steps=version.definition["steps"], variables=version.definition["variables"])
+    assert check.ok, check.errors
+    assert "http://127.0.0.1:9999/executions/awaiting-approval/" in out

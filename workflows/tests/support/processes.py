@@ -15,6 +15,7 @@ class ServiceProcess:
     """A child process in its own process group, with its output in a log file."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self._start = (name, argv, env, log_dir)
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("ab")
@@ -48,6 +49,19 @@ class ServiceProcess:
     def kill(self) -> None:
         self.signal_group(signal.SIGKILL)
         self.proc.wait(timeout=10)
+
+    def restart_after_kill(self, ready_log: str) -> None:
+        """SIGKILL the process and start the same command again in its place (same log file),
+        as a supervisor would; returns once the new one has logged ``ready_log``."""
+        self.kill()
+        self._log.close()
+        offset = len(self.log())
+        self.__init__(*self._start)
+        deadline = time.monotonic() + 60
+        while ready_log not in self.log()[offset:]:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} did not restart:\n{self.log()[-4000:]}")
+            time.sleep(0.1)
 
     def stop(self, grace: float = 10) -> None:
         if self.proc.poll() is None:

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workflows', '0005_http_step_and_credentials'),
+        ('workflows', '0008_step_types_http_and_waiting'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
