@@ -160,6 +160,13 @@ class TriggerInvocation(models.Model):
         ]
         indexes = [
             models.Index(fields=["trigger", "-received_at"], name="invocation_trigger_received"),
+            # The needs-attention count (every page's nav) reads only rejected, undismissed rows.
+            models.Index(fields=["-received_at"], name="invocation_needs_attention",
+                         condition=models.Q(status__in=["REJECTED", "INVALID_INPUT"],
+                                            attention_dismissed_at__isnull=True)),
+            # Deleting a user nulls their dismissals: a partial index, as few rows are dismissed.
+            models.Index(fields=["attention_dismissed_by"], name="invocation_dismissed_by",
+                         condition=models.Q(attention_dismissed_by__isnull=False)),
         ]
 
     def __str__(self) -> str:

@@ -87,6 +87,8 @@ class WorkflowExecution(models.Model):
             models.Index(fields=["trigger", "-created_at"], name="exec_trigger_created"),
             models.Index(fields=["started_by"], name="exec_started_by", condition=models.Q(started_by__isnull=False)),
             models.Index(fields=["retry_of"], name="exec_retry_of", condition=models.Q(retry_of__isnull=False)),
+            models.Index(fields=["attention_dismissed_by"], name="exec_attention_dismissed_by",
+                         condition=models.Q(attention_dismissed_by__isnull=False)),
             models.Index(fields=["parent_execution"], name="exec_parent",
                          condition=models.Q(parent_execution__isnull=False)),
             models.Index(fields=["parent_step"], name="exec_parent_step", condition=models.Q(parent_step__isnull=False)),
