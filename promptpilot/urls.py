@@ -23,6 +23,7 @@ urlpatterns = [
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
     re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/", include("workflows.api_urls")),
+    path("attention/", include("workflows.urls_attention")),
     path("executions/", include("workflows.urls_executions")),
     # Signed approval links (no account): the token rides in the fragment, see services/approvals.py.
     path("approvals/", approval_link_page, name="approval-link"),

@@ -15,7 +15,8 @@ from django.http import HttpRequest
 from django.utils.html import format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from workflows.admin import EMPTY, ReadOnlyAdminMixin, admin_link, changelist_link, counted, pretty_json
+from workflows.admin import EMPTY, ReadOnlyAdminMixin, admin_link, changelist_link, counted, dismiss_each, pretty_json
+from workflows.attention_selectors import invocations_needing_attention
 
 from .models import TriggerInvocation, WorkflowTrigger
 from .services.schedules import periodic_task_name, schedule_next_runs
@@ -80,10 +81,25 @@ class WorkflowTriggerAdmin(SecretFieldsHiddenMixin, ReadOnlyAdminMixin, admin.Mo
         return changelist_link(TriggerInvocation, counted(obj.invocations.count(), "invocation"), trigger__id__exact=obj.pk)
 
 
+class InvocationNeedsAttentionFilter(admin.SimpleListFilter):
+    """Rejected deliveries (REJECTED / INVALID_INPUT) not yet dismissed (``attention_selectors``)."""
+
+    title = "needs attention"
+    parameter_name = "attention"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("TRIGGER_REJECTED", "Rejected by a trigger")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
+        return invocations_needing_attention(queryset) if self.value() == "TRIGGER_REJECTED" else None
+
+
 @admin.register(TriggerInvocation)
 class TriggerInvocationAdmin(SecretFieldsHiddenMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "trigger", "trigger_type", "received_at", "verified", "delivery_id", "execution_link")
-    list_filter = ("verified", "trigger__type", "received_at")
+    list_display = ("id", "trigger", "trigger_type", "status", "received_at", "verified", "delivery_id",
+                    "execution_link")
+    list_filter = (InvocationNeedsAttentionFilter, "status", "verified", "trigger__type", "received_at")
+    actions = ("dismiss_invocations",)
     list_select_related = ("trigger", "execution")
     search_fields = ("id", "delivery_id", "trigger__name", "execution__id", "verification_error")
     date_hierarchy = "received_at"
@@ -108,3 +124,12 @@ class TriggerInvocationAdmin(SecretFieldsHiddenMixin, ReadOnlyAdminMixin, admin.
     @admin.display(description="payload")
     def pretty_payload(self, obj: TriggerInvocation) -> SafeString | str:
         return pretty_json(obj.payload)
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("triggers.change_triggerinvocation")
+
+    @admin.action(description="Dismiss from needs attention", permissions=["operate"])
+    def dismiss_invocations(self, request: HttpRequest, queryset: QuerySet[TriggerInvocation]) -> None:
+        from workflows.services.attention import invocation_dismiss
+
+        dismiss_each(self, request, queryset, invocation_dismiss, "invocation", "Invocation")

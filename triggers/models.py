@@ -6,6 +6,7 @@ SHA-256 hash (see ``services/api_keys.py``).
 """
 import uuid
 
+from django.conf import settings
 from django.db import models
 
 
@@ -141,6 +142,13 @@ class TriggerInvocation(models.Model):
         "workflows.WorkflowExecution", on_delete=models.SET_NULL, null=True, blank=True, related_name="invocations",
         help_text="The run it started (for DUPLICATE: the run of the first delivery).",
     )
+    # "Needs attention" (workflows/attention_selectors.py): a dismissed rejection leaves that list.
+    attention_dismissed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When someone dismissed this rejected delivery from the needs-attention list.",
+    )
+    attention_dismissed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False,
+    )
 
     class Meta:
         ordering = ["-received_at"]
@@ -152,6 +160,13 @@ class TriggerInvocation(models.Model):
         ]
         indexes = [
             models.Index(fields=["trigger", "-received_at"], name="invocation_trigger_received"),
+            # The needs-attention count (every page's nav) reads only rejected, undismissed rows.
+            models.Index(fields=["-received_at"], name="invocation_needs_attention",
+                         condition=models.Q(status__in=["REJECTED", "INVALID_INPUT"],
+                                            attention_dismissed_at__isnull=True)),
+            # Deleting a user nulls their dismissals: a partial index, as few rows are dismissed.
+            models.Index(fields=["attention_dismissed_by"], name="invocation_dismissed_by",
+                         condition=models.Q(attention_dismissed_by__isnull=False)),
         ]
 
     def __str__(self) -> str:

@@ -27,6 +27,7 @@ from django.utils.safestring import SafeString
 
 from promptpilot.common.errors import ApplicationError
 
+from .attention_selectors import EXECUTION_REASONS, executions_needing_attention
 from .models import (
     ExecutionStatus,
     HttpCredential,
@@ -460,22 +461,40 @@ class StepExecutionInline(StepExecutionDisplay, admin.TabularInline):
         return False
 
 
+class NeedsAttentionFilter(admin.SimpleListFilter):
+    """Runs on the needs-attention list (``attention_selectors``), by reason."""
+
+    title = "needs attention"
+    parameter_name = "attention"
+    ANY = "any"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(self.ANY, "Any reason"), *((r.value, r.label) for r in EXECUTION_REASONS)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
+        if self.value() == self.ANY:
+            return executions_needing_attention(queryset)
+        if self.value() in EXECUTION_REASONS:
+            return executions_needing_attention(queryset, reason=self.value())
+        return None
+
+
 @admin.register(WorkflowExecution)
 class WorkflowExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "id", "workflow", "badge", "trigger_type", "created_at", "duration", "version_number", "page_link",
     )
     list_display_links = ("id",)
-    list_filter = ("status", "workflow", "trigger_type", "created_at")
+    list_filter = (NeedsAttentionFilter, "status", "workflow", "trigger_type", "created_at")
     list_select_related = ("workflow", "version")
     search_fields = ("id", "workflow__name", "error__message", "idempotency_key")
     date_hierarchy = "created_at"
-    actions = ("cancel_executions", "retry_executions")
+    actions = ("cancel_executions", "retry_executions", "dismiss_executions")
     inlines = (StepExecutionInline,)
     fieldsets = (
         (None, {"fields": (
             "id", "page_link", "workflow_link", "version_link", "badge", "trigger_type", "trigger", "started_by",
-            "retry_of_link", "idempotency_key",
+            "retry_of_link", "idempotency_key", "attention_dismissed_at", "attention_dismissed_by",
         )}),
         ("Timing", {"fields": ("created_at", "started_at", "completed_at", "duration", "deadline_at", "enqueued_at",
                                "event_dispatched_at")}),
@@ -565,7 +584,7 @@ class WorkflowExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             else:
                 self.message_user(request, f"Execution {execution.id}: cancelled.", messages.SUCCESS)
 
-    @admin.action(description="Retry selected executions", permissions=["operate"])
+    @admin.action(description="Retry from the failed step", permissions=["operate"])
     def retry_executions(self, request: HttpRequest, queryset: QuerySet[WorkflowExecution]) -> None:
         from .services.executions import execution_retry
 
@@ -580,6 +599,24 @@ class WorkflowExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     format_html("Execution {}: retried as {}.", execution.id, admin_link(retry, retry.id)),
                     messages.SUCCESS,
                 )
+
+    @admin.action(description="Dismiss from needs attention", permissions=["operate"])
+    def dismiss_executions(self, request: HttpRequest, queryset: QuerySet[WorkflowExecution]) -> None:
+        from .services.attention import execution_dismiss
+
+        dismiss_each(self, request, queryset, execution_dismiss, "execution", "Execution")
+
+
+def dismiss_each(model_admin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet, dismiss,
+                 argument: str, noun: str) -> None:
+    """The admin's dismiss actions: one message per row (refusals as warnings)."""
+    for obj in queryset:
+        try:
+            dismiss(user=request.user, **{argument: obj})
+        except ApplicationError as exc:
+            model_admin.message_user(request, f"{noun} {obj.pk}: {exc.message}", messages.WARNING)
+        else:
+            model_admin.message_user(request, f"{noun} {obj.pk}: dismissed.", messages.SUCCESS)
 
 
 @admin.register(WorkflowStepExecution)

@@ -43,3 +43,9 @@ class ApprovalLinkInvalid(NotFound):
 class ApprovalLinkExpired(ApplicationError):
     status_code = 410
     code = "approval_link_expired"
+
+
+class AttentionNotNeeded(Conflict):
+    """Dismiss refused: the item is not (or no longer) on the needs-attention list."""
+
+    code = "attention_not_needed"

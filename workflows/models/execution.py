@@ -62,6 +62,13 @@ class WorkflowExecution(models.Model):
         help_text="When this run's platform event (execution.completed/failed) reached the EVENT triggers "
                   "listening for it; a sweep re-sends events still undelivered.",
     )
+    # "Needs attention" (workflows/attention_selectors.py): a dismissed run leaves that list for good.
+    attention_dismissed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When someone dismissed this run from the needs-attention list.",
+    )
+    attention_dismissed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False,
+    )
 
     class Meta:
         db_table = "workflow_executions"
@@ -80,6 +87,8 @@ class WorkflowExecution(models.Model):
             models.Index(fields=["trigger", "-created_at"], name="exec_trigger_created"),
             models.Index(fields=["started_by"], name="exec_started_by", condition=models.Q(started_by__isnull=False)),
             models.Index(fields=["retry_of"], name="exec_retry_of", condition=models.Q(retry_of__isnull=False)),
+            models.Index(fields=["attention_dismissed_by"], name="exec_attention_dismissed_by",
+                         condition=models.Q(attention_dismissed_by__isnull=False)),
             models.Index(fields=["parent_execution"], name="exec_parent",
                          condition=models.Q(parent_execution__isnull=False)),
             models.Index(fields=["parent_step"], name="exec_parent_step", condition=models.Q(parent_step__isnull=False)),

@@ -62,9 +62,9 @@ def owned(user) -> dict[str, list]:
                 for kind, config in (("MANUAL", {}), ("WEBHOOK", {}), ("API", {}),
                                      ("SCHEDULED", {"cron": "0 3 * * *", "timezone": "UTC", "input": {"name": "x"}}),
                                      ("EVENT", {"event": "order.created"}))]
-    TriggerInvocation.objects.create(trigger=triggers[0], status="ACCEPTED", verified=True, payload={"m": MARKER},
-                                     execution=execution)
-    ids = [prompt.pk, workflow.pk, execution.pk, *(t.pk for t in triggers)]
+    invocation = TriggerInvocation.objects.create(trigger=triggers[0], status="ACCEPTED", verified=True,
+                                                  payload={"m": MARKER}, execution=execution)
+    ids = [prompt.pk, workflow.pk, execution.pk, invocation.pk, *(t.pk for t in triggers)]
     return {"id": ids, "trigger_id": [t.pk for t in triggers], "number": [1]}
 
 
