@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('triggers', '0007_attention_dismissal'),
-        ('workflows', '0008_step_types_http_and_waiting'),
+        ('workflows', '0009_step_wait_event_dispatched_at'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
