@@ -132,14 +132,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+MODES = {  # mode: (logs, metrics)
+    "on": (True, True), "off": (False, False), "logs": (True, False), "metrics": (False, True)}
+
+
 def mode_env(mode: str, fake_url: str, metrics_dir: Path) -> dict[str, str]:
-    env = common.child_env(OPENAI_API_KEY="sk-bench", OPENAI_BASE_URL=f"{fake_url}/v1", PROMPTPILOT_LOG_FORMAT="json")
+    logs, metrics = MODES[mode]
+    env = common.child_env(OPENAI_API_KEY="sk-bench", OPENAI_BASE_URL=f"{fake_url}/v1", PROMPTPILOT_LOG_FORMAT="json",
+                           PROMPTPILOT_LOG_LEVEL="INFO" if logs else "WARNING",
+                           PROMPTPILOT_METRICS_ENABLED="true" if metrics else "false")
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    if mode == "on":
-        env.update(PROMPTPILOT_LOG_LEVEL="INFO", PROMPTPILOT_METRICS_ENABLED="true",
-                   PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
-    else:
-        env.update(PROMPTPILOT_LOG_LEVEL="WARNING", PROMPTPILOT_METRICS_ENABLED="false")
+    if metrics:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     return env
 
 
@@ -149,7 +153,7 @@ class Gunicorn(common.ChildProcess):
     def __init__(self, mode: str, port: int, log_dir: Path, env: dict[str, str], tag: str) -> None:
         argv = [str(Path(sys.executable).parent / "gunicorn"), "promptpilot.wsgi", "--bind", f"{HOST}:{port}",
                 "--workers", "3", "--threads", "4", "--no-control-socket"]
-        if mode == "on":
+        if MODES[mode][0]:
             argv += ["--access-logfile", "-"]
         super().__init__(argv, log_dir / f"gunicorn-{tag}.log", env)
 
@@ -159,7 +163,7 @@ class Worker(common.ChildProcess):
 
     def __init__(self, mode: str, log_dir: Path, env: dict[str, str], tag: str) -> None:
         argv = [sys.executable, "-m", "celery", "-A", "promptpilot", "worker", "-l",
-                "info" if mode == "on" else "warning", "-n", f"load-{os.getpid()}-{tag}@%h"]
+                "info" if MODES[mode][0] else "warning", "-n", f"load-{os.getpid()}-{tag}@%h"]
         super().__init__(argv, log_dir / f"worker-{tag}.log", env)
 
 
@@ -349,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-instant", action="store_true", help="skip the rounds with a model that answers at once")
     parser.add_argument("--rounds", type=int, default=1,
                         help="rounds per delay; each measures on and off once, alternating who goes first (default 1)")
+    parser.add_argument("--split", action="store_true",
+                        help="also measure logs alone and metrics alone in every round (which of the two costs what)")
     parser.add_argument("--threads", type=int, default=64, help="client threads (default 64)")
     parser.add_argument("--drain-timeout", type=float, default=180.0,
                         help="seconds to wait for the runs submitted to finish (default 180)")
@@ -380,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for delay in [args.delay] + ([] if args.no_instant or args.delay == 0 else [0.0]):
             for number in range(1, args.rounds + 1):
-                order = ("on", "off") if number % 2 else ("off", "on")
+                order = ("on", "off", "logs", "metrics") if args.split else ("on", "off")
+                order = order if number % 2 else order[::-1]
                 for mode in order:
                     label = f"d{delay:g}-r{number}-{mode}"
                     result = measure(args, mode, delay, label, fake=fake, requests=requests, log_dir=log_dir,
@@ -398,6 +405,20 @@ def main(argv: list[str] | None = None) -> int:
     return report(args, info, rounds)
 
 
+MODE_NAMES = {"on": "on", "off": "off", "logs": "logs only", "metrics": "metrics only"}
+
+
+def cpu_per_request(rounds: list[dict], delay: float, mode: str) -> float:
+    chosen = [r for r in rounds if r["delay"] == delay and r["mode"] == mode]
+    return sum(r["app_cpu_s"] for r in chosen) / max(1, sum(r["answered"] for r in chosen))
+
+
+def cost(rounds: list[dict], delay: float, mode: str) -> float:
+    """Extra app CPU per request of ``mode`` over "off" (all rounds of each added up)."""
+    off = cpu_per_request(rounds, delay, "off")
+    return cpu_per_request(rounds, delay, mode) / off - 1 if off else float("nan")
+
+
 def report(args, info: dict, rounds: list[dict]) -> int:
     print()
     print(f"date {info['date']}, {info['cpus']} CPUs ({info['cpu']}), {info['memory']}, load "
@@ -410,16 +431,17 @@ def report(args, info: dict, rounds: list[dict]) -> int:
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rounds:
         k = r["kinds"]
-        print(f"| {r['delay']:g} s | {r['mode']} | {k['webhook']['per_s']:.1f} | {k['execute']['per_s']:.1f} | "
+        print(f"| {r['delay']:g} s | {MODE_NAMES[r['mode']]} | {k['webhook']['per_s']:.1f} | {k['execute']['per_s']:.1f} | "
               f"{k['preview']['per_s']:.1f} | {r['runs_per_s']:.1f} | {r['e2e_p50_s']:.2f} | {r['e2e_p99_s']:.2f} | "
               f"{k['preview']['http_p50_ms']:.0f} | {r['errors']} | {r['cpu_ms_per_request']:.1f} |")
     verdicts = []
+    for delay, mode in sorted({(r["delay"], r["mode"]) for r in rounds if r["mode"] in ("logs", "metrics")},
+                              reverse=True):
+        print(f"delay {delay:g} s: {MODE_NAMES[mode]} cost {cost(rounds, delay, mode) * 100:+.1f} % app CPU per request")
     for delay in sorted({r["delay"] for r in rounds}, reverse=True):
         on = [r for r in rounds if r["delay"] == delay and r["mode"] == "on"]
         off = [r for r in rounds if r["delay"] == delay and r["mode"] == "off"]
-        cpu_on = sum(r["app_cpu_s"] for r in on) / max(1, sum(r["answered"] for r in on))
-        cpu_off = sum(r["app_cpu_s"] for r in off) / max(1, sum(r["answered"] for r in off))
-        overhead = cpu_on / cpu_off - 1 if cpu_off else float("nan")
+        overhead = cost(rounds, delay, "on")
         p50_on, p50_off = common.p50([r["e2e_p50_s"] for r in on]), common.p50([r["e2e_p50_s"] for r in off])
         verdicts.append({"delay": delay, "cpu_overhead": overhead, "e2e_p50_on": p50_on, "e2e_p50_off": p50_off})
         print(f"delay {delay:g} s: logs+metrics cost {overhead * 100:+.1f} % app CPU per request "
