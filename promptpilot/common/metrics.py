@@ -6,6 +6,10 @@ orchestration, the reaper, the trigger firing), right where that function logs i
 that folder, and ``/metrics`` (workflows/metrics.py) adds up every process's files: the
 gunicorn workers' and the Celery workers' alike. Gauges that describe the database (queue
 depth, oldest PENDING run, runs WAITING) are read at scrape time instead.
+
+``PROMPTPILOT_METRICS_ENABLED=false`` (read at start-up) makes every counter and histogram
+here a no-op that registers nothing: ``/metrics`` then serves only the gauges
+(bench/load.py measures what recording costs this way).
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
 from prometheus_client import Counter, Histogram, values
 
 # prometheus-client itself reads this variable (to choose how values are stored); read here
@@ -26,6 +31,26 @@ if _FOLDER:
     # class when each metric below is created.
     _HOST = socket.gethostname().replace("_", "-")  # "_" separates the parts of the file name
     values.ValueClass = values.MultiProcessValue(lambda: f"{_HOST}-{os.getpid()}")
+
+
+class _Off:
+    """A counter or histogram that records nothing: the call sites stay as they are."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def labels(self, *args: Any, **kwargs: Any) -> _Off:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
+
+
+if not settings.PROMPTPILOT.get("METRICS_ENABLED", True):
+    Counter = Histogram = _Off  # type: ignore[misc, assignment]  # noqa: F811
 
 # Model calls and step runs last from milliseconds (echo, transforms) to minutes (long
 # completions): the default buckets stop at 10 s.

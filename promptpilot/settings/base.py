@@ -219,6 +219,7 @@ PROMPTPILOT = {
     "READYZ_WORKER_TIMEOUT_SECONDS": env.READYZ_WORKER_TIMEOUT_SECONDS,
     "READYZ_CACHE_SECONDS": env.READYZ_CACHE_SECONDS,
     "METRICS_MULTIPROC_DIR": env.METRICS_MULTIPROC_DIR,
+    "METRICS_ENABLED": env.METRICS_ENABLED,
     # PostgreSQL connections of a thread-pool worker process come from this psycopg pool
     # (promptpilot/common/db.py, applied by promptpilot/celery.py at worker start).
     "DB_POOL": {"min_size": 1, "max_size": env.DB_POOL_SIZE, "timeout": env.DB_POOL_TIMEOUT, "max_idle": 300.0},

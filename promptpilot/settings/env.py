@@ -115,6 +115,9 @@ LOG_FORMAT = _str("PROMPTPILOT_LOG_FORMAT", "console" if DEBUG else "json").stri
 # gunicorn worker and Celery worker process writes its counters under this folder, and
 # /metrics adds them up. Unset: each process counts in memory, /metrics shows its own.
 METRICS_MULTIPROC_DIR = _str("PROMETHEUS_MULTIPROC_DIR")
+# false: the event counters and histograms record nothing (promptpilot/common/metrics.py);
+# /metrics still serves the gauges it reads from the database. For measuring their cost.
+METRICS_ENABLED = _bool("PROMPTPILOT_METRICS_ENABLED", True)
 
 # Triggers (docs/TRIGGERS.md). Keys that encrypt webhook secrets at rest, comma
 # separated: the first encrypts, every one decrypts (rotation). Empty: derived from

@@ -32,3 +32,12 @@ def test_the_example_alert_rules_are_valid_yaml_with_an_expression_each():
     assert {"PromptPilotRunsStuckPending", "PromptPilotNoWorker", "PromptPilotFailureRate",
             "PromptPilotProviderSlow", "PromptPilotReaperRecovering"} <= {rule["alert"] for rule in rules}
     assert all(rule["expr"].strip() for rule in rules)
+
+
+def test_every_test_the_failure_table_names_exists():
+    named = re.findall(r"`([\w/]+\.py)::(\w+)`", DOC)
+    assert len(named) >= 20, "the failure modes table names its tests as `path::test_name`"
+    missing = [f"{path}::{name}" for path, name in named
+               if not (ROOT / path).is_file()
+               or not re.search(rf"^(?:async )?def {name}\(", (ROOT / path).read_text(), re.M)]
+    assert not missing, f"docs/OPERATIONS.md names tests that do not exist: {missing}"
