@@ -81,8 +81,10 @@ class LeaseKeeper:
             renewed = WorkflowStepExecution.objects.filter(still_ours).update(lease_expires_at=expires)
             if renewed < len(held):
                 kept = {str(pk) for pk in WorkflowStepExecution.objects.filter(still_ours).values_list("pk", flat=True)}
+                # An attempt that ended here since the snapshot (and checkpointed) was not lost.
+                still_held = self.held()
                 for step_execution_id, attempt in held.items():
-                    if step_execution_id not in kept:
+                    if step_execution_id not in kept and still_held.get(step_execution_id) == attempt:
                         logger.info("step.lease_lost", extra={"step_execution_id": step_execution_id,
                                                               "attempt": attempt})
         except Exception:  # renewing must never kill the worker; the lease just lapses

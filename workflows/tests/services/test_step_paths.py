@@ -248,3 +248,23 @@ def test_the_lease_keeper_renews_held_attempts_and_leaves_fenced_ones(user, sent
     keeper.renew({str(step.pk): 1}, lease=60)  # attempt 1 was fenced off: not ours to renew
     step.refresh_from_db()
     assert step.lease_expires_at == soon
+
+
+def test_the_lease_keeper_reports_a_lost_lease_only_for_an_attempt_still_running_here(user, sent, budget, caplog):
+    budget(0)
+    workflow = make_workflow(user, steps=[_echo("a", "a"), _echo("b", "b")])
+    execution = execution_start(workflow=workflow, inputs={}, started_by=user)
+    _drive([sent.pop(0)])
+    step = WorkflowStepExecution.objects.get(execution=execution)
+    keeper = LeaseKeeper()
+    snapshot = {str(step.pk): 1}  # what the keeper read before the attempt ended and checkpointed
+
+    with caplog.at_level("INFO", logger="workflows.services.leases"):
+        WorkflowStepExecution.objects.filter(pk=step.pk).update(status=StepExecutionStatus.COMPLETED)
+        keeper.renew(snapshot, lease=60)  # ended here since: not lost
+        assert not [r for r in caplog.records if r.getMessage() == "step.lease_lost"]
+
+        WorkflowStepExecution.objects.filter(pk=step.pk).update(status=StepExecutionStatus.RUNNING, attempt=2)
+        with keeper.holding(step.pk, 1):  # still running here, but fenced off: lost
+            keeper.renew(snapshot, lease=60)
+    assert [r.step_execution_id for r in caplog.records if r.getMessage() == "step.lease_lost"] == [str(step.pk)]
