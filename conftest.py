@@ -26,6 +26,38 @@ SERVICE_TUNING = {
 }
 
 
+def _flush_retrying_deadlocks() -> None:
+    """Transactional tests end with Django's ``flush`` (one TRUNCATE of every table). The
+    real worker and beat processes of the worker tests keep sweeping the same database
+    (the reaper every second), and PostgreSQL may pick the TRUNCATE as a deadlock's victim:
+    try it again, as nothing but the tests ever truncates these tables."""
+    import time
+
+    from django.core.management.base import CommandError
+    from django.core.management.commands import flush
+    from django.db import OperationalError
+
+    original = flush.Command.handle
+    if getattr(original, "retries_deadlocks", False):
+        return
+
+    def handle(self, *args, **options):
+        for attempt in range(5):
+            try:
+                return original(self, *args, **options)
+            except CommandError as exc:
+                cause = exc.__cause__
+                if attempt == 4 or not (isinstance(cause, OperationalError) and "deadlock" in str(cause)):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    handle.retries_deadlocks = True
+    flush.Command.handle = handle
+
+
+_flush_retrying_deadlocks()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_failure_counts():
     """Failed-credential windows (promptpilot/common/throttling.py) live in the default

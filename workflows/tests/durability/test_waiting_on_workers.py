@@ -81,20 +81,28 @@ def test_five_hundred_runs_waiting_on_approvals_hold_no_task_and_no_transaction(
     ids = [execution_start(workflow=workflow, inputs={}, started_by=user).id for _ in range(500)]
     wait_for(lambda: WorkflowExecution.objects.filter(pk__in=ids, status=ExecutionStatus.WAITING).count() == 500,
              240, "500 runs to park on their approvals", interval=1)
-    time.sleep(2)  # let the worker finish acknowledging
-
-    inspect = app.control.inspect(destination=[f"parked@{worker_host()}"], timeout=10)
-    active, reserved, scheduled = inspect.active(), inspect.reserved(), inspect.scheduled()
-    assert active is not None, "the worker did not answer the inspection"
     # Beat's periodic sweeps (the reaper every second here) may be in flight at any moment;
-    # what must be absent is any task of the runs themselves.
+    # what must be absent is any task of the runs themselves. The last tasks that parked
+    # runs may still be returning (acknowledging, handing back their connection) just after
+    # the 500th commit: the worker must get to holding none, and stay there.
     run_tasks = {task_names.RUN_STEP, task_names.ADVANCE_EXECUTION, task_names.ADVANCE_EXECUTIONS,
                  task_names.RESUME_WAIT}
-    held = [(kind, task.get("name") or (task.get("request") or {}).get("name"))
-            for kind, replies in (("active", active), ("reserved", reserved), ("scheduled", scheduled))
-            for tasks in (replies or {}).values() for task in tasks]
-    assert [entry for entry in held if entry[1] in run_tasks] == [], held
-    assert all(name in PERIODIC_SWEEPS for _, name in held), held
+    inspect = app.control.inspect(destination=[f"parked@{worker_host()}"], timeout=10)
+
+    def tasks_held() -> list[tuple[str, str]]:
+        active, reserved, scheduled = inspect.active(), inspect.reserved(), inspect.scheduled()
+        assert active is not None, "the worker did not answer the inspection"
+        return [(kind, task.get("name") or (task.get("request") or {}).get("name"))
+                for kind, replies in (("active", active), ("reserved", reserved), ("scheduled", scheduled))
+                for tasks in (replies or {}).values() for task in tasks]
+
+    wait_for(lambda: not [entry for entry in tasks_held() if entry[1] in run_tasks], 30,
+             "the worker to hold no task of the waiting runs", interval=1)
+    for _ in range(3):  # and it stays so: nothing wakes a parked run but its decision
+        held = tasks_held()
+        assert [entry for entry in held if entry[1] in run_tasks] == [], held
+        assert all(name in PERIODIC_SWEEPS for _, name in held), held
+        time.sleep(1)
     # No transaction stays open: the reaper's sweeps (every second here) are idle in
     # transaction for a moment between their statements, so what is checked is that no
     # transaction is older than a second, over several looks.
