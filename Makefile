@@ -16,14 +16,15 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 
 venv: $(BIN)/.installed
 
-# The durability, integration and orchestration tests run a second time with the PostgreSQL
-# fast statements off (PROMPTPILOT_FAST_STATEMENTS=false): the general code of every
-# transition, on PostgreSQL too. Only for the whole suite (no PYTEST_ARGS).
-GENERAL_CODE_TESTS := workflows/tests/durability workflows/tests/integration workflows/tests/services
+# The durability and orchestration tests, and the core runs on a real worker, run a second
+# time with the PostgreSQL fast statements off (PROMPTPILOT_FAST_STATEMENTS=false): the
+# general code of every transition, on PostgreSQL too. Only for the whole suite (no
+# PYTEST_ARGS). (Logging, metrics and HTTP-on-worker tests do not depend on the statements.)
+GENERAL_CODE_TESTS := workflows/tests/durability workflows/tests/services workflows/tests/integration/test_runs_on_worker.py
 TEST_ENV = DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL)
 
 test: venv
-	$(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/pytest --durations=25 $(PYTEST_ARGS)
 	$(if $(PYTEST_ARGS),,$(TEST_ENV) PROMPTPILOT_FAST_STATEMENTS=false $(BIN)/pytest $(GENERAL_CODE_TESTS))
 
 lint: venv
