@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from workflows.tests.support.browser import browser  # noqa: F401  (the shared chromium fixture)
+
 
 @pytest.fixture
 def page(user) -> Client:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 import urllib.error
 import urllib.request
@@ -18,43 +17,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from triggers.models import WorkflowTrigger
 from triggers.services.webhooks import webhook_signature
 from triggers.tests.helpers import create_trigger, customer_workflow
 from workflows.models import WorkflowExecution
+from workflows.tests.support.browser import PASSWORD  # the `browser` fixture comes with it (conftest.py)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = os.environ.get("PROMPTPILOT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-PASSWORD = "pw-browser-123"
 SCREENSHOT = Path(os.environ.get("PROMPTPILOT_SCREENSHOT_DIR", "/tmp")) / "promptpilot-trigger-detail.png"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)) and not shutil.which(CHROMIUM):
-        pytest.fail(f"Browser tests need chromium at {CHROMIUM} (Debian: apt-get install chromium).", pytrace=False)
-    # NOTE: playwright's sync API keeps an event loop on this thread; the ORM calls the tests
-    # make around it are still plain synchronous code, so Django's async guard is relaxed.
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            try:
-                instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            except Exception as exc:
-                pytest.fail(f"Cannot start chromium at {CHROMIUM}: {exc}", pytrace=False)
-            yield instance
-            instance.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture(autouse=True)
