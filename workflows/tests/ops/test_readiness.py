@@ -168,3 +168,16 @@ def test_a_failing_healthz_logs_one_warning_and_one_recovery(caplog, monkeypatch
     assert failing.probe == "healthz" and failing.failing == ["database"]
     assert "OperationalError" in failing.causes["database"]
     assert recovered.probe == "healthz" and recovered.previously_failing == ["database"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/healthz", "/readyz/"])
+def test_probes_answer_whatever_the_host_header_while_other_paths_still_check_it(settings, path):
+    """docker-compose's health check calls http://127.0.0.1:8000/readyz; a deployment's
+    DJANGO_ALLOWED_HOSTS names its public host only."""
+    settings.ALLOWED_HOSTS = ["pilot.example.com"]
+    probe = APIClient().get(path, HTTP_HOST="127.0.0.1:8000")
+    assert probe.status_code in (200, 503) and probe.json()["status"] in ("ok", "error")
+    assert probe["X-Request-ID"] and probe["Cache-Control"].startswith("max-age=0")
+    assert APIClient().get("/api/auth/token/", HTTP_HOST="127.0.0.1:8000").status_code == 400
+    assert APIClient().get("/healthzz", HTTP_HOST="127.0.0.1:8000").status_code == 400
