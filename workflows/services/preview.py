@@ -23,20 +23,18 @@ from django.conf import settings
 
 from promptpilot.common.errors import ValidationFailed
 from providers import pricing
-from providers.flags import live_features
 from providers.ratelimit import limited_adapter
 from providers.types import ModelRequest, ModelResponse, TokenUsage
 
 from ..engine.errors import InputValidationError
 from ..engine.inputs import sample_inputs, validate_inputs
 from ..engine.runner import answer_in_process, context_entry, first_step, next_transition, run_step, run_workflow
-from ..engine.steps.http import DRY_RUN, HTTP_POLICY
 from ..engine.types import COMPLETED, FAILED, RunContext, StepDefinition, StepResult, WorkflowDefinition
 from ..errors import InputValidationFailed
 from ..models import Workflow
 from ..selectors import execution_get
 from .definitions import workflow_definition_snapshot
-from .http_steps import http_policy
+from .limits import engine_limits
 from .transitions import version_snapshot
 
 PROVIDED = "PROVIDED"  # a step not run: its output came from ``steps_output``
@@ -366,14 +364,7 @@ def workflow_preview(*, workflow: Workflow, user=None, inputs: dict[str, Any] | 
                                 use_sample_data=use_sample_data, past_input=past, warnings=warnings)
     context = RunContext(inputs=validated, steps={},
                          trigger={"type": "MANUAL", "payload": None, **(trigger or {})})
-    limits = {
-        "max_output_chars": settings.PROMPTPILOT["TEMPLATE_MAX_OUTPUT_CHARS"],
-        "max_loop_iterations": settings.PROMPTPILOT["TEMPLATE_MAX_LOOP_ITERATIONS"],
-        "max_seconds": settings.PROMPTPILOT["TEMPLATE_PREVIEW_MAX_SECONDS"],  # per render: the web tier stays free
-        "features": live_features(),  # admin switches: workflow.multiModel
-        HTTP_POLICY: http_policy(),
-        DRY_RUN: dry_run_models,  # HTTP steps send nothing in a dry run
-    }
+    limits = engine_limits(max_seconds=settings.PROMPTPILOT["TEMPLATE_PREVIEW_MAX_SECONDS"], dry_run=dry_run_models)
     resolver = _dry_run_resolver if dry_run_models else (providers or limited_adapter)  # shared rate limits apply
     children = _child_runner(owner_id=workflow.owner_id, providers=resolver, limits=limits,
                              approvals=dict(approvals or {}))
