@@ -319,7 +319,7 @@ def _child_runner(*, owner_id: int, providers: Callable[[str], Any], limits: dic
                        else f"Too deeply nested: PROMPTPILOT_WORKFLOW_MAX_DEPTH is {limit}.")
             return {"execution": None, "status": FAILED, "output": None,
                     "error": {"type": "ConfigError", "message": message}}
-        definition = WorkflowDefinition.from_dict(workflow_definition_snapshot(workflow=workflow))
+        definition = _saved_definition(workflow)[1]  # the version a child run started now would pin
         ran = run_workflow(definition, child.get("input") or {}, providers=providers, limits=limits,
                            approvals=approvals, children=_child_runner(owner_id=owner_id, providers=providers,
                                                                        limits=limits, approvals=approvals,

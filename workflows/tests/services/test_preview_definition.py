@@ -78,3 +78,14 @@ def test_a_workflow_without_a_version_is_previewed_from_its_rows_and_gets_none(u
                                 config={"template": "plain"})
     assert workflow_preview(workflow=workflow)["output"] == "plain"
     assert not WorkflowVersion.objects.filter(workflow=workflow).exists(), "a preview writes nothing"
+
+
+def test_a_child_workflow_is_previewed_at_its_latest_saved_version(user):
+    child = workflow_create(owner=user, data={"name": "Child", "steps": [
+        {"name": "hello", "type": "TRANSFORM", "config": {"template": "hello"}}]})
+    parent = workflow_create(owner=user, data={"name": "Parent", "steps": [
+        {"name": "call", "type": "WORKFLOW", "config": {"workflow": child.pk}}]})
+    assert workflow_preview(workflow=parent)["output"] == "hello"
+    workflow_update(workflow=Workflow.objects.get(pk=child.pk), data={"steps": [
+        {"name": "hello", "type": "TRANSFORM", "config": {"template": "hello again"}}]})
+    assert workflow_preview(workflow=parent)["output"] == "hello again"
