@@ -25,17 +25,15 @@ from promptpilot.common import metrics
 from promptpilot.common.db import release_connection
 from promptpilot.common.logs import log_context
 from providers import pricing
-from providers.flags import live_features
 from providers.ratelimit import limited_adapter
 from providers.types import DEFAULT_TIMEOUT_SECONDS
 
 from ..engine import runner
-from ..engine.steps.http import HTTP_POLICY
 from ..models import WorkflowExecution
 from . import transitions
 from .dispatch import Continuation, continuation, current_continuation
-from .http_steps import http_policy
 from .leases import keeper
+from .limits import engine_limits
 from .transitions import Claimed
 
 logger = logging.getLogger(__name__)
@@ -150,13 +148,8 @@ def _run_claimed(claimed: Claimed) -> str:
 def _run_attempt(claimed: Claimed) -> str:
     definition = transitions.version_snapshot(claimed.version_id)[1]
     step = definition.step(claimed.step_name)
-    limits = {
-        "max_output_chars": _conf("TEMPLATE_MAX_OUTPUT_CHARS"),
-        "max_loop_iterations": _conf("TEMPLATE_MAX_LOOP_ITERATIONS"),
-        "deadline": _render_deadline(claimed, step, definition),  # CPU-bound templates stop at the timeouts
-        "features": live_features(),  # admin switches (workflow.multiModel), read when a step asks
-        HTTP_POLICY: http_policy(),  # HTTP steps: allowed hosts, limits, credentials
-    }
+    # CPU-bound templates stop at the step's and the workflow's timeouts.
+    limits = engine_limits(deadline=_render_deadline(claimed, step, definition))
     # Every claim path (a delivered message, the admission, the checkpoint that handed the
     # next step on) ends here: the one place an attempt starts running.
     logger.info("step.started", extra={"step_type": step.type})
