@@ -1,0 +1,67 @@
+"""Waiting on the database while PostgreSQL may be restarting under the test."""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+from django.db import InterfaceError, OperationalError, connection
+
+from workflows.models import ExecutionStatus, WorkflowExecution
+from workflows.services.executions import execution_start
+from workflows.tests.factories import make_workflow
+from workflows.tests.support.providers import read_calls
+
+
+def tag() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def db_wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
+    """``wait_for`` that treats a dropped connection as "not yet": it is closed, and the next
+    try opens a new one once the server is back."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except (OperationalError, InterfaceError):
+            connection.close()
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"Timed out after {timeout} s waiting for {what}")
+
+
+def all_finished(executions, timeout: float) -> list[WorkflowExecution]:
+    ids = [e.pk for e in executions]
+
+    def finished():
+        runs = list(WorkflowExecution.objects.filter(pk__in=ids, status__in=ExecutionStatus.finished()))
+        return runs if len(runs) == len(ids) else None
+
+    runs = db_wait_for(finished, timeout, f"{len(ids)} runs to finish")
+    by_id = {run.pk: run for run in runs}
+    return [by_id[i] for i in ids]
+
+
+def numbered_workflow(user, steps: list[dict], **fields):
+    return make_workflow(user, steps=steps, variables=[{"name": "n", "type": "NUMBER", "required": True}], **fields)
+
+
+def start_runs(user, workflow, n: int) -> list[WorkflowExecution]:
+    return [execution_start(workflow=workflow, inputs={"n": i}, started_by=user) for i in range(n)]
+
+
+def call_counts(probe_log, prompts: list[str], event: str = "call") -> dict[str, int]:
+    counts = dict.fromkeys(prompts, 0)
+    for call in read_calls(probe_log):
+        if call["event"] == event and call["prompt"] in counts:
+            counts[call["prompt"]] += 1
+    return counts
+
+
+def in_flight(probe_log, prompts: list[str]) -> int:
+    """How many of ``prompts`` have a call started and not yet done."""
+    started, done = call_counts(probe_log, prompts), call_counts(probe_log, prompts, "done")
+    return sum(1 for p in prompts if started[p] > done[p])
