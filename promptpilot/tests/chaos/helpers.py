@@ -65,3 +65,15 @@ def in_flight(probe_log, prompts: list[str]) -> int:
     """How many of ``prompts`` have a call started and not yet done."""
     started, done = call_counts(probe_log, prompts), call_counts(probe_log, prompts, "done")
     return sum(1 for p in prompts if started[p] > done[p])
+
+
+def reaper_sweeps_done(worker) -> int:
+    """How many reaper sweeps ``worker`` (a ServiceProcess) has finished, from its log."""
+    return sum(1 for line in worker.log().splitlines() if "Task workflows.reap[" in line and "succeeded" in line)
+
+
+def wait_for_sweeps(worker, n: int, timeout: float = 30) -> None:
+    """Let ``n`` more reaper sweeps run on ``worker``: what a sweep would recover (a message
+    to resend, a lease to reclaim) has had its chance, without guessing a sleep."""
+    target = reaper_sweeps_done(worker) + n
+    db_wait_for(lambda: reaper_sweeps_done(worker) >= target, timeout, f"{n} reaper sweeps on {worker.name}")
