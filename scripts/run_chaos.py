@@ -38,7 +38,9 @@ def main(pytest_args: list[str]) -> int:
         env = {**os.environ, "DATABASE_URL": services.postgres.url, "CELERY_BROKER_URL": services.redis.url,
                ENV: services.to_env()}
         env.pop("REDIS_URL", None)  # the rate limiter shares the private broker, never a shared Redis
-        return subprocess.call([sys.executable, "-m", "pytest", "promptpilot/tests/chaos", *pytest_args],
+        named = any(Path(ROOT, arg.split("::")[0]).exists() for arg in pytest_args if not arg.startswith("-"))
+        paths = [] if named else ["promptpilot/tests/chaos"]
+        return subprocess.call([sys.executable, "-m", "pytest", *paths, *pytest_args],
                                cwd=ROOT, env=env)
     finally:
         for stop in (services.redis.stop, services.postgres.stop):

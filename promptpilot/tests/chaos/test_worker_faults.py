@@ -11,11 +11,14 @@ import subprocess
 import threading
 
 import pytest
+from django.db import connection
+from django.utils import timezone
 
 from conftest import SERVICE_TUNING
 from providers.tests.fakes import FakeServer, Recorded, Reply, openai_completion
 from workflows.models import WorkflowExecution, WorkflowStepExecution
-from workflows.services.executions import execution_start
+from workflows.services.executions import execution_cancel, execution_start
+from workflows.services.reaper import reaper_sweep
 from workflows.tests.durability.helpers import step_run
 from workflows.tests.factories import make_workflow, probe_step
 from workflows.tests.support.processes import start_worker
@@ -139,3 +142,104 @@ def test_cancel_while_the_model_call_is_in_flight_cancels_the_step_and_calls_no_
     assert step.status == "CANCELLED" and step.output is None
     assert step_run(execution.id, "follow_up") is None
     assert [r.json["messages"][-1]["content"] for r in server.requests] == ["first question"]
+
+
+def _lose_the_worker_until_the_run_fails(first, worker, workers, probe_log, prompt: str):
+    """SIGKILL the worker each time the step's call starts (a restart after each, as a
+    supervisor does) until the reaper gives up on the step (``WorkerLost``)."""
+    kills = 0
+
+    def failed() -> bool:
+        return WorkflowExecution.objects.filter(pk=first.pk, status="FAILED").exists()
+
+    while not failed():
+        db_wait_for(lambda k=kills: failed() or call_counts(probe_log, [prompt])[prompt] > k, 30,
+                    f"attempt {kills + 1} of the step to start")
+        if failed():
+            break
+        worker.kill()
+        kills += 1
+        worker = workers(f"supervised-{kills}")
+    return kills
+
+
+@pytest.mark.parametrize("ending", ["cancelled", "timed_out", "worker_lost"])
+def test_a_capped_runs_abnormal_end_frees_its_slot_for_the_next_queued_run(
+        ending, user, workers, probe_log, tmp_path):
+    t = tag()
+    gate = tmp_path / "answer-now"
+    limits = {"timeout_seconds": 5} if ending == "timed_out" else {}
+    workflow = numbered_workflow(user, [probe_step("hold", f"hold {t} {{{{ input.n }}}}", delay_ms=HOLD_MS,
+                                                   hold_until=gate)], max_concurrent_executions=1, **limits)
+    worker = workers("capped")
+    first, queued = start_runs(user, workflow, 2)
+    db_wait_for(lambda: call_counts(probe_log, [f"hold {t} 0"])[f"hold {t} 0"], 30, "the first run's call")
+    assert WorkflowExecution.objects.get(pk=queued.pk).status == "PENDING", "the cap holds the second run back"
+
+    if ending == "cancelled":
+        execution_cancel(execution=first, user=user)
+    elif ending == "worker_lost":
+        kills = _lose_the_worker_until_the_run_fails(first, worker, workers, probe_log, f"hold {t} 0")
+        assert kills == int(SERVICE_TUNING["PROMPTPILOT_MAX_LOST_ATTEMPTS"])
+    # (timed_out: the reaper fails the run at its deadline)
+
+    db_wait_for(lambda: call_counts(probe_log, [f"hold {t} 1"])[f"hold {t} 1"], 30,
+                "the queued run to start once the slot is free")
+    first.refresh_from_db()
+    expected = {"cancelled": ("CANCELLED", "Cancelled"), "timed_out": ("FAILED", "Timeout"),
+                "worker_lost": ("FAILED", "WorkerLost")}[ending]
+    assert (first.status, first.error["type"]) == expected
+    gate.touch()
+    [done] = all_finished([queued], timeout=30)
+    assert done.status == "COMPLETED" and done.output == f"hold {t} 1"
+    assert done.started_at >= first.completed_at, "never two runs at once"
+
+
+def test_two_reapers_sweeping_the_same_expired_leases_at_once_recover_each_step_once(
+        user, workers, beat, probe_log, tmp_path):
+    t = tag()
+    runs_count = 40
+    gate = tmp_path / "answer-now"
+    workflow = numbered_workflow(user, [probe_step("held", f"held {t} {{{{ input.n }}}}", delay_ms=HOLD_MS,
+                                                   hold_until=gate)])
+    doomed = workers("lost-with-forty")
+    prompts = [f"held {t} {i}" for i in range(runs_count)]
+    runs = start_runs(user, workflow, runs_count)
+    db_wait_for(lambda: in_flight(probe_log, prompts) == runs_count, 60, "every step in flight")
+
+    beat.signal_group(signal.SIGSTOP)  # only the two sweeps below may reclaim these leases
+    reports, errors = [], []
+    try:
+        doomed.kill()
+        steps = WorkflowStepExecution.objects.filter(execution__in=runs)
+        db_wait_for(lambda: not steps.filter(lease_expires_at__gte=timezone.now()).exists(), 3 * LEASE,
+                    "every lease to expire")
+        barrier = threading.Barrier(2)
+
+        def sweep() -> None:
+            try:
+                barrier.wait(10)
+                reports.append(reaper_sweep())
+            except Exception as exc:  # the assertion below shows it
+                errors.append(exc)
+            finally:
+                connection.close()
+
+        sweepers = [threading.Thread(target=sweep) for _ in range(2)]
+        for sweeper in sweepers:
+            sweeper.start()
+        for sweeper in sweepers:
+            sweeper.join(60)
+    finally:
+        beat.signal_group(signal.SIGCONT)
+
+    assert errors == [] and len(reports) == 2
+    assert sum(report.expired_leases for report in reports) == runs_count, reports
+    assert {(s.status, s.attempt, s.lost_attempts) for s in steps} == {("PENDING", 2, 1)}, \
+        "each lost attempt was recovered once"
+
+    gate.touch()
+    workers("rescuer")
+    finished = all_finished(runs, timeout=60)
+    assert [run.status for run in finished] == ["COMPLETED"] * runs_count
+    assert call_counts(probe_log, prompts) == dict.fromkeys(prompts, 2), "the lost call, then one re-run"
