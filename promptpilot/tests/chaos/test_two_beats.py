@@ -1,0 +1,83 @@
+"""Chaos: two beat processes on the production scheduler at once (a second ``beat``
+started by mistake, or an old one not yet stopped in a deploy), as docker-compose runs it
+(``celery -A promptpilot beat``: django-celery-beat's DatabaseScheduler, triggers/beat.py),
+over slots of an every-minute schedule."""
+from __future__ import annotations
+
+import json
+import signal
+from datetime import datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from triggers.models import InvocationStatus, TriggerInvocation, WorkflowTrigger
+from triggers.tests.helpers import create_trigger
+from triggers.tests.schedules.support import iso
+from workflows.models import WorkflowExecution
+from workflows.tests.factories import make_workflow
+from workflows.tests.support.processes import ServiceProcess, celery_argv, start_worker
+
+from .helpers import db_wait_for
+
+pytestmark = [pytest.mark.chaos, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+SWEEP = "Sending due task triggers-scheduler"
+
+
+def _production_beat(name: str, env: dict[str, str], log_dir) -> ServiceProcess:
+    beat = ServiceProcess(name, celery_argv("beat", "-l", "info"), env, log_dir)  # docker-compose's command
+    beat.wait_for_log("beat: Starting", timeout=60)
+    return beat
+
+
+def _sweeps_sent(beat: ServiceProcess) -> list[datetime]:
+    return [datetime.fromisoformat(record["time"]) for line in beat.log().splitlines()
+            if SWEEP in line and (record := json.loads(line))]
+
+
+def test_two_production_beats_over_an_every_minute_schedule_fire_each_slot_once_and_both_try(
+        user, service_env, tmp_path, beat):
+    workflow = make_workflow(user, steps=[{"name": "report", "type": "TRANSFORM",
+                                           "config": {"template": "due {{ trigger.payload.scheduled_for }}"}}])
+    trigger, _ = create_trigger(workflow, "SCHEDULED", name="Every minute", config={"cron": "* * * * *"})
+    beat.signal_group(signal.SIGSTOP)  # the suite's own beat stays out of it: only the two below sweep
+    beats: list[ServiceProcess] = []
+    worker = start_worker("two-beats", service_env, tmp_path)
+    try:
+        beats = [_production_beat(f"beat-{n}", service_env, tmp_path) for n in (1, 2)]
+        # The first slot a moment from now, the next on the cron's next minute.
+        first = timezone.now().replace(microsecond=0) + timedelta(seconds=3)
+        WorkflowTrigger.objects.filter(pk=trigger.pk).update(next_run_at=first)
+        slots = [first, (first + timedelta(minutes=1)).replace(second=0)]
+        for slot in slots:
+            db_wait_for(lambda s=slot: TriggerInvocation.objects.filter(
+                trigger=trigger, delivery_id=f"schedule:{iso(s)}").exists(), 90, f"the slot {iso(slot)} to fire")
+        runs = WorkflowExecution.objects.filter(trigger=trigger)
+        db_wait_for(lambda: runs.filter(status="COMPLETED").count() == len(slots), 30, "the runs to complete")
+        # One more sweep from each beat after the last slot: none may fire it again.
+        for each in beats:
+            sent = len(_sweeps_sent(each))
+            db_wait_for(lambda b=each, n=sent: len(_sweeps_sent(b)) > n, 15, f"{each.name} to sweep again")
+        WorkflowTrigger.objects.filter(pk=trigger.pk).update(is_active=False)
+    finally:
+        beat.signal_group(signal.SIGCONT)
+        codes = []
+        for each in beats:
+            each.signal_group(signal.SIGTERM)
+            codes.append(each.proc.wait(timeout=15))
+            each.stop()
+        worker.stop()
+
+    invocations = TriggerInvocation.objects.filter(trigger=trigger).order_by("received_at")
+    assert [(i.status, i.delivery_id) for i in invocations] == [
+        (InvocationStatus.ACCEPTED, f"schedule:{iso(slot)}") for slot in slots], "exactly one run per slot"
+    assert sorted(run.metadata["scheduled_for"] for run in runs) == [iso(slot) for slot in slots]
+    for each in beats:
+        assert "DatabaseScheduler" in each.log(), "the production scheduler"
+        sent = _sweeps_sent(each)
+        for slot in slots:
+            assert any(slot - timedelta(seconds=2) <= at <= slot + timedelta(seconds=3) for at in sent), \
+                f"{each.name} sent the schedule sweep around {iso(slot)} too"
+        assert "Traceback" not in each.log()
+    assert codes == [0, 0]
