@@ -8,8 +8,10 @@ from django.db import connection
 from .services import PrivateServices
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def private_services() -> PrivateServices:
+    """Every chaos test, even one that restarts nothing, runs on the private instances: a
+    run of this directory outside the wrapper fails here, before touching shared ones."""
     services = PrivateServices.from_env()
     if services is None:
         pytest.fail("The chaos suite restarts PostgreSQL and Redis: run it with scripts/run_chaos.py "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -64,6 +65,12 @@ class PrivatePostgres:
     @classmethod
     def create(cls, base: Path) -> PrivatePostgres:
         run_as = "postgres" if os.geteuid() == 0 else ""
+        if run_as:
+            try:
+                pwd.getpwnam(run_as)
+            except KeyError:
+                raise RuntimeError("initdb refuses root, and there is no 'postgres' user to run it as: "
+                                   "install Debian's postgresql (it creates one) or run as another user") from None
         data = base / "pgdata"
         data.mkdir()
         if run_as:

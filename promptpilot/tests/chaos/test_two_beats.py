@@ -40,15 +40,17 @@ def test_two_production_beats_over_an_every_minute_schedule_fire_each_slot_once_
         user, service_env, tmp_path, beat):
     workflow = make_workflow(user, steps=[{"name": "report", "type": "TRANSFORM",
                                            "config": {"template": "due {{ trigger.payload.scheduled_for }}"}}])
-    trigger, _ = create_trigger(workflow, "SCHEDULED", name="Every minute", config={"cron": "* * * * *"})
     beat.signal_group(signal.SIGSTOP)  # the suite's own beat stays out of it: only the two below sweep
+    # Inactive until both beats run: no slot of the cron fires while they start.
+    trigger, _ = create_trigger(workflow, "SCHEDULED", name="Every minute", config={"cron": "* * * * *"},
+                                is_active=False)
     beats: list[ServiceProcess] = []
     worker = start_worker("two-beats", service_env, tmp_path)
     try:
         beats = [_production_beat(f"beat-{n}", service_env, tmp_path) for n in (1, 2)]
         # The first slot a moment from now, the next on the cron's next minute.
         first = timezone.now().replace(microsecond=0) + timedelta(seconds=3)
-        WorkflowTrigger.objects.filter(pk=trigger.pk).update(next_run_at=first)
+        WorkflowTrigger.objects.filter(pk=trigger.pk).update(is_active=True, next_run_at=first)
         slots = [first, (first + timedelta(minutes=1)).replace(second=0)]
         for slot in slots:
             db_wait_for(lambda s=slot: TriggerInvocation.objects.filter(
