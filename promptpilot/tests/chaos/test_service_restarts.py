@@ -53,7 +53,8 @@ def test_redis_restarted_twice_with_fifty_runs_in_flight_completes_all_and_calls
     prompts = firsts + seconds + [f"three {t} {i}" for i in range(RUNS)]
     repeated = {p: n for p, n in call_counts(probe_log, prompts).items() if n != 1}
     assert repeated == {}, "each step's model call happens once per completed step"
-    assert recovered(worker, "executions_resent") > 0, "the restarts lost queued messages: the sweep sent them again"
+    resent = recovered(worker, "steps_resent") + recovered(worker, "executions_resent")
+    assert resent > 0, "the restarts lost queued messages, and the sweeps sent them again"
 
 
 def test_postgres_restarted_during_checkpoints_completes_all_with_every_completed_step_holding_its_output(
