@@ -1,6 +1,7 @@
 """Waiting on the database while PostgreSQL may be restarting under the test."""
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -77,3 +78,10 @@ def wait_for_sweeps(worker, n: int, timeout: float = 30) -> None:
     to resend, a lease to reclaim) has had its chance, without guessing a sleep."""
     target = reaper_sweeps_done(worker) + n
     db_wait_for(lambda: reaper_sweeps_done(worker) >= target, timeout, f"{n} reaper sweeps on {worker.name}")
+
+
+def recovered(worker, action: str) -> int:
+    """What the reaper sweeps that ``worker`` ran recovered (their ``reaper.recovered`` log
+    lines), for one ``action`` of workflows.services.reaper.SweepReport."""
+    lines = [json.loads(line) for line in worker.log().splitlines() if '"reaper.recovered"' in line]
+    return sum(line.get(action, 0) for line in lines)

@@ -5,24 +5,16 @@ persistence, so a restart loses every message it held: the database is the guara
 """
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from workflows.models import WorkflowStepExecution
 from workflows.tests.factories import probe_step
 
-from .helpers import all_finished, call_counts, db_wait_for, in_flight, numbered_workflow, start_runs, tag
+from .helpers import all_finished, call_counts, db_wait_for, in_flight, numbered_workflow, recovered, start_runs, tag
 
 pytestmark = [pytest.mark.chaos, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 RUNS = 50
-
-
-def recovered(worker, action: str) -> int:
-    """What the reaper sweeps that ``worker`` ran recovered (their ``reaper.recovered`` log lines)."""
-    lines = [json.loads(line) for line in worker.log().splitlines() if '"reaper.recovered"' in line]
-    return sum(line.get(action, 0) for line in lines)
 
 
 def test_redis_restarted_twice_with_fifty_runs_in_flight_completes_all_and_calls_each_step_once(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from datetime import datetime, timedelta
 
 import pytest
@@ -29,6 +30,17 @@ def _production_beat(name: str, env: dict[str, str], log_dir) -> ServiceProcess:
     beat = ServiceProcess(name, celery_argv("beat", "-l", "info"), env, log_dir)  # docker-compose's command
     beat.wait_for_log("beat: Starting", timeout=60)
     return beat
+
+
+def _exit_code_after_sigterm(process: ServiceProcess) -> int | None:
+    """Stop as docker does (SIGTERM); the exit code, or None if it had to be killed."""
+    process.signal_group(signal.SIGTERM)
+    try:
+        return process.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        process.stop()  # SIGKILL if still running; closes its log
 
 
 def _sweeps_sent(beat: ServiceProcess) -> list[datetime]:
@@ -64,12 +76,10 @@ def test_two_production_beats_over_an_every_minute_schedule_fire_each_slot_once_
         WorkflowTrigger.objects.filter(pk=trigger.pk).update(is_active=False)
     finally:
         beat.signal_group(signal.SIGCONT)
-        codes = []
-        for each in beats:
-            each.signal_group(signal.SIGTERM)
-            codes.append(each.proc.wait(timeout=15))
-            each.stop()
-        worker.stop()
+        try:
+            codes = [_exit_code_after_sigterm(each) for each in beats]
+        finally:
+            worker.stop()  # never left running into the next test
 
     invocations = TriggerInvocation.objects.filter(trigger=trigger).order_by("received_at")
     assert [(i.status, i.delivery_id) for i in invocations] == [
@@ -82,4 +92,4 @@ def test_two_production_beats_over_an_every_minute_schedule_fire_each_slot_once_
             assert any(slot - timedelta(seconds=2) <= at <= slot + timedelta(seconds=3) for at in sent), \
                 f"{each.name} sent the schedule sweep around {iso(slot)} too"
         assert "Traceback" not in each.log()
-    assert codes == [0, 0]
+    assert codes == [0, 0], "both beats stop cleanly on SIGTERM"

@@ -29,6 +29,7 @@ from .helpers import (
     db_wait_for,
     in_flight,
     numbered_workflow,
+    recovered,
     start_runs,
     tag,
     wait_for_sweeps,
@@ -90,7 +91,7 @@ def test_workflow_timeout_holds_when_the_worker_running_its_step_is_sigkilled(us
     execution = execution_start(workflow=workflow, inputs={}, started_by=user)
     db_wait_for(lambda: call_counts(probe_log, [f"slow {t}"])[f"slow {t}"], 30, "the step's call to start")
     doomed.kill()
-    workers("rescuer")  # picks the step up again once its lease expires
+    rescuer = workers("rescuer")  # picks the step up again once its lease expires; runs the sweeps
 
     finished = db_wait_for(lambda: WorkflowExecution.objects.filter(pk=execution.pk, status="FAILED").first(), 30,
                            "the run to time out")
@@ -98,7 +99,8 @@ def test_workflow_timeout_holds_when_the_worker_running_its_step_is_sigkilled(us
 
     assert finished.error["type"] == "Timeout" and finished.error["step"] == "slow"
     late = (finished.completed_at - finished.deadline_at).total_seconds()
-    assert 0 <= late < 4, f"timed out {late:.1f} s after its deadline (the reaper sweeps every second)"
+    assert 0 <= late < 5, f"timed out {late:.1f} s after its deadline (the reaper sweeps every second)"
+    assert recovered(rescuer, "timed_out") == 1, "the reaper timed it out"
     assert step_run(execution.id, "slow").status == "CANCELLED"
     assert step_run(execution.id, "after") is None
     assert call_counts(probe_log, [f"after {t}"])[f"after {t}"] == 0
