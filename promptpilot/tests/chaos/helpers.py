@@ -34,10 +34,15 @@ def db_wait_for(predicate: Callable[[], object], timeout: float, what: str, inte
     raise AssertionError(f"Timed out after {timeout} s waiting for {what}")
 
 
-def all_finished(executions, timeout: float) -> list[WorkflowExecution]:
+def all_finished(executions, timeout: float, *, alive=()) -> list[WorkflowExecution]:
+    """The runs once all have ended; fails at once, with its log, if a process of ``alive``
+    (ServiceProcess) exits meanwhile."""
     ids = [e.pk for e in executions]
 
     def finished():
+        for process in alive:
+            if process.proc.poll() is not None:
+                raise AssertionError(f"{process.name} exited ({process.proc.returncode}):\n{process.log()[-3000:]}")
         runs = list(WorkflowExecution.objects.filter(pk__in=ids, status__in=ExecutionStatus.finished()))
         return runs if len(runs) == len(ids) else None
 

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.worker, pytest.mark.django_db(trans
 RUNS = 50
 
 
-def test_redis_restarted_twice_with_fifty_runs_in_flight_completes_all_and_calls_each_step_once(
+def test_redis_restarted_three_times_with_fifty_runs_in_flight_completes_all_and_calls_each_step_once(
         user, workers, probe_log, restart_redis, tmp_path):
     t = tag()
     gate = tmp_path / "answer-now"
@@ -34,11 +34,14 @@ def test_redis_restarted_twice_with_fifty_runs_in_flight_completes_all_and_calls
     db_wait_for(lambda: in_flight(probe_log, firsts) == 10, 60, "ten first steps in flight")
 
     restart_redis()  # the queued messages and the unacked ones of the steps in flight are gone
+    reconnected = worker.log().count("Connected to")
+    db_wait_for(lambda: worker.log().count("Connected to") > reconnected, 30, "the worker to reconnect")
+    restart_redis()  # and again at once: Redis flapping while the worker had just reconnected
     gate.touch()
     db_wait_for(lambda: sum(call_counts(probe_log, seconds).values()) >= 15, 60, "more second steps to start")
     restart_redis()  # again, with other runs' messages queued
 
-    finished = all_finished(runs, timeout=120)
+    finished = all_finished(runs, timeout=120, alive=[worker])  # the worker rides out every restart
 
     assert [run.status for run in finished] == ["COMPLETED"] * RUNS, [r.error for r in finished if r.error]
     assert [run.output for run in finished] == [f"three {t} {i}" for i in range(RUNS)]
