@@ -1,7 +1,7 @@
 """Chaos: two beat processes on the production scheduler at once (a second ``beat``
 started by mistake, or an old one not yet stopped in a deploy), as docker-compose runs it
 (``celery -A promptpilot beat``: django-celery-beat's DatabaseScheduler, triggers/beat.py),
-over slots of an every-minute schedule."""
+over three slots of an every-minute schedule (two of them on the cron's own minutes)."""
 from __future__ import annotations
 
 import json
@@ -60,10 +60,11 @@ def test_two_production_beats_over_an_every_minute_schedule_fire_each_slot_once_
     worker = start_worker("two-beats", service_env, tmp_path)
     try:
         beats = [_production_beat(f"beat-{n}", service_env, tmp_path) for n in (1, 2)]
-        # The first slot a moment from now, the next on the cron's next minute.
+        # The first slot a moment from now, the next two on the cron's next minutes.
         first = timezone.now().replace(microsecond=0) + timedelta(seconds=3)
         WorkflowTrigger.objects.filter(pk=trigger.pk).update(is_active=True, next_run_at=first)
-        slots = [first, (first + timedelta(minutes=1)).replace(second=0)]
+        on_the_minute = (first + timedelta(minutes=1)).replace(second=0)
+        slots = [first, on_the_minute, on_the_minute + timedelta(minutes=1)]
         for slot in slots:
             db_wait_for(lambda s=slot: TriggerInvocation.objects.filter(
                 trigger=trigger, delivery_id=f"schedule:{iso(s)}").exists(), 90, f"the slot {iso(slot)} to fire")
