@@ -23,9 +23,14 @@ venv: $(BIN)/.installed
 GENERAL_CODE_TESTS := workflows/tests/durability workflows/tests/services workflows/tests/integration/test_runs_on_worker.py
 TEST_ENV = DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL)
 
+# The chaos suite (promptpilot/tests/chaos/) restarts PostgreSQL and Redis, so it never runs
+# on the shared ones: scripts/run_chaos.py starts a throwaway cluster and redis-server on
+# free ports for it, runs it, and removes them (about 4 minutes). Only for the whole suite;
+# alone: $(BIN)/python scripts/run_chaos.py [pytest arguments].
 test: venv
 	$(TEST_ENV) $(BIN)/pytest --durations=25 $(PYTEST_ARGS)
 	$(if $(PYTEST_ARGS),,$(TEST_ENV) PROMPTPILOT_FAST_STATEMENTS=false $(BIN)/pytest $(GENERAL_CODE_TESTS))
+	$(if $(PYTEST_ARGS),,$(BIN)/python scripts/run_chaos.py --durations=10)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -24,7 +24,7 @@ from promptpilot.common import metrics
 from ..models import ExecutionStatus, StepExecutionStatus, WorkflowExecution, WorkflowStepExecution
 from .dispatch import enqueue_execution, enqueue_step, enqueue_wait_timer
 from .orchestration import wait_timer_fire
-from .transitions import child_finished, execution_time_out, step_lease_expire
+from .transitions import UNFINISHED_STEP_STATUSES, child_finished, execution_time_out, step_lease_expire
 
 logger = logging.getLogger(__name__)
 BATCH = 200
@@ -119,8 +119,10 @@ def _time_out_overdue_runs(report: SweepReport) -> None:
         )[:BATCH]
         for execution in overdue:
             report.timed_out += 1
+            # The step the run was on: in flight, waiting, or PENDING (its worker was lost
+            # and it waits to be re-run, or a retry's backoff is counting down).
             running = execution.step_executions.filter(
-                status__in=[StepExecutionStatus.RUNNING, StepExecutionStatus.WAITING]).first()
+                status__in=UNFINISHED_STEP_STATUSES).order_by("step_order").first()
             execution_time_out(execution=execution, running_step=running)
 
 

@@ -33,3 +33,28 @@ def test_a_new_connection_pool_gets_a_new_client(channel):
     channel._pool = None  # what kombu does when it drops its pools after a connection error
     assert channel._create_client() is not first
     assert channel._create_client().connection_pool is channel.pool
+
+
+def test_closing_a_channel_whose_connection_was_torn_down_is_a_connection_error_not_a_crash(broker_url):
+    """Redis lost twice in a row: the worker closes a channel of a connection kombu already
+    tore down while it holds unacked messages (steps in flight). Restoring them must fail
+    as a connection error, which Celery ignores and reconnects after; an AttributeError
+    (kombu reading the settings of a connection that is gone) stopped the worker for good."""
+    from kombu import Queue
+
+    queue = Queue("promptpilot-test-unacked", routing_key="promptpilot-test-unacked")
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        queue(channel).declare()
+        connection.Producer(channel).publish({"step": 1}, routing_key=queue.routing_key, declare=[queue])
+        delivered = queue(channel).get(no_ack=False)
+        assert delivered is not None and channel.qos._delivered  # held unacked, as a step in flight
+
+        channel._disconnect_pools()
+        connection.transport.client = None  # what kombu leaves after the first loss (Connection._do_close_transport)
+        connection.maybe_close_channel(channel)  # must not raise: Celery ignores only connection errors here
+
+        assert channel.closed
+    unacked = redis.Redis.from_url(broker_url).hget("unacked", delivered.delivery_tag)
+    assert unacked is not None, "the message stays in the unacked set, for the visibility timeout to restore"
+    redis.Redis.from_url(broker_url).delete("promptpilot-test-unacked", "unacked", "unacked_index")

@@ -268,3 +268,24 @@ def test_the_lease_keeper_reports_a_lost_lease_only_for_an_attempt_still_running
         with keeper.holding(step.pk, 1):  # still running here, but fenced off: lost
             keeper.renew(snapshot, lease=60)
     assert [r.step_execution_id for r in caplog.records if r.getMessage() == "step.lease_lost"] == [str(step.pk)]
+
+
+def test_a_run_timed_out_by_the_reaper_while_its_step_waits_to_be_re_run_names_that_step(user, sent, budget):
+    """The step's worker was lost (or its message is still queued): the step is PENDING
+    when the deadline passes, and the Timeout still says which step the run was on."""
+    from workflows.services.reaper import reaper_sweep
+
+    budget(0)  # the admit hands the first step on as a message instead of running it
+    workflow = make_workflow(user, timeout_seconds=60, steps=[_echo("first", "one"), _echo("second", "two")])
+    execution = execution_start(workflow=workflow, inputs={}, started_by=user)
+    orchestration.execution_admit(execution_id=sent.pop(0)[1][0])  # the run starts; its step message waits
+    step = WorkflowStepExecution.objects.get(execution=execution, step_name="first")
+    assert step.status == StepExecutionStatus.PENDING
+    WorkflowExecution.objects.filter(pk=execution.pk).update(deadline_at=timezone.now() - timedelta(seconds=1))
+
+    assert reaper_sweep().timed_out == 1
+    execution.refresh_from_db()
+    assert execution.status == "FAILED" and execution.error["type"] == "Timeout"
+    assert execution.error["step"] == "first"
+    step.refresh_from_db()
+    assert step.status == StepExecutionStatus.CANCELLED
