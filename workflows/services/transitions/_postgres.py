@@ -62,15 +62,17 @@ WITH claimed AS (
        AND e.id = s.execution_id AND e.status = %(run_running)s
        AND (e.deadline_at IS NULL OR e.deadline_at > %(now)s)
     RETURNING s.step_name, s.execution_id, s.tokens, e.workflow_id, e.version_id, e.input, e.metadata,
-              e.trigger_type
+              e.trigger_type, s.item_index, CASE WHEN s.item_index IS NULL THEN NULL ELSE s.input -> 'item' END AS item
 )
 SELECT c.step_name, c.execution_id, c.tokens, c.workflow_id, c.version_id, c.input, c.metadata, c.trigger_type,
        (SELECT COALESCE(json_agg(json_build_array(p.step_name, p.output, p.outputs, p.status)
                                  ORDER BY p.step_order), '[]'::json)
           FROM {STEPS} p
-         WHERE p.execution_id = c.execution_id AND p.status IN (%(completed)s, %(failed)s))
+         WHERE p.execution_id = c.execution_id AND p.status IN (%(completed)s, %(failed)s)
+           AND p.item_index IS NULL),
+       c.item_index, c.item
   FROM claimed c
-"""
+"""  # NOTE: p.item_index IS NULL: a MAP step's item rows are not steps of the context
 
 
 def _loads(value: Any) -> Any:
@@ -92,7 +94,7 @@ def claim(step_execution_id: uuid.UUID | str, attempt: int, *, worker: str, leas
         row = cursor.fetchone()
     if row is None:
         return None
-    step_name, execution_id, tokens, workflow_id, version_id, inputs, metadata, trigger_type, done = row
+    step_name, execution_id, tokens, workflow_id, version_id, inputs, metadata, trigger_type, done, item_index, item = row
     metadata = _loads(metadata) or {}
     steps = {name: {"output": output, "outputs": outputs, "status": status}
              for name, output, outputs, status in _loads(done)}
@@ -102,6 +104,7 @@ def claim(step_execution_id: uuid.UUID | str, attempt: int, *, worker: str, leas
         step_tokens=_loads(tokens) or {},
         context=RunContext(inputs=_loads(inputs) or {}, steps=steps,
                            trigger={"type": trigger_type, "payload": metadata.get("payload")}),
+        item_index=item_index, item=_loads(item) if item_index is not None else None,
     )
 
 
@@ -163,6 +166,8 @@ def checkpoint(claimed: Claimed, step: StepDefinition, definition: WorkflowDefin
     without the claim's statement and commit. ``add_tokens(run, result)`` is the ORM
     path's own arithmetic, so both paths count tokens and cost alike."""
     if result.status != COMPLETED or result.child is not None:  # a WORKFLOW step starts a child: ORM path
+        return None
+    if claimed.item_index is not None:  # a MAP item: its step's join is the ORM path's
         return None
     transition = runner.next_transition(definition, step, result)
     if transition.fail_run or transition.skipped:
