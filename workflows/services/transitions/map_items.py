@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Count, Q
 
 from providers import pricing
 from providers.types import TokenUsage
@@ -76,10 +76,8 @@ def item_done(execution: WorkflowExecution, item: WorkflowStepExecution, step: S
         # The step fails with this item: the items still to run never will.
         items_of(item).filter(status__in=UNFINISHED).update(
             status=StepExecutionStatus.CANCELLED, completed_at=now, lease_expires_at=None)
-    else:
-        _send_next(item, step, now)
-        if items_of(item).filter(status__in=UNFINISHED).exists():
-            return
+    elif _send_next(item, step, now):
+        return  # items are still running or to be run
     parent = (WorkflowStepExecution.objects.select_for_update()
               .filter(execution_id=execution.id, step_order=item.step_order, item_index__isnull=True)
               .order_by("pk").first())
@@ -98,21 +96,23 @@ def item_done(execution: WorkflowExecution, item: WorkflowStepExecution, step: S
     step_went_on(execution, step, definition, result, now)
 
 
-def _send_next(item: WorkflowStepExecution, step: StepDefinition, now: datetime) -> None:
-    """Send items not yet sent while fewer than ``concurrency`` are in flight."""
-    in_flight = items_of(item).filter(
-        Q(status=StepExecutionStatus.RUNNING) | Q(status=StepExecutionStatus.PENDING, available_at__isnull=False)
-    ).count()
-    free = settings_of(step)["concurrency"] - in_flight
-    if free <= 0:
-        return
-    waiting = list(items_of(item).filter(status=StepExecutionStatus.PENDING, available_at__isnull=True)
-                   .order_by("item_index").values_list("pk", "attempt")[:free])
-    if not waiting:
-        return
-    WorkflowStepExecution.objects.filter(pk__in=[pk for pk, _ in waiting]).update(available_at=now)
-    for pk, attempt in waiting:
-        enqueue_step(pk, attempt)
+def _send_next(item: WorkflowStepExecution, step: StepDefinition, now: datetime) -> bool:
+    """Send items not yet sent while fewer than ``concurrency`` are in flight (RUNNING, or
+    PENDING once sent: a retry's backoff keeps its slot). Answers whether any item of the
+    step is still unfinished (then the step is not done yet)."""
+    counts = items_of(item).aggregate(
+        in_flight=Count("pk", filter=Q(status=StepExecutionStatus.RUNNING)
+                        | Q(status=StepExecutionStatus.PENDING, available_at__isnull=False)),
+        unfinished=Count("pk", filter=Q(status__in=UNFINISHED)))
+    free = settings_of(step)["concurrency"] - counts["in_flight"]
+    if free > 0 and counts["unfinished"] > counts["in_flight"]:
+        # Rows never sent are still at attempt 1.
+        waiting = list(items_of(item).filter(status=StepExecutionStatus.PENDING, available_at__isnull=True)
+                       .order_by("item_index").values_list("pk", flat=True)[:free])
+        WorkflowStepExecution.objects.filter(pk__in=waiting).update(available_at=now)
+        for pk in waiting:
+            enqueue_step(pk, 1)
+    return counts["unfinished"] > 0
 
 
 def _joined(step: StepDefinition, parent: WorkflowStepExecution) -> StepResult:
