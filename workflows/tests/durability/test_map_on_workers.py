@@ -1,8 +1,8 @@
 """MAP steps on real workers: items spread over two workers, one of them SIGKILLed half-way.
 
-Provider calls are counted across processes by the probe provider's shared call log: a
-call that was answered ("done") is never made again; only the items in flight on the
-killed worker are called a second time.
+Provider calls are counted across processes by the probe provider's shared call log: an
+item checkpointed COMPLETED is never called again; only the items in flight on the killed
+worker (answered or not, but not yet checkpointed) are called a second time.
 """
 from __future__ import annotations
 
@@ -38,7 +38,13 @@ def _calls(probe_log, tag: str, event: str) -> Counter:
     return Counter(c["prompt"] for c in read_calls(probe_log) if c["event"] == event and c["prompt"].startswith(prefix))
 
 
-def test_map_of_50_items_survives_a_worker_killed_half_way_without_repeating_answered_calls(user, workers, probe_log):
+def _item_rows(execution_id, *, status: str) -> list[tuple[str, int]]:
+    """(the prompt it rendered, index) of the MAP's item rows in ``status``."""
+    rows = WorkflowStepExecution.objects.filter(execution_id=execution_id, item_index__isnull=False, status=status)
+    return [(row.input["prompt"], row.item_index) for row in rows]
+
+
+def test_map_of_50_items_survives_a_worker_killed_half_way_without_repeating_completed_items(user, workers, probe_log):
     tag = uuid.uuid4().hex[:8]
     words = [f"w{i}" for i in range(ITEMS)]
     workflow = _map_workflow(user, tag, delay_ms=400)
@@ -46,23 +52,24 @@ def test_map_of_50_items_survives_a_worker_killed_half_way_without_repeating_ans
     workers("map-survivor")
     execution = execution_start(workflow=workflow, inputs={"words": words}, started_by=user)
 
-    wait_for(lambda: sum(_calls(probe_log, tag, "done").values()) >= ITEMS // 3, 30, "a third of the items")
+    wait_for(lambda: len(_item_rows(execution.id, status="COMPLETED")) >= ITEMS // 3, 30, "a third of the items")
     pids = {c["pid"] for c in read_calls(probe_log) if c["prompt"].startswith(f"map {tag} ")}
     assert len(pids) >= 2, "the items were spread over both workers"
     doomed.kill()  # SIGKILL to the whole worker: main process and pool children
+    # Checkpointed before (or as) the worker died: these must never be called again.
+    completed = [prompt for prompt, index in _item_rows(execution.id, status="COMPLETED")]
     finished = wait_finished(execution.id, timeout=45)
 
     assert finished.status == "COMPLETED", finished.error
     assert finished.output == [f"map {tag} {i} w{i}" for i in range(ITEMS)]
-    answered = _calls(probe_log, tag, "done")
     made = _calls(probe_log, tag, "call")
-    assert set(answered) == set(made) and len(made) == ITEMS
-    assert max(answered.values()) == 1, "an item whose call was answered and checkpointed was called again"
+    assert len(made) == ITEMS
+    assert all(made[prompt] == 1 for prompt in completed), "a completed item's model call was made again"
     repeated = sum(made.values()) - ITEMS
     assert repeated <= CONCURRENCY, "only the items in flight on the killed worker are called again"
     rows = WorkflowStepExecution.objects.filter(execution_id=execution.id, item_index__isnull=False)
     assert rows.count() == ITEMS and set(rows.values_list("status", flat=True)) == {"COMPLETED"}
-    assert sum(rows.values_list("lost_attempts", flat=True)) == repeated
+    assert sum(rows.values_list("lost_attempts", flat=True)) >= repeated  # a repeat is a lost attempt's
 
 
 def test_map_on_a_worker_with_on_item_error_continue_and_drop(user, shared_worker):
