@@ -71,3 +71,47 @@ def test_the_execution_page_shows_a_page_of_items_and_links_to_the_next(user, ma
     second = page.get(f"/executions/{map_run.id}/?items_page=2").content.decode()
     assert 'data-item="60"' in second and 'data-item="0"' not in second
     assert "TemplateError" in second
+
+
+def _map_workflow_via_api(api, inner: dict, **config) -> int:
+    body = {"name": "Fan out", "variables": WORDS, "steps": [
+        {"name": "each", "type": "MAP", "config": {"items": "input.words", "step": inner, **config}}]}
+    response = api.post("/api/workflows", body, format="json")
+    assert response.status_code == 201, response.json()
+    return response.json()["id"]
+
+
+def test_a_preview_runs_the_first_items_in_process_and_says_so(api):
+    workflow_id = _map_workflow_via_api(api, {"type": "PROMPT", "config": {
+        "template": "Tell me about {{ item }} ({{ index }})", "model": {"provider": "echo", "model": "echo"}}})
+    words = [f"w{i}" for i in range(25)]
+    body = api.post(f"/api/workflows/{workflow_id}/preview", {"input": {"words": words}}, format="json").json()
+    assert body["status"] == "COMPLETED"
+    step = body["steps"][0]
+    assert step["type"] == "MAP" and step["output"] == [f"Tell me about w{i} ({i})" for i in range(20)]
+    assert step["token_estimate"]["total"] > 0
+    assert any("Only the first 20 of 25 items were run in this preview" in w for w in body["warnings"])
+
+
+def test_a_dry_run_preview_calls_no_model_for_the_items(api):
+    workflow_id = _map_workflow_via_api(api, {"type": "PROMPT", "config": {
+        "template": "Sum up {{ item }}", "output_format": "json",
+        "model": {"provider": "openai", "model": "gpt-4o-mini"}}})
+    body = api.post(f"/api/workflows/{workflow_id}/preview", {"input": {"words": ["a", "b"]}, "dry_run_models": True},
+                    format="json").json()
+    step = body["steps"][0]
+    assert body["status"] == "COMPLETED" and step["dry_run"] is True
+    assert step["output"] == ["[dry run: openai:gpt-4o-mini was not called]"] * 2
+    assert step["token_estimate"]["estimated"] is True
+
+
+def test_saving_a_map_whose_inner_step_is_wrong_answers_400_naming_the_field(api):
+    body = {"name": "Bad", "variables": WORDS, "steps": [
+        {"name": "each", "type": "MAP", "config": {"items": "input.words", "concurrency": 0,
+                                                   "step": {"type": "PROMPT", "config": {"template": "{{ itme }}"}}}}]}
+    response = api.post("/api/workflows", body, format="json")
+    assert response.status_code == 400
+    errors = response.json()["extra"]["errors"]
+    assert "steps[0].config.concurrency" in errors
+    assert "set config.model" in errors["steps[0].config.step.config.model"][0]
+    assert any("itme" in m for m in errors["steps[0].config.step.config.template"])
