@@ -329,3 +329,18 @@ def test_steps_after_the_map_do_not_see_its_items_as_steps(user, sent):
     drive(sent)
     execution.refresh_from_db()
     assert execution.output == "each"
+
+
+def test_an_item_whose_message_was_lost_is_sent_again_by_the_reaper_and_one_never_sent_is_not(user, sent, settings):
+    settings.PROMPTPILOT = {**settings.PROMPTPILOT, "ENQUEUE_GRACE_SECONDS": 0}
+    execution = start(user, [map_step("input.words", transform("{{ item }}"), concurrency=1)],
+                      WORDS, {"words": ["a", "b"]})
+    fan_out(sent)
+    first, second = items(execution)
+    sent.clear()  # the first item's message is lost
+    WorkflowStepExecution.objects.filter(pk=first.pk).update(available_at=timezone.now() - timedelta(seconds=5))
+    assert reaper_sweep().steps_resent == 1  # the second was never sent: its turn has not come
+    assert [m[1][0] for m in item_messages(sent)] == [str(first.pk)]
+    drive(sent)
+    execution.refresh_from_db()
+    assert execution.status == "COMPLETED" and execution.output == ["a", "b"]
