@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
 from bench import common, runtime  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench_fanout"
-DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/13"
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/9"  # flushed: a database no other bench uses
 APP_NAME = "promptpilot-bench-fanout"
 WORKFLOW_NAME = "bench: MAP of openai calls (fanout)"
 OWNER_KEY = "promptpilot-bench-fanout:owner"

@@ -321,7 +321,9 @@ def _checkpoint(step_execution_id, attempt: int, step: StepDefinition, definitio
             logger.warning("step.result_rejected", extra={"step_execution_id": str(step_execution_id),
                                                            "attempt": attempt})
             return "rejected"
-        execution = WorkflowExecution.objects.select_for_update().get(pk=step_execution.execution_id)
+        # NOTE: not its input: a MAP run's holds every item, and each item's checkpoint comes here.
+        execution = (WorkflowExecution.objects.select_for_update().defer("input")
+                     .get(pk=step_execution.execution_id))
         if execution.status != ExecutionStatus.RUNNING:
             step_execution.status = StepExecutionStatus.CANCELLED
             step_execution.completed_at = now
