@@ -40,6 +40,7 @@ from providers.types import TokenUsage
 
 from ...engine import runner
 from ...engine.retry import SlotDeferral, normalize_retry_config, retry_delay, slot_deferral
+from ...engine.steps.map_step import settings_of as map_settings
 from ...engine.types import RunContext, StepDefinition, StepResult, WorkflowDefinition
 from ...errors import ExecutionFinished
 from ...models import (
@@ -277,7 +278,13 @@ def step_checkpoint(*, claimed: Claimed, result: StepResult, worker: str, claim_
     raw, definition = version_snapshot(claimed.version_id)
     step = definition.step(claimed.step_name)
     now = timezone.now()
-    if fast_statements():
+    if fast_statements() and claimed.item_index is not None:  # a MAP item that is not the last one
+        done = _postgres.checkpoint_item(claimed, result, concurrency=map_settings(step)["concurrency"],
+                                         step_order=step.order, now=now, add_tokens=_add_tokens)
+        if done is not None:
+            _step_ended(step, result, done.outcome)
+            return done
+    elif fast_statements():
         done = _postgres.checkpoint(claimed, step, definition, result, raw_definition=raw, now=now, worker=worker,
                                     lease_seconds=_conf("STEP_LEASE_SECONDS"), claim_next=claim_next,
                                     add_tokens=_add_tokens)

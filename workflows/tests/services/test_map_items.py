@@ -344,3 +344,34 @@ def test_an_item_whose_message_was_lost_is_sent_again_by_the_reaper_and_one_neve
     drive(sent)
     execution.refresh_from_db()
     assert execution.status == "COMPLETED" and execution.output == ["a", "b"]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-statements", "orm"])
+def test_both_checkpoint_paths_join_alike_and_the_fast_one_takes_every_item_but_the_last(user, sent, settings,
+                                                                                       monkeypatch, fast):
+    from workflows.services.transitions import _postgres
+
+    settings.PROMPTPILOT = {**settings.PROMPTPILOT, "FAST_STATEMENTS": fast}
+    taken = []
+    original = _postgres.checkpoint_item
+
+    def spy(*args, **kwargs):
+        done = original(*args, **kwargs)
+        taken.append(done is not None)
+        return done
+
+    monkeypatch.setattr(_postgres, "checkpoint_item", spy)
+    execution = start(user, [map_step("input.words", echo("{{ item }}"), concurrency=2),
+                             {"name": "after", "type": "TRANSFORM", "config": {"template": "{{ steps.each.output }}"}}],
+                      WORDS, {"words": ["a", "b", "c", "d", "e"]})
+    fan_out(sent)
+    in_flight = []
+    while item_messages(sent):
+        deliver_one(sent)
+        in_flight.append(sum(1 for r in items(execution) if r.status == "RUNNING"
+                             or (r.status == "PENDING" and r.available_at is not None)))
+    execution.refresh_from_db()
+    assert execution.status == "COMPLETED" and execution.output == "['a', 'b', 'c', 'd', 'e']"
+    assert max(in_flight) <= 2
+    assert execution.aggregate_tokens["total"] == sum(r.tokens["total"] for r in items(execution)) > 0
+    assert taken == ([True, True, True, True, False] if fast else [])
