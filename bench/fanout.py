@@ -16,9 +16,10 @@ Rounds:
   instant both again against a server that answers at once: what each item costs the
           engine beyond its model call.
 
-Per-item overhead: (engine wall - loop wall) x concurrency / items, i.e. the time each item
-held one of the step's ``concurrency`` slots beyond its model call; and the worker's CPU
-per item. The fake server counts the calls per prompt: every item must be called exactly
+Per-item overhead: at ``--delay``, (engine wall - loop wall) x concurrency / items, i.e. the
+time each item held one of the step's ``concurrency`` slots beyond its model call; with the
+instant model, (engine wall - loop wall) / items (there the engine's own cost is the wall);
+and the worker's CPU per item. The fake server counts the calls per prompt: every item must be called exactly
 once. See the "Fan-out" section of bench/README.md.
 """
 from __future__ import annotations
@@ -242,8 +243,7 @@ def run(args) -> int:
     best = {kind: min(found, key=lambda r: r["wall_s"]) for kind, found in rounds.items()}
     engine, loop = best["engine"], best["loop"]
     overhead_ms = 1000 * (engine["wall_s"] - loop["wall_s"]) * args.concurrency / args.items
-    instant_ms = 1000 * (best["engine_instant"]["wall_s"] - best["loop_instant"]["wall_s"]) \
-        * args.concurrency / args.items
+    instant_ms = 1000 * (best["engine_instant"]["wall_s"] - best["loop_instant"]["wall_s"]) / args.items
     once = all(r["calls"]["once"] and r.get("outputs_in_order", True) for found in rounds.values() for r in found)
     print(f"\nResults ({info['date']}, {info['cpus']} CPUs {info['cpu']}, code {info['code']}):")
     print(f"  engine wall {engine['wall_s']:.2f} s vs ideal {ideal:g} s (ideal/wall {ideal / engine['wall_s']:.2f}); "
@@ -251,8 +251,9 @@ def run(args) -> int:
     print(f"  per-item overhead at {args.delay:g} s: {overhead_ms:.0f} ms of slot time per item beyond its call "
           f"((engine wall - loop wall) x {args.concurrency} / {args.items}); worker CPU "
           f"{engine['worker_cpu_ms_per_item']:.1f} ms per item")
-    print(f"  instant model: engine {best['engine_instant']['wall_s']:.2f} s, loop "
-          f"{best['loop_instant']['wall_s']:.2f} s: {instant_ms:.0f} ms of slot time per item; worker CPU "
+    print(f"  instant model: engine {best['engine_instant']['wall_s']:.2f} s "
+          f"({args.items / best['engine_instant']['wall_s']:.0f} items/s), loop {best['loop_instant']['wall_s']:.2f} s: "
+          f"{instant_ms:.1f} ms more per item ((engine wall - loop wall) / {args.items}); worker CPU "
           f"{best['engine_instant']['worker_cpu_ms_per_item']:.1f} ms per item")
     print(f"  every item called exactly once, outputs in item order: {'yes' if once else 'NO'}")
     print(f"  load average (1, 5, 15 min) before {'/'.join(f'{v:.2f}' for v in load_before)}, after "
