@@ -72,7 +72,10 @@ def run_item(step: StepDefinition, context: RunContext, item: Any, index: int, *
 
     inner = inner_step(step)
     result = run_step(inner, item_context(context, item, index), providers=providers, limits=limits)
-    result.input = {**(result.input or {}), "item": item, "index": index}
+    # Not the run's input (a PROMPT records it as "variables"): it often holds every item,
+    # and a copy on each item's row would make the rows grow with the square of the list.
+    recorded = {key: value for key, value in (result.input or {}).items() if key != "variables"}
+    result.input = {**recorded, "item": item, "index": index}
     return result
 
 

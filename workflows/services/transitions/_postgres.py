@@ -30,6 +30,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from django.db import transaction
@@ -83,6 +84,23 @@ def _loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
+LARGE_INPUT_CHARS = 64 * 1024
+
+
+@lru_cache(maxsize=16)
+def _decoded_large(text: str) -> Any:
+    return json.loads(text)
+
+
+def _run_input(value: Any) -> Any:
+    """A run's input as a claim reads it. A MAP run's input often holds every item, and each
+    item's claim reads it again: a large one is decoded once per process (a run's input
+    never changes once it started, and templates only read it)."""
+    if isinstance(value, str) and len(value) > LARGE_INPUT_CHARS:
+        return _decoded_large(value)
+    return _loads(value)
+
+
 def claim(step_execution_id: uuid.UUID | str, attempt: int, *, worker: str, lease_seconds: float,
           now: datetime) -> Claimed | None:
     with prepared_cursor() as cursor:
@@ -105,7 +123,7 @@ def claim(step_execution_id: uuid.UUID | str, attempt: int, *, worker: str, leas
         step_execution_id=str(step_execution_id), attempt=attempt, step_name=step_name,
         execution_id=execution_id, workflow_id=workflow_id, version_id=version_id,
         step_tokens=_loads(tokens) or {},
-        context=RunContext(inputs=_loads(inputs) or {}, steps=steps,
+        context=RunContext(inputs=_run_input(inputs) or {}, steps=steps,
                            trigger={"type": trigger_type, "payload": metadata.get("payload")}),
         item_index=item_index, item=_loads(item) if item_index is not None else None,
     )

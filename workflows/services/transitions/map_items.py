@@ -18,6 +18,7 @@ PENDING rows whose ``available_at`` passed, so items not yet sent stay put.
 """
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +34,7 @@ from ...engine.types import FAILED, StepDefinition, StepResult, WorkflowDefiniti
 from ...models import StepExecutionStatus, WorkflowExecution, WorkflowStepExecution
 from ..dispatch import enqueue_step
 
+logger = logging.getLogger(__name__)
 UNFINISHED = (StepExecutionStatus.PENDING, StepExecutionStatus.RUNNING)
 
 
@@ -64,6 +66,8 @@ def fan_out(execution: WorkflowExecution, parent: WorkflowStepExecution, step: S
     ])
     for row in rows[:concurrency]:
         enqueue_step(row.id, row.attempt)
+    logger.info("step.fanned_out", extra={"execution_id": str(execution.id), "step": step.name,
+                                          "items": len(rows), "concurrency": concurrency})
 
 
 def item_done(execution: WorkflowExecution, item: WorkflowStepExecution, step: StepDefinition,

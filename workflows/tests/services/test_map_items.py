@@ -125,6 +125,9 @@ def test_tokens_of_items_are_summed_on_the_map_step_and_the_run(user, sent):
     assert item_totals > 0
     assert parent(execution).tokens["total"] == item_totals
     assert execution.aggregate_tokens["total"] == item_totals  # counted once: by the items, not again by the MAP
+    first = items(execution)[0]
+    assert first.input["prompt"] == "say one" and first.input["item"] == "one"
+    assert "variables" not in first.input  # the run's input (every item) is not copied onto each item's row
 
 
 NAMED = [{"name": "people", "type": "JSON", "required": True}]
