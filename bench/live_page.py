@@ -26,35 +26,32 @@ import json
 import os
 import random
 import re
-import signal
 import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
+
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench_live"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/6"  # flushed: a database of its own
+APP_NAME = "promptpilot-bench-live"
 OWNER_KEY = "promptpilot-bench-live:owner"
 OWNER_TTL_SECONDS = 900
+ADVISORY_LOCK = 0x70705F6C69766521  # "pp_live!"
 BENCH_USER = "bench-live"
 PASSWORD = "bench-live-pw-123"
 GOAL_P50_S = 1.5
 # <div class="tl-row" data-step="NAME"> ... the row's first badge is the step's status.
 ROW = re.compile(r'<div class="tl-row" data-step="([^"]+)">.*?<span class="badge badge-([a-z_]+)">', re.S)
 
-os.environ["DJANGO_SETTINGS_MODULE"] = "promptpilot.settings"
-os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
-os.environ.setdefault("CELERY_BROKER_URL", DEFAULT_BROKER_URL)
-os.environ.setdefault("PROMPTPILOT_LOG_LEVEL", "WARNING")
+common.configure_env(database_url=DEFAULT_DATABASE_URL, broker_url=DEFAULT_BROKER_URL, app_name=APP_NAME)
 
 import django  # noqa: E402
 
@@ -62,13 +59,7 @@ django.setup()
 
 import httpx  # noqa: E402
 
-from bench.runtime import ensure_database, git_code  # noqa: E402
 from workflows.pages.executions import HTMX_STOP_POLLING, POLL_SECONDS  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def free_port() -> int:
@@ -80,83 +71,41 @@ def free_port() -> int:
 # --------------------------------------------------------------------------- services
 
 
-def claim_broker() -> None:
-    """Refuse the suites' Redis databases and a second run of this script; flush ours."""
-    import redis
+class Worker(common.ChildProcess):
+    label = "worker"
 
-    url = os.environ["CELERY_BROKER_URL"]
-    if not url.startswith("redis://") or re.search(r"/(7|8|9|1[0-5])$", url):
-        raise SystemExit(f"Give the benchmark a Redis database of its own (7-15 are the suites' and the "
-                         f"other benches'): {url!r}.")
-    client = redis.Redis.from_url(url, socket_connect_timeout=2)
-    if not client.set(OWNER_KEY, f"pid {os.getpid()}", nx=True, ex=OWNER_TTL_SECONDS):
-        raise SystemExit(f"Another bench/live_page.py uses {url} (key {OWNER_KEY!r} expires by itself).")
-    for key in client.scan_iter():
-        if key != OWNER_KEY.encode():
-            client.delete(key)
+    def __init__(self, log_dir: Path) -> None:
+        super().__init__([sys.executable, "-m", "celery", "-A", "promptpilot", "worker", "-l", "info",
+                          "-n", f"live-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
+                          "--without-heartbeat"], log_dir / "worker.log", common.child_env())
 
 
-def release_broker() -> None:
-    import redis
+class Web(common.ChildProcess):
+    label = "gunicorn"
 
-    with contextlib.suppress(Exception):
-        redis.Redis.from_url(os.environ["CELERY_BROKER_URL"], socket_connect_timeout=2).flushdb()
+    def __init__(self, log_dir: Path, port: int) -> None:
+        self.port = port
+        super().__init__([sys.executable, "-m", "gunicorn", "promptpilot.wsgi", "--bind", f"127.0.0.1:{port}",
+                          "--workers", "2", "--threads", "4", "--no-control-socket"], log_dir / "web.log",
+                         common.child_env())
 
-
-class Service:
-    """A child process in its own process group, its output in a log file."""
-
-    def __init__(self, name: str, argv: list[str], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("ab")
-        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    def wait_for(self, ready, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
-            if ready():
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"{self.name}: no {what} within {timeout} s:\n{self.tail()}")
-
-    def tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)  # the group of the process we started
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self._log.close()
+    def answers(self) -> bool:
+        with contextlib.suppress(Exception):
+            return urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2).status == 200
+        return False
 
 
-def start_services(log_dir: Path, port: int) -> list[Service]:
-    python = sys.executable
-    worker = Service("worker", [python, "-m", "celery", "-A", "promptpilot", "worker", "-l", "info",
-                                "-n", f"live-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
-                                "--without-heartbeat"], log_dir)
-    web = Service("web", [python, "-m", "gunicorn", "promptpilot.wsgi", "--bind", f"127.0.0.1:{port}",
-                          "--workers", "2", "--threads", "4", "--no-control-socket"], log_dir)
-    services = [worker, web]
+def start_services(log_dir: Path, port: int) -> list[common.ChildProcess]:
+    services: list[common.ChildProcess] = []
     try:
-        worker.wait_for(lambda: "ready." in worker.tail(), 90, "'ready.'")
-
-        def web_up() -> bool:
-            with contextlib.suppress(Exception):
-                return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).status == 200
-            return False
-
-        web.wait_for(web_up, 60, "answer on /healthz")
+        worker = Worker(log_dir)
+        services.append(worker)
+        web = Web(log_dir, port)
+        services.append(web)
+        common.wait_until(lambda: "ready." in worker.tail(), timeout=90, interval=0.2, what="the worker's 'ready.'",
+                          check=worker.check_alive)
+        common.wait_until(web.answers, timeout=60, interval=0.2, what="gunicorn's answer on /healthz",
+                          check=web.check_alive)
     except BaseException:
         for service in services:
             service.stop()
@@ -237,13 +186,15 @@ def run(args) -> dict:
     from workflows.models import WorkflowExecution
     from workflows.services.executions import execution_start
 
-    ensure_database()
+    common.ensure_database()
+    common.claim_database(ADVISORY_LOCK, "bench/live_page.py")
+    info = common.machine()
     user, workflow = bench_workflow(args.steps, args.delay_ms)
     port = free_port()
     log_dir = Path(tempfile.mkdtemp(prefix="bench-live-"))
     print(f"logs: {log_dir}", flush=True)
-    claim_broker()
-    services: list[Service] = []
+    common.ensure_broker(owner_key=OWNER_KEY, owner_ttl=OWNER_TTL_SECONDS, script="bench/live_page.py")
+    services: list[common.ChildProcess] = []
     latencies: list[float] = []
     responses: list[float] = []
     pauses = random.Random(args.seed)
@@ -268,16 +219,14 @@ def run(args) -> dict:
     finally:
         for service in services:
             service.stop()
-        release_broker()
+        common.flush_broker()
     return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "code": git_code(),
-        "load_1min": os.getloadavg()[0],
+        "machine": info,
         "runs": args.runs, "steps": args.steps, "delay_ms": args.delay_ms, "poll_seconds": POLL_SECONDS,
         "samples": len(latencies),
-        "latency_s": {"p50": statistics.median(latencies), "p95": percentile(latencies, 0.95),
+        "latency_s": {"p50": common.p50(latencies), "p95": common.p95(latencies),
                       "min": min(latencies), "max": max(latencies)},
-        "partial_ms": {"p50": statistics.median(responses) * 1000, "p95": percentile(responses, 0.95) * 1000},
+        "partial_ms": {"p50": common.p50(responses) * 1000, "p95": common.p95(responses) * 1000},
     }
 
 
@@ -292,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = run(args)
     latency, partial = result["latency_s"], result["partial_ms"]
-    print(f"\n{result['date']} · {result['code']} · load {result['load_1min']:.1f}")
+    print()
+    for key, value in result["machine"].items():
+        print(f"{key}: {value}")
     print(f"checkpoint → shown on the page, {result['samples']} steps of {result['runs']} runs "
           f"(poll every {POLL_SECONDS} s): p50 {latency['p50']:.2f} s, p95 {latency['p95']:.2f} s "
           f"(min {latency['min']:.2f}, max {latency['max']:.2f})")

@@ -17,14 +17,15 @@ warning``, no pool flags) on PostgreSQL + Redis. The bench workflow is ``review`
            1 s), and throughput (runs completed per second from the first approval).
 
 It uses a database of its own (default ``bench_waiting``, created and migrated if needed)
-and flushes its Redis database (default 11) first. Figures: bench/README.md, "Waiting".
+and a Redis database of its own (default 14, flushed), one run at a time on each
+(bench/common.py). Figures: bench/README.md, "Waiting".
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import statistics
+import socket
 import sys
 import tempfile
 import threading
@@ -35,27 +36,23 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.runtime import conninfo, ensure_database, group_usage, proc_table  # noqa: E402
+from bench import common  # noqa: E402
+from bench.runtime import group_usage, proc_table  # noqa: E402  (/proc readers)
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench_waiting"
-DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/11"
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/14"
 APP_NAME = "promptpilot-bench-waiting"
+OWNER_KEY = "promptpilot-bench-waiting:owner"
+OWNER_TTL_SECONDS = 1800
+ADVISORY_LOCK = 0x70705F7761697421  # "pp_wait!"
 WORKFLOW_NAME = "bench: approval then transform (waiting)"
-
-
-def configure_env() -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "promptpilot.settings"
-    os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
-    os.environ.setdefault("CELERY_BROKER_URL", DEFAULT_BROKER_URL)
-    os.environ.setdefault("PROMPTPILOT_LOG_LEVEL", "WARNING")
-    os.environ["PGAPPNAME"] = APP_NAME
 
 
 def pg_connections() -> dict[str, int]:
     """The bench database's backends: ours (this script) and the others (the worker)."""
     import psycopg
 
-    with psycopg.connect(conninfo("postgres"), autocommit=True) as admin:
+    with psycopg.connect(common.conninfo("postgres"), autocommit=True) as admin:
         rows = admin.execute(
             "SELECT application_name = %s, state, count(*) FROM pg_stat_activity WHERE datname = %s GROUP BY 1, 2",
             [APP_NAME, os.environ["DATABASE_URL"].rsplit("/", 1)[1]]).fetchall()
@@ -67,11 +64,6 @@ def pg_connections() -> dict[str, int]:
     return found
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=2000)
@@ -79,21 +71,19 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    configure_env()
+    common.configure_env(database_url=DEFAULT_DATABASE_URL, broker_url=DEFAULT_BROKER_URL, app_name=APP_NAME)
     import django
 
     django.setup()
-    import redis
-    from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.db import close_old_connections
     from django.utils.dateparse import parse_datetime
     from rest_framework.test import APIClient
 
-    if "bench" not in settings.DATABASES["default"]["NAME"]:
-        raise SystemExit("Give the benchmark a database of its own (DATABASE_URL ending in .../bench_waiting).")
-    ensure_database()
-    redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).flushdb()  # this database number only
+    common.ensure_database()
+    common.claim_database(ADVISORY_LOCK, "bench/waiting.py")
+    common.ensure_broker(owner_key=OWNER_KEY, owner_ttl=OWNER_TTL_SECONDS, script="bench/waiting.py")
+    info = common.machine()
 
     from workflows.models import ExecutionStatus, WorkflowExecution, WorkflowStepExecution
     from workflows.services.executions import execution_start
@@ -129,8 +119,9 @@ def main() -> int:
 
     def park(n: int) -> list:
         ids = [execution_start(workflow=workflow, inputs={"i": i}, started_by=user).id for i in range(n)]
-        wait_until(lambda: WorkflowExecution.objects.filter(pk__in=ids, status=ExecutionStatus.WAITING).count()
-                   == n, args.timeout, f"{n} runs to park")
+        common.wait_until(lambda: WorkflowExecution.objects.filter(pk__in=ids, status=ExecutionStatus.WAITING)
+                          .count() == n, timeout=args.timeout, interval=0.5, what=f"{n} runs to park",
+                          check=worker.check_alive)
         return ids
 
     worker = Worker(Path(tempfile.mkdtemp(prefix="bench-waiting-")))
@@ -140,8 +131,9 @@ def main() -> int:
         # and "idle" below is a warm worker with nothing waiting.
         warm = park(20)
         approve_all(list(warm), [])
-        wait_until(lambda: WorkflowExecution.objects.filter(pk__in=warm, status=ExecutionStatus.COMPLETED).count()
-                   == len(warm), args.timeout, "the warm-up runs")
+        common.wait_until(lambda: WorkflowExecution.objects.filter(pk__in=warm, status=ExecutionStatus.COMPLETED)
+                          .count() == len(warm), timeout=args.timeout, interval=0.5, what="the warm-up runs",
+                          check=worker.check_alive)
         time.sleep(2)
         idle = {"rss_mb": worker.rss_mb(), **pg_connections()}
 
@@ -157,8 +149,9 @@ def main() -> int:
         approve_wall = time.monotonic() - burst
         if failures:
             raise SystemExit(f"{len(failures)} approvals failed, e.g. {failures[:3]}")
-        wait_until(lambda: WorkflowExecution.objects.filter(pk__in=ids, status=ExecutionStatus.COMPLETED).count()
-                   == args.n, args.timeout, "every run to complete")
+        common.wait_until(lambda: WorkflowExecution.objects.filter(pk__in=ids, status=ExecutionStatus.COMPLETED)
+                          .count() == args.n, timeout=args.timeout, interval=0.5, what="every run to complete",
+                          check=worker.check_alive)
         decided = dict(WorkflowStepExecution.objects.filter(execution_id__in=ids, step_name="review")
                        .values_list("execution_id", "output__decided_at"))
         ended = dict(WorkflowExecution.objects.filter(pk__in=ids).values_list("id", "completed_at"))
@@ -166,16 +159,17 @@ def main() -> int:
         first = min(parse_datetime(d) for d in decided.values())
         last = max(ended.values())
         figures = {
-            "n": args.n, "clients": args.clients, "failures": len(failures),
+            "machine": info, "n": args.n, "clients": args.clients, "failures": len(failures),
             "park_wall_s": round(park_wall, 2), "idle": idle, "parked": parked,
             "approve_burst_s": round(approve_wall, 2),
-            "resume_to_completion_ms": {"p50": round(statistics.median(latencies) * 1000, 1),
-                                        "p99": round(percentile(latencies, 0.99) * 1000, 1),
+            "resume_to_completion_ms": {"p50": round(common.p50(latencies) * 1000, 1),
+                                        "p99": round(common.percentile(latencies, 0.99) * 1000, 1),
                                         "max": round(max(latencies) * 1000, 1)},
             "throughput_runs_per_s": round(args.n / max((last - first).total_seconds(), 1e-9), 1),
         }
     finally:
         worker.stop()
+        common.flush_broker()
     print(json.dumps(figures, indent=2))
     goal = figures["resume_to_completion_ms"]["p99"] < 1000
     flat = parked["rss_mb"] - idle["rss_mb"] < 50 and parked["worker"] <= idle["worker"] + 1
@@ -186,41 +180,24 @@ def main() -> int:
     return 0 if not failures else 1
 
 
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"Timed out after {timeout} s waiting for {what}.")
-        time.sleep(0.5)
+class Worker(common.ChildProcess):
+    """The contract command (no pool flags) in its own process group."""
 
-
-class Worker:
-    """The contract command in its own process group; stopped by its own id."""
+    label = "worker"
 
     def __init__(self, log_dir: Path) -> None:
-        import signal  # noqa: F401
-        import socket
-        import subprocess
-
-        env = dict(os.environ)
-        env.pop("PGAPPNAME", None)
         name = f"waiting-{os.getpid()}"
         self.nodename = f"{name}@{socket.gethostname()}"
-        self.log_path = log_dir / "worker.log"
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "promptpilot", "worker", "-l", "info", "-n", f"{name}@%h",
-             "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        super().__init__([sys.executable, "-m", "celery", "-A", "promptpilot", "worker", "-l", "info", "-n",
+                          f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                         log_dir / "worker.log", common.child_env())
 
     def wait_ready(self) -> None:
-        wait_until(lambda: "ready." in self.log_path.read_text(errors="replace") or self.proc.poll() is not None,
-                   60, "the worker to start")
-        if self.proc.poll() is not None:
-            raise SystemExit(f"The worker exited:\n{self.log_path.read_text(errors='replace')[-3000:]}")
+        common.wait_until(lambda: "ready." in self.tail(), timeout=60, interval=0.5, what="the worker to start",
+                          check=self.check_alive)
 
     def rss_mb(self) -> float:
-        return round(group_usage(proc_table(), self.proc.pid)["rss"] / 2**20, 1)
+        return round(group_usage(proc_table(), self.pgid)["rss"] / 2**20, 1)
 
     def tasks_held(self) -> dict[str, int]:
         from promptpilot.celery import app
@@ -228,19 +205,6 @@ class Worker:
         inspect = app.control.inspect(destination=[self.nodename], timeout=5)
         return {kind: sum(len(v) for v in (getattr(inspect, kind)() or {}).values())
                 for kind in ("active", "reserved", "scheduled")}
-
-    def stop(self) -> None:
-        import signal
-        import subprocess
-
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self._log.close()
 
 
 if __name__ == "__main__":

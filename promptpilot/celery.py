@@ -20,19 +20,33 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
+def _level_given(loglevel):
+    """``-l LEVEL`` when it was given, else None. Celery passes its own default (WARNING)
+    when it was not, which would hide every INFO event and PROMPTPILOT_LOG_LEVEL with it."""
+    import click
+    from click.core import ParameterSource
+
+    context = click.get_current_context(silent=True)
+    if context is None:  # a worker started from code: its caller chose the level
+        return loglevel
+    return loglevel if context.get_parameter_source("loglevel") not in (None, ParameterSource.DEFAULT) else None
+
+
 @setup_logging.connect
 def _keep_django_logging(loglevel=None, **kwargs) -> None:
     """Workers and beat log as web does (settings.LOGGING: JSON lines or console lines,
-    with the ids of the run). A receiver of this signal stops Celery from replacing the
-    root logger's handlers with its own format; ``-l LEVEL`` still sets the level."""
+    with the ids of the run, at PROMPTPILOT_LOG_LEVEL). A receiver of this signal stops
+    Celery from replacing the root logger's handlers with its own format; ``-l LEVEL``,
+    when given, still sets the level."""
     import logging
     import logging.config
 
     from django.conf import settings
 
     logging.config.dictConfig(settings.LOGGING)
-    if loglevel:
-        logging.getLogger().setLevel(loglevel)
+    level = _level_given(loglevel)
+    if level:
+        logging.getLogger().setLevel(level)
 
 
 @celeryd_init.connect

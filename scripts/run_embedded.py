@@ -339,11 +339,11 @@ def build_commands(host: str, port: int) -> list[tuple[str, list[str]]]:
         (
             "worker",
             [
-                python, "-m", "celery", "-A", "promptpilot", "worker", "-l", "info",
-                "--hostname", "embedded@%h",
+                # No -l: every child logs at PROMPTPILOT_LOG_LEVEL (INFO unless set).
+                python, "-m", "celery", "-A", "promptpilot", "worker", "--hostname", "embedded@%h",
             ],
         ),
-        ("beat", [python, "-m", "celery", "-A", "promptpilot", "beat", "-l", "info"]),
+        ("beat", [python, "-m", "celery", "-A", "promptpilot", "beat"]),
     ]
 
 

@@ -5,6 +5,7 @@ an id never tells a user whether someone else's object exists.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from django.db.models import Count, Max, Prefetch, QuerySet
@@ -54,11 +55,13 @@ def workflow_get(user, id: Any, *, definition: bool = True) -> Workflow:
     """One of the user's workflows; ``definition=False`` skips the variables, steps and
     version number, for callers that read the saved version instead (the preview)."""
     pk = parse_int_id(id)
-    queryset = Workflow.objects.filter(owner=user, pk=pk)
-    workflow = (_with_definition(queryset) if definition else queryset).first() if pk else None
-    if workflow is None:
-        raise NotFound(f"No workflow with id {id} among yours.", {"workflow": str(id)})
-    return workflow
+    if pk:
+        queryset = Workflow.objects.filter(owner=user, pk=pk)
+        # get(), not first(): a look-up by pk needs no ORDER BY, and compiling the model's
+        # default ordering was a third of this query's cost (the preview's hot path).
+        with contextlib.suppress(Workflow.DoesNotExist):
+            return (_with_definition(queryset) if definition else queryset).get()
+    raise NotFound(f"No workflow with id {id} among yours.", {"workflow": str(id)})
 
 
 def workflow_filter_id(value: Any) -> int:

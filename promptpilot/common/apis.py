@@ -120,13 +120,21 @@ class AuthTokenApi(BaseApi):
         return Response(AuthTokenOutputSerializer({"token": token, "expiry": instance.expiry}).data)
 
 
+def _probe_response(body: dict, *, ready: bool) -> JsonResponse:
+    response = JsonResponse(body, status=200 if ready else 503)
+    # A failing probe is logged once per change by readiness.ProbeLog; without this flag
+    # django.request would add an ERROR "Service Unavailable" line at every probe.
+    response._has_been_logged = True
+    return response
+
+
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness: the process answers and the database takes a query. 503 otherwise."""
-    database = readiness.database_check()
+    database = readiness.liveness_check().parts["database"]
     if database.state != readiness.OK:
-        return JsonResponse({"status": "error", "database": f"error: {database.detail}"}, status=503)
-    return JsonResponse({"status": "ok", "database": "ok"})
+        return _probe_response({"status": "error", "database": f"error: {database.detail}"}, ready=False)
+    return _probe_response({"status": "ok", "database": "ok"}, ready=True)
 
 
 @never_cache
@@ -134,7 +142,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
     """Readiness: the database, the broker and at least one worker answer. 503 otherwise,
     naming each part and its state (promptpilot/common/readiness.py)."""
     report = readiness.readiness_check()
-    return JsonResponse(report.as_json(), status=200 if report.ready else 503)
+    return _probe_response(report.as_json(), ready=report.ready)
 
 
 def _is_api(request: HttpRequest) -> bool:

@@ -4,7 +4,8 @@ Fernet (AES-128-CBC + HMAC-SHA256) from ``cryptography``. Each configured key st
 (``settings.PROMPTPILOT_SECRETS_KEYS``: ``PROMPTPILOT_SECRETS_KEY``, comma separated,
 else ``DJANGO_SECRET_KEY``) is stretched with HKDF-SHA256 into one Fernet key per
 *purpose*, so a token made for one purpose never decrypts as another. The first key
-encrypts; every key decrypts: rotate by prepending the new key, then re-save secrets.
+encrypts; every key decrypts: rotate by prepending the new key, then run
+``manage.py reencrypt_secrets`` (``promptpilot/common/secrets_at_rest.py``).
 
 Hashes are for secrets the application only compares (API keys of triggers): store
 those as hashes, not here.
@@ -31,7 +32,7 @@ def _derive(key: str, purpose: str) -> Fernet:
     return Fernet(base64.urlsafe_b64encode(raw))
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=64)  # (key set, purpose) pairs: each key alone too (key_index)
 def _fernet(keys: tuple[str, ...], purpose: str) -> MultiFernet:
     if not keys or not all(keys):
         raise RuntimeError("No encryption key: set PROMPTPILOT_SECRETS_KEY or DJANGO_SECRET_KEY.")
@@ -61,3 +62,26 @@ def decrypt(token: str, *, purpose: str) -> str:
             "The stored secret cannot be decrypted with the configured keys (PROMPTPILOT_SECRETS_KEY, "
             "else DJANGO_SECRET_KEY): was the key changed? Enter the secret again."
         ) from exc
+
+
+def key_index(token: str, *, purpose: str) -> int:
+    """Which configured key opens ``token``: 0 is the key ``encrypt`` uses now.
+
+    Raises ``DecryptionError`` when none does.
+    """
+    for index, key in enumerate(configured_keys()):
+        try:
+            _fernet((key,), purpose).decrypt(token.encode("ascii"))
+        except (InvalidToken, UnicodeError, ValueError):
+            continue
+        return index
+    raise DecryptionError("No configured key opens the stored secret.")
+
+
+def reencrypt(token: str, *, purpose: str) -> str:
+    """``token``'s plaintext encrypted again under the first configured key (Fernet's
+    rotate: any configured key may open it). Raises ``DecryptionError`` when none does."""
+    try:
+        return _fernet(configured_keys(), purpose).rotate(token.encode("ascii")).decode("ascii")
+    except (InvalidToken, UnicodeError, ValueError) as exc:
+        raise DecryptionError("No configured key opens the stored secret.") from exc

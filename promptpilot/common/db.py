@@ -60,16 +60,22 @@ def _execute(db, sql: str, params: Sequence[Any], fetch: bool) -> tuple | None:
         return cursor.fetchone() if fetch else None
 
 
+_preparing_cursor_class = None
+
+
 def _preparing_cursor(db):
     """A psycopg cursor on Django's connection, binding on the server and preparing each
     statement it runs (once per connection: psycopg keeps them)."""
-    from django.db.backends.postgresql.base import ServerBindingCursor
+    global _preparing_cursor_class
+    if _preparing_cursor_class is None:  # built once: psycopg is imported only on PostgreSQL
+        from django.db.backends.postgresql.base import ServerBindingCursor
 
-    class PreparingCursor(ServerBindingCursor):
-        def execute(self, query, params=None, **kwargs):
-            return super().execute(query, params, prepare=True, **kwargs)
+        class PreparingCursor(ServerBindingCursor):
+            def execute(self, query, params=None, **kwargs):
+                return super().execute(query, params, prepare=True, **kwargs)
 
-    return PreparingCursor(db.connection)
+        _preparing_cursor_class = PreparingCursor
+    return _preparing_cursor_class(db.connection)
 
 
 @contextmanager

@@ -54,6 +54,29 @@ class ContextFilter(logging.Filter):
         for key, value in _context.get().items():
             if key not in record.__dict__:
                 setattr(record, key, value)
+        # django.request logs a 4xx/5xx after the middleware's block has ended; its record
+        # still holds the request, which holds the id.
+        request_id = getattr(record.__dict__.get("request"), "request_id", None)
+        if request_id and "request_id" not in record.__dict__:
+            record.request_id = request_id
+        return True
+
+
+class AccessLogFilter(logging.Filter):
+    """gunicorn's access line, also as fields: ``request_id`` (the ``X-Request-ID`` the
+    response echoed: gunicorn logs after the request's ``log_context`` has ended),
+    ``method``, ``path``, ``status_code`` and ``duration_ms``."""
+
+    _ATOMS = {"request_id": "{x-request-id}o", "method": "m", "path": "U", "status_code": "s", "duration_ms": "M"}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        atoms = record.args
+        if not isinstance(atoms, Mapping):  # not gunicorn's access call: leave it alone
+            return True
+        for field, atom in self._ATOMS.items():
+            value = dict.get(atoms, atom)  # dict.get: gunicorn's SafeAtoms answers "-" for a missing key
+            if value not in (None, "", "-") and field not in record.__dict__:
+                setattr(record, field, int(value) if field == "status_code" and str(value).isdigit() else value)
         return True
 
 
@@ -89,7 +112,7 @@ def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"context": {"()": ContextFilter}},
+        "filters": {"context": {"()": ContextFilter}, "access": {"()": AccessLogFilter}},
         "formatters": {log_format: formatters[log_format]},
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": log_format, "filters": ["context"]}},
         "root": {"handlers": ["console"], "level": level},
@@ -100,8 +123,10 @@ def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
             "httpx2": {"level": "WARNING"},  # the Anthropic SDK's HTTP client
             "httpcore": {"level": "WARNING"},
             # gunicorn's own lines (boot, worker exits, the access log) go through the same
-            # handler: configuring them here drops gunicorn's plain-text handlers.
-            "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
-            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
+            # handler at the same level: configuring them here drops gunicorn's plain-text
+            # handlers and the INFO level gunicorn sets on them (an access line is INFO, so
+            # PROMPTPILOT_LOG_LEVEL=WARNING turns the access log off).
+            "gunicorn.error": {"level": level, "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": level, "handlers": [], "propagate": True, "filters": ["access"]},
         },
     }

@@ -1,11 +1,14 @@
-"""Request ids: one per request, in every log line it causes and in its response."""
+"""Request ids: one per request, in every log line it causes and in its response. Probes
+(/healthz, /readyz) answered whatever the Host header."""
 from __future__ import annotations
 
 import re
 import uuid
 from collections.abc import Callable
+from functools import lru_cache
 
 from django.http import HttpRequest, HttpResponse
+from django.urls import resolve, reverse
 
 from .logs import log_context
 
@@ -29,3 +32,28 @@ class RequestIdMiddleware:
             response = self.get_response(request)
         response[HEADER] = request_id
         return response
+
+
+PROBES = ("healthz", "readyz")  # URL names (promptpilot/urls.py)
+
+
+@lru_cache(maxsize=1)
+def _probe_paths() -> frozenset[str]:
+    return frozenset(reverse(name) for name in PROBES)
+
+
+class ProbeMiddleware:
+    """Answers /healthz and /readyz before CommonMiddleware checks the Host header against
+    ALLOWED_HOSTS: a container's health check calls 127.0.0.1 and Kubernetes calls the
+    pod's address, which ALLOWED_HOSTS (pilot.example.com) rightly does not list, so the
+    probe would answer 400 and the instance would never turn healthy. The probes build no
+    URL from the host; every other path is checked as before."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method in ("GET", "HEAD") and request.path_info.rstrip("/") in _probe_paths():
+            match = resolve(request.path_info)
+            return match.func(request, *match.args, **match.kwargs)
+        return self.get_response(request)

@@ -37,6 +37,8 @@ MIDDLEWARE = [
     # First: every response, webhook deliveries' included, echoes X-Request-ID, and every
     # log line of the request carries it.
     "promptpilot.common.middleware.RequestIdMiddleware",
+    # Health checks call 127.0.0.1 or a pod's address: answered before the Host check.
+    "promptpilot.common.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Webhook deliveries stop here: they need none of what follows (triggers/middleware.py).
     "triggers.middleware.WebhookFastLaneMiddleware",

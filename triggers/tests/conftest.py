@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import pytest
 from django.core.cache import cache
-from rest_framework.test import APIClient
 
-from .helpers import create_trigger, customer_workflow
+from .fixtures import anon, api_trigger, manual, webhook, workflow  # noqa: F401  (fixtures: registered by import)
 
 
 @pytest.fixture(autouse=True)
@@ -14,30 +13,3 @@ def _fresh_throttle_counts():
     cache.clear()
     yield
     cache.clear()
-
-
-@pytest.fixture
-def anon() -> APIClient:
-    return APIClient()
-
-
-@pytest.fixture
-def workflow(user):
-    return customer_workflow(user)
-
-
-@pytest.fixture
-def webhook(workflow):
-    """``(trigger, secret)`` of an active WEBHOOK trigger on ``workflow``."""
-    return create_trigger(workflow, "WEBHOOK", name="Orders")
-
-
-@pytest.fixture
-def api_trigger(workflow):
-    """``(trigger, key)`` of an active API trigger on ``workflow``."""
-    return create_trigger(workflow, "API", name="Partner API")
-
-
-@pytest.fixture
-def manual(workflow):
-    return create_trigger(workflow, "MANUAL", name="Button")[0]

@@ -32,6 +32,11 @@ class Workflow(TimeStampedModel):
         help_text="A run still going this long after it started fails as Timeout (waiting time counts). "
                   "Empty: no limit.",
     )
+    latest_version = models.ForeignKey(
+        "WorkflowVersion", on_delete=models.SET_NULL, null=True, blank=True, editable=False, related_name="+",
+        help_text="The newest version of the definition (what a preview runs). Written only by "
+                  "workflow_version_create, under the workflow's row lock.",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -40,9 +45,16 @@ class Workflow(TimeStampedModel):
     def __str__(self) -> str:
         return self.name
 
-    @property
-    def latest_version(self) -> "WorkflowVersion | None":
-        return self.versions.order_by("-number").first()
+    def save(self, *args, **kwargs) -> None:
+        if not args and not self._state.adding and kwargs.get("update_fields") is None \
+                and not kwargs.get("force_insert"):
+            # NOTE: an instance read before the latest version was made must not set the
+            # pointer back when saved for another change (admin, is_active...).
+            deferred = self.get_deferred_fields()  # as Django's own save(): loaded fields only
+            kwargs["update_fields"] = [f.name for f in self._meta.concrete_fields
+                                       if not f.primary_key and f.name != "latest_version"
+                                       and f.attname not in deferred]
+        super().save(*args, **kwargs)
 
 
 class WorkflowVariable(models.Model):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -171,13 +170,11 @@ def execution_list_page(request: HttpRequest) -> HttpResponse:
     filters = form.filters() if request.GET else {}
     page = Paginator(run_selectors.execution_page_list(request.user, **filters), PAGE_SIZE) \
         .get_page(request.GET.get("page"))
-    query = urlencode({k: v for k, v in request.GET.items() if k != "page" and v})
     return render(request, "executions/list.html", {
         "form": form,
         "page": page,
         "executions": page.object_list,
         "filtered": bool(filters),
-        "query": query,
         "has_workflows": bool(workflows),
         "show_owner": request.user.is_staff,
     })

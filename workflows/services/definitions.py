@@ -69,16 +69,23 @@ def _comparable(definition: dict[str, Any]) -> dict[str, Any]:
 
 @transaction.atomic
 def workflow_version_create(*, workflow: Workflow, user=None, note: str = "", force: bool = False) -> WorkflowVersion:
-    """Snapshot the workflow as a new version, unless the latest already matches it."""
-    Workflow.objects.select_for_update().filter(pk=workflow.pk).order_by("pk").first()  # serialise numbering
+    """Snapshot the workflow as a new version, unless the latest already matches it, and
+    point ``workflow.latest_version`` at the result (on the row and on this instance)."""
+    pointer = (Workflow.objects.select_for_update().filter(pk=workflow.pk).order_by("pk")  # serialise numbering
+               .values_list("latest_version_id", flat=True).first())
     snapshot = workflow_definition_snapshot(workflow=workflow)
     latest = workflow.versions.order_by("-number").first()
     if latest and not force and _comparable(latest.definition) == _comparable(snapshot):
-        return latest
-    number = (latest.number + 1) if latest else 1
-    return WorkflowVersion.objects.create(
-        workflow=workflow, number=number, definition=snapshot, created_by=user, note=note
-    )
+        version = latest
+    else:
+        number = (latest.number + 1) if latest else 1
+        version = WorkflowVersion.objects.create(
+            workflow=workflow, number=number, definition=snapshot, created_by=user, note=note
+        )
+    if pointer != version.pk:
+        Workflow.objects.filter(pk=workflow.pk).update(latest_version=version)
+    workflow.latest_version = version
+    return version
 
 
 def workflow_current_version(*, workflow: Workflow) -> WorkflowVersion:

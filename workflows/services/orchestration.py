@@ -25,18 +25,16 @@ from promptpilot.common import metrics
 from promptpilot.common.db import release_connection
 from promptpilot.common.logs import log_context
 from providers import pricing
-from providers.flags import live_features
 from providers.ratelimit import limited_adapter
 from providers.types import DEFAULT_TIMEOUT_SECONDS
 
 from ..engine import runner
-from ..engine.steps.http import HTTP_POLICY
 from ..engine.steps.map_step import inner_step
 from ..models import WorkflowExecution
 from . import transitions
 from .dispatch import Continuation, continuation, current_continuation
-from .http_steps import http_policy
 from .leases import keeper
+from .limits import engine_limits
 from .transitions import Claimed
 
 logger = logging.getLogger(__name__)
@@ -153,13 +151,8 @@ def _run_attempt(claimed: Claimed) -> str:
     step = definition.step(claimed.step_name)
     # A MAP step's item runs the MAP's inner step (with item and index in its context).
     runs = inner_step(step) if claimed.item_index is not None else step
-    limits = {
-        "max_output_chars": _conf("TEMPLATE_MAX_OUTPUT_CHARS"),
-        "max_loop_iterations": _conf("TEMPLATE_MAX_LOOP_ITERATIONS"),
-        "deadline": _render_deadline(claimed, runs, definition),  # CPU-bound templates stop at the timeouts
-        "features": live_features(),  # admin switches (workflow.multiModel), read when a step asks
-        HTTP_POLICY: http_policy(),  # HTTP steps: allowed hosts, limits, credentials
-    }
+    # CPU-bound templates stop at the step's and the workflow's timeouts.
+    limits = engine_limits(deadline=_render_deadline(claimed, runs, definition))
     # Every claim path (a delivered message, the admission, the checkpoint that handed the
     # next step on) ends here: the one place an attempt starts running.
     logger.info("step.started", extra={"step_type": runs.type, "item_index": claimed.item_index})

@@ -108,6 +108,15 @@ def test_copied_values_are_detached_from_the_original():
     assert warnings == []
 
 
+def test_values_that_are_not_plain_json_come_back_in_their_json_form_with_a_warning():
+    warnings: list[str] = []
+    nested = {"deep": [{"ok": 1.5, "text": "x"}]}
+    value = _detached({"nan": float("nan"), "pair": (1, 2), "keys": {1: "one"}, "nested": nested}, "output", warnings)
+    assert value == {"nan": "nan", "pair": [1, 2], "keys": {"1": "one"}, "nested": nested}
+    assert value["nested"] is not nested and value["nested"]["deep"][0] is not nested["deep"][0]
+    assert any("not plain JSON" in w for w in warnings)
+
+
 def test_circular_values_never_crash():
     loop: list = []
     loop.append(loop)

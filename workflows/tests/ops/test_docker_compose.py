@@ -5,6 +5,7 @@ binary FAILS this test; it never skips.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,12 +16,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def compose(*args: str) -> subprocess.CompletedProcess:
+def compose(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.fail("docker-compose is not installed: apt-get install -y docker-compose", pytrace=False)
     return subprocess.run(
-        [binary, "-f", "docker-compose.yml", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [binary, "-f", "docker-compose.yml", *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env=env,
     )
 
 
@@ -121,3 +123,15 @@ def test_web_and_workers_share_the_metrics_folder(config):
         mounts = services[name]["volumes"]
         assert any((m.get("source"), m.get("target")) == ("metrics", folder) if isinstance(m, dict)
                    else m.split(":")[:2] == ["metrics", folder] for m in mounts), mounts
+
+
+def test_one_log_level_reaches_web_worker_and_beat():
+    """PROMPTPILOT_LOG_LEVEL from the shell or .env sets every app service's level: no
+    command pins its own with -l (Celery's -l would win over the variable)."""
+    configured = compose("config", env={**os.environ, "PROMPTPILOT_LOG_LEVEL": "WARNING"})
+    assert configured.returncode == 0, configured.stderr
+    services = yaml.safe_load(configured.stdout)["services"]
+    for name in ("web", "worker", "beat"):
+        assert services[name]["environment"]["PROMPTPILOT_LOG_LEVEL"] == "WARNING", name
+        words = command(services[name]).split()
+        assert not {"-l", "--loglevel", "--log-level"} & set(words), (name, words)

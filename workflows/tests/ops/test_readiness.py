@@ -5,6 +5,7 @@ module-scoped worker fixtures of other modules are gone before it starts.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -14,16 +15,18 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from promptpilot.celery import app as celery_app
-from promptpilot.common.readiness import worker_check_cache
+from promptpilot.common.readiness import healthz_log, readyz_log, worker_check_cache
 
 
 @pytest.fixture(autouse=True)
 def fresh_worker_check(settings, broker_url):
     settings.PROMPTPILOT = {**settings.PROMPTPILOT, "READYZ_WORKER_TIMEOUT_SECONDS": 0.5,
                             "READYZ_CACHE_SECONDS": 30.0}
-    worker_check_cache.clear()
+    for state in (worker_check_cache, readyz_log, healthz_log):
+        state.clear()
     yield
-    worker_check_cache.clear()
+    for state in (worker_check_cache, readyz_log, healthz_log):
+        state.clear()
 
 
 class PingCounter:
@@ -118,3 +121,63 @@ def test_healthz_stays_a_liveness_check_without_a_worker():
     response = APIClient().get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok"}
+
+
+def _probe_records(caplog) -> list[logging.LogRecord]:
+    """What the probes logged: our readiness events and anything django.request added."""
+    return [r for r in caplog.records if r.name in ("promptpilot.common.readiness", "django.request")]
+
+
+@pytest.mark.django_db
+def test_a_failing_readyz_logs_one_warning_per_change_naming_the_part(caplog, monkeypatch):
+    caplog.set_level(logging.INFO)
+    for _ in range(4):
+        assert APIClient().get("/readyz").status_code == 503
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:1/0")  # now the broker fails too
+    for _ in range(3):
+        assert APIClient().get("/readyz").status_code == 503
+
+    records = _probe_records(caplog)
+    assert [(r.levelname, r.getMessage()) for r in records] == [("WARNING", "readiness.failing")] * 2, \
+        "one line per change, none from django.request"
+    first, second = records
+    assert first.probe == "readyz" and first.failing == ["worker"] and first.previously_failing == []
+    assert first.causes == {"worker": "no worker answered a ping within 0.5 s"}
+    assert second.failing == ["broker", "worker"] and second.previously_failing == ["worker"]
+    assert second.causes["broker"].startswith("ConnectionError: ")
+    assert "127.0.0.1:1" in second.causes["broker"], "the log (not the answer) says where it failed"
+    assert not [r for r in records if r.exc_info], "no traceback per probe"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_healthz_logs_one_warning_and_one_recovery(caplog, monkeypatch):
+    caplog.set_level(logging.INFO)
+    connection.close()
+    monkeypatch.setitem(connection.settings_dict, "PORT", "1")  # nothing listens there
+    try:
+        assert [APIClient().get("/healthz").status_code for _ in range(3)] == [503] * 3
+    finally:
+        connection.close()
+        monkeypatch.undo()
+    assert [APIClient().get("/healthz").status_code for _ in range(2)] == [200] * 2
+
+    records = _probe_records(caplog)
+    assert [(r.levelname, r.getMessage()) for r in records] == [
+        ("WARNING", "readiness.failing"), ("INFO", "readiness.recovered")]
+    failing, recovered = records
+    assert failing.probe == "healthz" and failing.failing == ["database"]
+    assert "OperationalError" in failing.causes["database"]
+    assert recovered.probe == "healthz" and recovered.previously_failing == ["database"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/healthz", "/readyz/"])
+def test_probes_answer_whatever_the_host_header_while_other_paths_still_check_it(settings, path):
+    """docker-compose's health check calls http://127.0.0.1:8000/readyz; a deployment's
+    DJANGO_ALLOWED_HOSTS names its public host only."""
+    settings.ALLOWED_HOSTS = ["pilot.example.com"]
+    probe = APIClient().get(path, HTTP_HOST="127.0.0.1:8000")
+    assert probe.status_code in (200, 503) and probe.json()["status"] in ("ok", "error")
+    assert probe["X-Request-ID"] and probe["Cache-Control"].startswith("max-age=0")
+    assert APIClient().get("/api/auth/token/", HTTP_HOST="127.0.0.1:8000").status_code == 400
+    assert APIClient().get("/healthzz", HTTP_HOST="127.0.0.1:8000").status_code == 400

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workflows', '0010_attention_dismissal'),
+        ('workflows', '0011_workflow_latest_version_pointer'),
     ]
 
     operations = [
