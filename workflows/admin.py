@@ -451,6 +451,10 @@ class StepExecutionInline(StepExecutionDisplay, admin.TabularInline):
     )
     readonly_fields = fields
 
+    def get_queryset(self, request: HttpRequest):
+        # A MAP step's items (up to thousands) are listed under Step executions, not here.
+        return super().get_queryset(request).filter(item_index__isnull=True)
+
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
@@ -622,16 +626,16 @@ def dismiss_each(model_admin: admin.ModelAdmin, request: HttpRequest, queryset: 
 @admin.register(WorkflowStepExecution)
 class WorkflowStepExecutionAdmin(StepExecutionDisplay, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
-        "id", "execution_link", "step_order", "step_name", "step_type", "badge", "retry_count", "attempt",
-        "duration", "started_at",
+        "id", "execution_link", "step_order", "step_name", "item_index", "step_type", "badge", "retry_count",
+        "attempt", "duration", "started_at",
     )
     list_filter = ("status", "step_type", "started_at")
     list_select_related = ("execution", "execution__workflow")
     search_fields = ("execution__id", "step_name")
     fieldsets = (
         (None, {"fields": (
-            "id", "execution_link", "step", "step_order", "step_name", "step_type", "badge", "retry_count",
-            "attempt", "lost_attempts", "worker", "reused_from",
+            "id", "execution_link", "step", "step_order", "step_name", "item_index", "step_type", "badge",
+            "retry_count", "attempt", "lost_attempts", "worker", "reused_from",
         )}),
         ("Timing", {"fields": ("created_at", "available_at", "started_at", "completed_at", "duration",
                                "lease_expires_at")}),

@@ -23,6 +23,8 @@ urlpatterns = [
             name="workflow-version-restore"),
     re_path(r"^executions/?$", apis.ExecutionListApi.as_view(), name="execution-list"),
     re_path(rf"^executions/{ID}/?$", apis.ExecutionDetailApi.as_view(), name="execution-detail"),
+    re_path(rf"^executions/{ID}/steps/(?P<step>[^/]+)/items/?$", apis.ExecutionStepItemsApi.as_view(),
+            name="execution-step-items"),
     re_path(rf"^executions/{ID}/cancel/?$", apis.ExecutionCancelApi.as_view(), name="execution-cancel"),
     re_path(rf"^executions/{ID}/retry/?$", apis.ExecutionRetryApi.as_view(), name="execution-retry"),
     re_path(rf"^executions/{ID}/approve/?$", apis.ExecutionApproveApi.as_view(), name="execution-approve"),

@@ -30,6 +30,7 @@ from .serializers import (
     PreviewOutputSerializer,
     PromptInputSerializer,
     PromptOutputSerializer,
+    StepExecutionSerializer,
     WorkflowInputSerializer,
     WorkflowOutputSerializer,
     WorkflowVersionSerializer,
@@ -283,6 +284,20 @@ class ExecutionDetailApi(BaseApi):
                    responses={200: ExecutionDetailSerializer, **error_responses(404)})
     def get(self, request: Request, id: str) -> Response:
         return Response(_detail(request, id))
+
+
+class ExecutionStepItemsApi(BaseApi):
+    @extend_schema(
+        operation_id="executions_step_items", tags=["executions"],
+        parameters=[EXECUTION_ID, OpenApiParameter("step", str, OpenApiParameter.PATH, description="The MAP step's name.")],
+        responses={200: paginated_serializer(StepExecutionSerializer, "PaginatedStepItemList"),
+                   **error_responses(400, 404)},
+        description="The item rows of a MAP step, in item order (page, page_size up to 200).",
+    )
+    def get(self, request: Request, id: str, step: str) -> Response:
+        execution = selectors.execution_get(request.user, id)
+        return paginated_response(request=request, view=self, queryset=selectors.step_items(execution, step),
+                                  serializer_class=StepExecutionSerializer)
 
 
 class ExecutionCancelApi(BaseApi):

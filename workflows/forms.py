@@ -34,7 +34,13 @@ FORM_CONFIG_KEYS = {
     StepType.PROMPT: {"template", "system", "model", "output_format", "default_output"},
     StepType.TRANSFORM: {"template", "output_format", "default_output"},
     StepType.CONDITION: {"expression", "if_true", "if_false", "default_output"},
+    StepType.MAP: {"items", "step", "concurrency", "on_item_error", "default_output"},
 }
+ON_ITEM_ERROR_CHOICES = [
+    ("fail", "Fail the step"),
+    ("continue", "Continue: the item's output is null (listed in warnings)"),
+    ("drop", "Drop the item from the output (listed in warnings)"),
+]
 MODEL_KEYS = ("provider", "model")
 
 
@@ -194,6 +200,19 @@ class StepForm(forms.Form):
                               help_text='"continue", "stop" or "skip_to:<later step>".')
     if_false = forms.CharField(required=False, initial="stop", widget=_mono(),
                                help_text='"continue", "stop" or "skip_to:<later step>".')
+    map_items = forms.CharField(required=False, label="Items", widget=_mono(placeholder="input.topics"),
+                                help_text="A Jinja2 expression giving the list to go over (at most max_items, "
+                                          "default 1,000).")
+    map_step = forms.CharField(
+        required=False, strip=False, label="Inner step (JSON)",
+        widget=_mono(6, placeholder='{"type": "PROMPT", "config": {"template": "Sum up {{ item }}", '
+                                    '"model": {"provider": "echo", "model": "echo"}}}'),
+        help_text="One PROMPT, TRANSFORM or HTTP step run for each item: {type, config, retry_config}. Its "
+                  "templates also see {{ item }} and {{ index }}.")
+    map_concurrency = forms.IntegerField(required=False, min_value=1, max_value=1000, label="Concurrency",
+                                         help_text="Items running at once (default 10).")
+    map_on_item_error = forms.ChoiceField(choices=ON_ITEM_ERROR_CHOICES, initial="fail", required=False,
+                                          label="When an item fails")
     on_error = forms.ChoiceField(choices=ON_ERROR_CHOICES, initial="fail", label="On error")
     on_error_target = forms.CharField(required=False, label="Skip to step", widget=_mono(placeholder="step name"))
     default_output = forms.CharField(required=False, strip=False, widget=_mono(2), label="Default output",
@@ -243,6 +262,10 @@ class StepForm(forms.Form):
             "output_format": config.get("output_format") or "text",
             "expression": config.get("expression") or "",
             "if_true": config.get("if_true") or "continue", "if_false": config.get("if_false") or "stop",
+            "map_items": (config.get("items") or "") if step_type == StepType.MAP else "",
+            "map_step": pretty_json(config["step"]) if step_type == StepType.MAP and config.get("step") else "",
+            "map_concurrency": config.get("concurrency") if step_type == StepType.MAP else None,
+            "map_on_item_error": config.get("on_item_error") or "fail",
             "on_error": on_error, "on_error_target": target,
             "default_output": "" if default_output is None else (
                 default_output if isinstance(default_output, str) else json.dumps(default_output, ensure_ascii=False)),
@@ -257,7 +280,8 @@ class StepForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        for key, label in (("model_params", "Model parameters"), ("extra_config", "Other config")):
+        for key, label in (("model_params", "Model parameters"), ("extra_config", "Other config"),
+                           ("map_step", "Inner step")):
             try:
                 data[f"{key}_value"] = parse_json_object(data.get(key) or "", label=label)
             except forms.ValidationError as exc:
@@ -286,6 +310,14 @@ class StepForm(forms.Form):
             config["expression"] = data.get("expression") or ""
             config["if_true"] = (data.get("if_true") or "continue").strip()
             config["if_false"] = (data.get("if_false") or "stop").strip()
+        if step_type == StepType.MAP:
+            config["items"] = data.get("map_items") or ""
+            if data.get("map_step_value"):
+                config["step"] = data["map_step_value"]
+            if data.get("map_concurrency"):
+                config["concurrency"] = data["map_concurrency"]
+            if (data.get("map_on_item_error") or "fail") != "fail":
+                config["on_item_error"] = data["map_on_item_error"]
         on_error = data.get("on_error") or "fail"
         if on_error == "skip_to":
             on_error = f"skip_to:{data['on_error_target'].strip()}"
@@ -324,6 +356,8 @@ STEP_FIELD_OF = {
     "config.model": "model", "config.output_format": "output_format", "config.expression": "expression",
     "config.if_true": "if_true", "config.if_false": "if_false", "config.default_output": "default_output",
     "config.models": "extra_config", "config.mode": "extra_config", "config": "extra_config",
+    "config.items": "map_items", "config.step": "map_step", "config.concurrency": "map_concurrency",
+    "config.on_item_error": "map_on_item_error",
     "on_error": "on_error", "retry_config": "max_retries", "timeout_seconds": "timeout_seconds",
 }
 WORKFLOW_FIELDS = {"name", "description", "timeout_seconds", "max_concurrent_executions", "is_active"}

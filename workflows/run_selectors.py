@@ -27,6 +27,9 @@ from .models import (
 )
 from .page_selectors import visible_to, workflows_visible
 
+# A MAP step's items: the API's reads, which the pages share.
+from .selectors import item_counts, step_items, steps_of_runs  # noqa: F401
+
 # Columns the list page never shows: big JSON blobs stay in the database.
 _LIST_DEFERRED = ("input", "output", "metadata", "warnings", "version__definition")
 
@@ -88,7 +91,7 @@ def execution_page_get(user, id: Any) -> WorkflowExecution:
             .select_related("workflow", "workflow__owner", "version", "trigger", "trigger__workflow", "retry_of",
                             "started_by")
             .prefetch_related(
-                Prefetch("step_executions", queryset=WorkflowStepExecution.objects.order_by("step_order")),
+                Prefetch("step_executions", queryset=steps_of_runs()),
             )
             .first()
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from django.db.models import Max, Prefetch, QuerySet
+from django.db.models import Count, Max, Prefetch, QuerySet
 
 from promptpilot.common.errors import NotFound, ValidationFailed
 from promptpilot.common.ids import parse_int_id, parse_uuid
@@ -17,6 +17,7 @@ from .errors import VersionNotFound
 from .models import (
     ExecutionStatus,
     Prompt,
+    StepType,
     Workflow,
     WorkflowExecution,
     WorkflowStep,
@@ -127,10 +128,36 @@ def execution_get(user, id: Any) -> WorkflowExecution:
             WorkflowExecution.objects.filter(workflow__owner=user, pk=pk)
             .select_related("version", "workflow")
             .prefetch_related(
-                Prefetch("step_executions", queryset=WorkflowStepExecution.objects.order_by("step_order"))
+                Prefetch("step_executions", queryset=steps_of_runs())
             )
             .first()
         )
     if execution is None:
         raise NotFound(f"No execution with id {id} among yours.", {"execution": str(id)})
     return execution
+
+
+def steps_of_runs() -> QuerySet[WorkflowStepExecution]:
+    """A run's steps in order, without its MAP steps' item rows (``step_items`` lists those)."""
+    return WorkflowStepExecution.objects.filter(item_index__isnull=True).order_by("step_order")
+
+
+def step_items(execution: WorkflowExecution, step_name: str) -> QuerySet[WorkflowStepExecution]:
+    """The item rows of the run's MAP step ``step_name``, in item order (the caller has
+    checked the run is the user's). Raises NotFound when the run has no such MAP step."""
+    step = (WorkflowStepExecution.objects.filter(execution_id=execution.pk, step_name=step_name,
+                                                 item_index__isnull=True, step_type=StepType.MAP)
+            .values("step_order").first())
+    if step is None:
+        raise NotFound(f'This run has no MAP step named "{step_name}" (or it has not started yet).',
+                       {"step": step_name})
+    return WorkflowStepExecution.objects.filter(execution_id=execution.pk, step_order=step["step_order"],
+                                                item_index__isnull=False).order_by("item_index")
+
+
+def item_counts(step_execution: WorkflowStepExecution) -> dict[str, int]:
+    """How many items of a MAP step's row are in each status, and in all."""
+    counts = dict(WorkflowStepExecution.objects.filter(
+        execution_id=step_execution.execution_id, step_order=step_execution.step_order, item_index__isnull=False)
+        .values_list("status").annotate(n=Count("pk")).values_list("status", "n"))
+    return {"total": sum(counts.values()), **{status.lower(): n for status, n in sorted(counts.items())}}

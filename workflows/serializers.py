@@ -329,15 +329,28 @@ class StepExecutionSerializer(serializers.ModelSerializer):
     duration_ms = serializers.IntegerField(read_only=True, allow_null=True)
     waiting_until = serializers.SerializerMethodField(
         help_text="WAITING steps: when the wait ends by itself (a delay's time, an approval's timeout); else null.")
+    item_index = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="A MAP step's item row: which item (0-based); else null.")
+    items = serializers.SerializerMethodField(
+        help_text="MAP steps: how many items are in each status (total, completed, failed, ...) and url, the "
+                  "page of item rows (GET /api/executions/{id}/steps/{name}/items); else null.")
 
     class Meta:
         model = WorkflowStepExecution
         fields = [
             "id", "name", "order", "type", "status", "input", "output", "outputs", "error", "retry_count",
             "retry_config", "model_outputs", "tokens", "warnings", "attempt", "started_at", "completed_at",
-            "duration_ms", "waiting_until",
+            "duration_ms", "waiting_until", "item_index", "items",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_items(self, obj: WorkflowStepExecution) -> dict[str, Any] | None:
+        if obj.step_type != StepType.MAP or obj.item_index is not None:
+            return None
+        from .selectors import item_counts
+
+        return {**item_counts(obj), "url": f"/api/executions/{obj.execution_id}/steps/{obj.step_name}/items"}
 
     def get_waiting_until(self, obj: WorkflowStepExecution) -> str | None:
         if obj.status != StepExecutionStatus.WAITING or obj.available_at is None:

@@ -135,8 +135,24 @@ class Problem:
     message: str
 
 
-def step_templates(step: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(field, source, kind) of every template and expression a step runs."""
+MAP_SCOPE = frozenset({"item", "index"})  # what a MAP step's inner templates see besides the rest
+
+
+def step_templates(step: dict[str, Any]) -> list[tuple[str, str, str, frozenset[str]]]:
+    """(field, source, kind, extra names it sees) of every template and expression a step
+    runs: a MAP step's ``items`` and its inner step's templates (``config.step.…``), which
+    also see ``item`` and ``index``."""
+    config = step.get("config") if isinstance(step.get("config"), dict) else {}
+    if step.get("type") != "MAP":
+        return [(field, source, kind, frozenset()) for field, source, kind in _own_templates(step)]
+    found = [("config.items", config["items"], "expression", frozenset())] if isinstance(config.get("items"), str) else []
+    inner = config.get("step")
+    if isinstance(inner, dict) and inner.get("type") != "MAP":
+        found.extend((f"config.step.{field}", source, kind, MAP_SCOPE) for field, source, kind in _own_templates(inner))
+    return found
+
+
+def _own_templates(step: dict[str, Any]) -> list[tuple[str, str, str]]:
     config = step.get("config") if isinstance(step.get("config"), dict) else {}
     prompt = step.get("prompt") if isinstance(step.get("prompt"), dict) else {}
     found: list[tuple[str, str, str]] = []
@@ -167,7 +183,7 @@ def _problem(index: int, step: dict[str, Any], field: str, message: str) -> Prob
 
 
 def _reference_message(ref: Reference, *, variables: list[str], step_order: Any,
-                       orders: dict[str, Any]) -> str | None:
+                       orders: dict[str, Any], scope: frozenset[str] = frozenset()) -> str | None:
     shown = f"{ref.root}.{ref.name}" if ref.name else ref.root
     where = f" (line {ref.line})" if ref.line and ref.line > 1 else ""
     if ref.root == "input":
@@ -184,8 +200,11 @@ def _reference_message(ref: Reference, *, variables: list[str], step_order: Any,
             return (f'{shown}{where} is not an earlier step: "{ref.name}" runs '
                     f'{"as this step" if orders[ref.name] == step_order else "later"}, so it has no output yet.')
         return None
-    if ref.root == "trigger":
+    if ref.root == "trigger" or ref.root in scope:
         return None
+    if MAP_SCOPE & scope:
+        return (f'"{ref.root}"{where} is not defined: a MAP step\'s inner templates see item, index, '
+                'input.<variable>, steps.<earlier step> and trigger.')
     return f'"{ref.root}"{where} is not defined: templates see input.<variable>, steps.<earlier step> and trigger.'
 
 
@@ -204,13 +223,14 @@ def definition_reference_problems(
     for index, step in enumerate(steps):
         if not isinstance(step, dict):
             continue
-        for field, source, kind in step_templates(step):
+        for field, source, kind, scope in step_templates(step):
             seen: set[tuple[str, str | None, bool]] = set()
             for ref in template_references(source, kind=kind):
                 if (ref.root, ref.name, ref.guarded) in seen:
                     continue
                 seen.add((ref.root, ref.name, ref.guarded))
-                message = _reference_message(ref, variables=names, step_order=step.get("order"), orders=orders)
+                message = _reference_message(ref, variables=names, step_order=step.get("order"), orders=orders,
+                                             scope=scope)
                 if message is None:
                     continue
                 if ref.guarded:

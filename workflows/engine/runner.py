@@ -21,6 +21,7 @@ from .inputs import VARIABLE_TYPES, type_error, validate_inputs
 from .retry import validate_retry_config
 from .steps import get_handler, registered_types
 from .steps.base import check_next_action, failed
+from .steps.map_step import run_item, run_items
 from .types import (
     COMPLETED,
     FAILED,
@@ -60,6 +61,11 @@ def run_step(
         )
     if result.error is not None:
         result.error.setdefault("step", step.name)
+    return with_on_error(step, result)
+
+
+def with_on_error(step: StepDefinition, result: StepResult) -> StepResult:
+    """A FAILED step whose ``on_error`` is "continue" outputs its ``default_output``."""
     if result.status == FAILED and step.on_error == ON_ERROR_CONTINUE:
         result.output = step.config.get("default_output")
     return result
@@ -79,12 +85,31 @@ def resume_step(step: StepDefinition, waited: StepResult, decision: dict[str, An
                                    "step": step.name, "details": {}})
     if result.error is not None:
         result.error.setdefault("step", step.name)
-    if result.status == FAILED and step.on_error == ON_ERROR_CONTINUE:
-        result.output = step.config.get("default_output")
-    return result
+    return with_on_error(step, result)
 
 
 ChildRunner = Callable[[dict[str, Any]], dict[str, Any]]
+IN_PROCESS_MAP_ITEMS = 20  # previews and in-process runs: the items of a MAP they run
+
+
+def run_fan_out(step: StepDefinition, result: StepResult, context: RunContext, *, providers: ProviderResolver,
+                limits: dict[str, Any] | None, item_limit: int = IN_PROCESS_MAP_ITEMS) -> StepResult:
+    """In-process runs (previews) have no workers to spread a MAP over: its first
+    ``item_limit`` items run here, one attempt each, and the result says so. Any other
+    result is returned as it is."""
+    if result.fan_out is None:
+        return result
+
+    model_outputs: list[dict[str, Any]] = []
+
+    def run_one(index: int, item: Any) -> StepResult:
+        ran = run_item(step, context, item, index, providers=providers, limits=limits or {})
+        model_outputs.extend(ran.model_outputs)
+        return ran
+
+    answer = run_items(step, result.fan_out, run_one, limit=item_limit, input=result.input)
+    answer.model_outputs = model_outputs
+    return with_on_error(step, answer)
 
 
 def answer_in_process(step: StepDefinition, result: StepResult, approvals: dict[str, Any],
@@ -189,6 +214,7 @@ def run_workflow(
     while step is not None:
         started = time.monotonic()
         result = run_step(step, context, providers=providers, limits=limits)
+        result = run_fan_out(step, result, context, providers=providers, limits=limits)
         result = answer_in_process(step, result, approvals or {}, children)
         run.steps.append((step, result, int((time.monotonic() - started) * 1000)))
         used += TokenUsage.from_raw(result.tokens)

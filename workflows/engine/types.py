@@ -18,7 +18,7 @@ WAITING = "WAITING"  # the step waits for a decision or a timer; see steps/waiti
 class StepDefinition:
     name: str
     order: int
-    type: str  # PROMPT | CONDITION | TRANSFORM | APPROVAL | DELAY | WORKFLOW
+    type: str  # PROMPT | CONDITION | TRANSFORM | HTTP | APPROVAL | DELAY | WORKFLOW | MAP
     config: dict[str, Any] = field(default_factory=dict)
     retry_config: dict[str, Any] = field(default_factory=dict)
     on_error: str = "fail"
@@ -65,14 +65,16 @@ class WorkflowDefinition:
 
 @dataclass(frozen=True)
 class RunContext:
-    """What templates see: ``input``, ``steps.<name>.output|outputs``, ``trigger``."""
+    """What templates see: ``input``, ``steps.<name>.output|outputs``, ``trigger``; and
+    ``item``, ``index`` in a MAP step's inner step (``scope``)."""
 
     inputs: dict[str, Any]
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     trigger: dict[str, Any] = field(default_factory=lambda: {"type": "MANUAL", "payload": None})
+    scope: dict[str, Any] = field(default_factory=dict)
 
     def as_template_context(self) -> dict[str, Any]:
-        return {"input": self.inputs, "steps": self.steps, "trigger": self.trigger}
+        return {**self.scope, "input": self.inputs, "steps": self.steps, "trigger": self.trigger}
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,9 @@ class StepResult:
     # WORKFLOW only: the child run to start, {"workflow": id, "input": {...}}; the
     # orchestration starts it (and the step waits for it unless config.wait is false).
     child: dict[str, Any] | None = None
+    # MAP only: the items to run the inner step over; the orchestration creates one step
+    # execution per item and completes the step when they are all done.
+    fan_out: list[Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ class StepType(models.TextChoices):
     APPROVAL = "APPROVAL", "Approval (waits for a person)"
     DELAY = "DELAY", "Delay (durable timer)"
     WORKFLOW = "WORKFLOW", "Workflow (child run)"
+    MAP = "MAP", "Map (one inner step per list item, in parallel)"
 
 
 class TriggerType(models.TextChoices):

@@ -123,6 +123,10 @@ class WorkflowStepExecution(models.Model):
     step_name = models.CharField(max_length=100)
     step_order = models.PositiveIntegerField()
     step_type = models.CharField(max_length=10, choices=StepType.choices)
+    item_index = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="MAP steps: the item this row runs (0-based); empty on every step's own row.",
+    )
     status = models.CharField(max_length=10, choices=StepExecutionStatus.choices, default=StepExecutionStatus.PENDING)
     input = models.JSONField(null=True, blank=True, help_text="Rendered prompt/expression and resolved variables.")
     output = models.JSONField(null=True, blank=True)
@@ -161,7 +165,11 @@ class WorkflowStepExecution(models.Model):
         db_table = "workflow_step_executions"
         ordering = ["execution", "step_order"]
         constraints = [
-            models.UniqueConstraint(fields=["execution", "step_order"], name="unique_step_run_per_execution"),
+            # One row per step of a run; a MAP step's items have one row each beside it.
+            models.UniqueConstraint(fields=["execution", "step_order"], name="unique_step_run_per_execution",
+                                    condition=models.Q(item_index__isnull=True)),
+            models.UniqueConstraint(fields=["execution", "step_order", "item_index"], name="unique_map_item_run",
+                                    condition=models.Q(item_index__isnull=False)),
         ]
         indexes = [
             models.Index(fields=["status", "lease_expires_at"], name="stepexec_status_lease"),

@@ -99,6 +99,20 @@ def _step_view(step: WorkflowStepExecution) -> dict[str, Any]:
     }
 
 
+ITEMS_PAGE_SIZE = 50
+
+
+def _items_view(request: HttpRequest, execution: WorkflowExecution, step: WorkflowStepExecution) -> dict[str, Any] | None:
+    """A MAP step's items: counts by status and one page of rows (``?items_page=``)."""
+    if step.step_type != StepType.MAP:
+        return None
+    page = Paginator(run_selectors.step_items(execution, step.step_name), ITEMS_PAGE_SIZE) \
+        .get_page(request.GET.get("items_page"))
+    rows = [{"row": row, "output": _pretty(row.output), "error": row.error if isinstance(row.error, dict) else None}
+            for row in page.object_list]
+    return {"counts": run_selectors.item_counts(step), "page": page, "rows": rows}
+
+
 def _page_context(request: HttpRequest, execution: WorkflowExecution) -> dict[str, Any]:
     """Everything the execution page shows; the live partial re-renders all of it."""
     steps = list(execution.step_executions.all())
@@ -110,7 +124,8 @@ def _page_context(request: HttpRequest, execution: WorkflowExecution) -> dict[st
     return {
         "execution": execution,
         "timeline": _timeline(execution, steps),
-        "steps": [_step_view(step) for step in steps],
+        "steps": [{**_step_view(step), "items": _items_view(request, execution, step)} for step in steps],
+        "items_page": request.GET.get("items_page") or "",
         "input": _pretty(execution.input),
         "output": _pretty(execution.output),
         "metadata": _pretty(execution.metadata),

@@ -197,7 +197,8 @@ def execution_retry(*, execution: WorkflowExecution, user=None) -> WorkflowExecu
             f"Only FAILED or CANCELLED executions can be retried; this one is {execution.status}.",
             {"status": execution.status},
         )
-    step_runs = list(execution.step_executions.order_by("step_order"))
+    # A MAP step's items are not copied: a reused MAP step keeps its output, a failed one runs all its items again.
+    step_runs = list(execution.step_executions.filter(item_index__isnull=True).order_by("step_order"))
     failed_name = (execution.error or {}).get("step")
     resume = next((s for s in step_runs if s.step_name == failed_name), None)
     if resume is None:

@@ -29,6 +29,7 @@ from providers.ratelimit import limited_adapter
 from providers.types import DEFAULT_TIMEOUT_SECONDS
 
 from ..engine import runner
+from ..engine.steps.map_step import inner_step
 from ..models import WorkflowExecution
 from . import transitions
 from .dispatch import Continuation, continuation, current_continuation
@@ -148,16 +149,22 @@ def _run_claimed(claimed: Claimed) -> str:
 def _run_attempt(claimed: Claimed) -> str:
     definition = transitions.version_snapshot(claimed.version_id)[1]
     step = definition.step(claimed.step_name)
+    # A MAP step's item runs the MAP's inner step (with item and index in its context).
+    runs = inner_step(step) if claimed.item_index is not None else step
     # CPU-bound templates stop at the step's and the workflow's timeouts.
-    limits = engine_limits(deadline=_render_deadline(claimed, step, definition))
+    limits = engine_limits(deadline=_render_deadline(claimed, runs, definition))
     # Every claim path (a delivered message, the admission, the checkpoint that handed the
     # next step on) ends here: the one place an attempt starts running.
-    logger.info("step.started", extra={"step_type": step.type})
+    logger.info("step.started", extra={"step_type": runs.type, "item_index": claimed.item_index})
     began = time.monotonic()
     with keeper.holding(claimed.step_execution_id, claimed.attempt):
-        result = runner.run_step(step, claimed.context, providers=_adapter_for_call, limits=limits)
+        if claimed.item_index is None:
+            result = runner.run_step(step, claimed.context, providers=_adapter_for_call, limits=limits)
+        else:
+            result = runner.run_item(step, claimed.context, claimed.item, claimed.item_index,
+                                     providers=_adapter_for_call, limits=limits)
     ran_for = time.monotonic() - began
-    metrics.STEP_DURATION.labels(step.type).observe(ran_for)
+    metrics.STEP_DURATION.labels(runs.type).observe(ran_for)
     pricing.annotate_costs(result.model_outputs)  # cost_usd on each model output
     metrics.model_calls_observe(result.model_outputs)
     if ran_for > CONNECTION_CHECK_AFTER_SECONDS:

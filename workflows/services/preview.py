@@ -28,7 +28,15 @@ from providers.types import ModelRequest, ModelResponse, TokenUsage
 
 from ..engine.errors import InputValidationError
 from ..engine.inputs import sample_inputs, validate_inputs
-from ..engine.runner import answer_in_process, context_entry, first_step, next_transition, run_step, run_workflow
+from ..engine.runner import (
+    answer_in_process,
+    context_entry,
+    first_step,
+    next_transition,
+    run_fan_out,
+    run_step,
+    run_workflow,
+)
 from ..engine.types import COMPLETED, FAILED, RunContext, StepDefinition, StepResult, WorkflowDefinition
 from ..errors import InputValidationFailed
 from ..models import Workflow
@@ -260,12 +268,14 @@ def _run(definition: WorkflowDefinition, context: RunContext, *, providers: Call
         if step.name in steps_output:
             result, ms, shown, dry = StepResult(status=COMPLETED, output=steps_output[step.name]), 0, PROVIDED, False
         else:
-            dry = dry_run and step.type in DRY_RUN_TYPES
+            dry = dry_run and _runs_dry(step)
             # A dry run's answer is a placeholder, so output_format "json" and output_schema are not checked.
-            runnable = dataclasses.replace(step, config=_unchecked(step.config)) if dry and step.type == "PROMPT" else step
+            runnable = _dry_runnable(step) if dry_run else step
             started = time.monotonic()
-            result = answer_in_process(step, run_step(runnable, context, providers=providers, limits=limits), approvals,
-                                       children)
+            result = run_step(runnable, context, providers=providers, limits=limits)
+            # MAP: its first items run here, one after the other (the result's warnings say so).
+            result = run_fan_out(runnable, result, context, providers=providers, limits=limits)
+            result = answer_in_process(step, result, approvals, children)
             ms, shown = int((time.monotonic() - started) * 1000), result.status
             if dry and step.config.get("output_schema") is not None:
                 result.warnings.append("Dry run: the output is a placeholder, so output_schema was not checked.")
@@ -299,7 +309,24 @@ def _saved_definition(workflow: Workflow) -> tuple[dict[str, Any], WorkflowDefin
     return snapshot, WorkflowDefinition.from_dict(snapshot)
 
 
-DRY_RUN_TYPES = ("PROMPT", "HTTP")  # the steps a dry run replaces with placeholders
+DRY_RUN_TYPES = ("PROMPT", "HTTP")  # the steps a dry run replaces with placeholders (a MAP's inner one too)
+
+
+def _runs_dry(step: StepDefinition) -> bool:
+    inner = step.config.get("step") if step.type == "MAP" else None
+    return step.type in DRY_RUN_TYPES or (isinstance(inner, dict) and inner.get("type") in DRY_RUN_TYPES)
+
+
+def _dry_runnable(step: StepDefinition) -> StepDefinition:
+    """The step a dry run runs: a PROMPT (a MAP's inner PROMPT too) whose placeholder answer
+    is not checked as JSON or against its schema."""
+    if step.type == "PROMPT":
+        return dataclasses.replace(step, config=_unchecked(step.config))
+    inner = step.config.get("step") if step.type == "MAP" else None
+    if isinstance(inner, dict) and inner.get("type") == "PROMPT":
+        unchecked_inner = {**inner, "config": _unchecked(dict(inner.get("config") or {}))}
+        return dataclasses.replace(step, config={**step.config, "step": unchecked_inner})
+    return step
 
 
 def _unchecked(config: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from providers.types import TokenUsage
 
 from ...engine import runner
 from ...engine.retry import SlotDeferral, normalize_retry_config, retry_delay, slot_deferral
+from ...engine.steps.map_step import settings_of as map_settings
 from ...engine.types import RunContext, StepDefinition, StepResult, WorkflowDefinition
 from ...errors import ExecutionFinished
 from ...models import (
@@ -53,7 +54,7 @@ from ...models import (
 )
 from ...signals import execution_finished, execution_waiting
 from ..dispatch import enqueue_step, enqueue_wait_timer
-from . import _postgres
+from . import _postgres, map_items
 from .types import Checkpointed, Claimed
 
 __all__ = [
@@ -240,10 +241,12 @@ def step_claim(*, step_execution_id: uuid.UUID | str, attempt: int, worker: str)
         step_execution.worker = worker
         step_execution.started_at = step_execution.started_at or now
         step_execution.save(update_fields=["status", "lease_expires_at", "worker", "started_at"])
+    item_index = step_execution.item_index
     return Claimed(
         step_execution_id=str(step_execution.id), attempt=attempt, step_name=step_execution.step_name,
         execution_id=execution.id, workflow_id=execution.workflow_id, version_id=execution.version_id,
-        step_tokens=step_execution.tokens or {}, context=_run_context(execution),
+        step_tokens=step_execution.tokens or {}, context=_run_context(execution), item_index=item_index,
+        item=(step_execution.input or {}).get("item") if item_index is not None else None,
     )
 
 
@@ -254,6 +257,7 @@ def _run_context(execution: WorkflowExecution) -> RunContext:
             execution_id=execution.id,
             # Skipped steps stay out of the context, as in previews: templates can test `is defined`.
             status__in=[StepExecutionStatus.COMPLETED, StepExecutionStatus.FAILED],
+            item_index__isnull=True,  # a MAP step's items are not steps
         )
         .order_by("step_order")
         .values("step_name", "output", "outputs", "status")
@@ -274,7 +278,13 @@ def step_checkpoint(*, claimed: Claimed, result: StepResult, worker: str, claim_
     raw, definition = version_snapshot(claimed.version_id)
     step = definition.step(claimed.step_name)
     now = timezone.now()
-    if fast_statements():
+    if fast_statements() and claimed.item_index is not None:  # a MAP item that is not the last one
+        done = _postgres.checkpoint_item(claimed, result, concurrency=map_settings(step)["concurrency"],
+                                         step_order=step.order, now=now, add_tokens=_add_tokens)
+        if done is not None:
+            _step_ended(step, result, done.outcome)
+            return done
+    elif fast_statements():
         done = _postgres.checkpoint(claimed, step, definition, result, raw_definition=raw, now=now, worker=worker,
                                     lease_seconds=_conf("STEP_LEASE_SECONDS"), claim_next=claim_next,
                                     add_tokens=_add_tokens)
@@ -318,7 +328,9 @@ def _checkpoint(step_execution_id, attempt: int, step: StepDefinition, definitio
             logger.warning("step.result_rejected", extra={"step_execution_id": str(step_execution_id),
                                                            "attempt": attempt})
             return "rejected"
-        execution = WorkflowExecution.objects.select_for_update().get(pk=step_execution.execution_id)
+        # NOTE: not its input: a MAP run's holds every item, and each item's checkpoint comes here.
+        execution = (WorkflowExecution.objects.select_for_update().defer("input")
+                     .get(pk=step_execution.execution_id))
         if execution.status != ExecutionStatus.RUNNING:
             step_execution.status = StepExecutionStatus.CANCELLED
             step_execution.completed_at = now
@@ -331,6 +343,9 @@ def _checkpoint(step_execution_id, attempt: int, step: StepDefinition, definitio
             result = _start_child(execution, step_execution, step, result)
         _record_attempt(step_execution, result)
         _add_tokens(execution, result)  # every attempt's model calls count, retried ones too
+        if result.fan_out is not None:
+            map_items.fan_out(execution, step_execution, step, result, now)
+            return "fanned-out"
         if result.status == runner.WAITING:
             _park(execution, step_execution, result, now)
             return "waiting"
@@ -351,22 +366,31 @@ def _checkpoint(step_execution_id, attempt: int, step: StepDefinition, definitio
         step_execution.completed_at = now
         step_execution.lease_expires_at = None
         step_execution.save()
-
-        if execution.deadline_at and now >= execution.deadline_at:
-            execution_time_out(execution=execution, running_step=None)
+        if step_execution.item_index is not None:
+            map_items.item_done(execution, step_execution, step, definition, now)
             return "checkpointed"
-        transition = runner.next_transition(definition, step, result)
-        if transition.fail_run:
-            _finish(execution, ExecutionStatus.FAILED, error=result.error)
-            return "checkpointed"
-        for skipped in transition.skipped:
-            _record_skipped(execution, skipped, now)
-        if transition.next_step is not None:
-            execution.save(update_fields=["aggregate_tokens", "warnings"])
-            _schedule_step(execution, transition.next_step)
-        else:
-            _finish(execution, ExecutionStatus.COMPLETED, output=result.output)
+        step_went_on(execution, step, definition, result, now)
     return "checkpointed"
+
+
+def step_went_on(execution: WorkflowExecution, step: StepDefinition, definition: WorkflowDefinition,
+                 result: StepResult, now: datetime) -> None:
+    """After a step's final result is written (the caller holds the run's lock): the run
+    goes on to its next step (recording the steps jumped over), or ends, or times out."""
+    if execution.deadline_at and now >= execution.deadline_at:
+        execution_time_out(execution=execution, running_step=None)
+        return
+    transition = runner.next_transition(definition, step, result)
+    if transition.fail_run:
+        _finish(execution, ExecutionStatus.FAILED, error=result.error)
+        return
+    for skipped in transition.skipped:
+        _record_skipped(execution, skipped, now)
+    if transition.next_step is not None:
+        execution.save(update_fields=["aggregate_tokens", "warnings"])
+        _schedule_step(execution, transition.next_step)
+    else:
+        _finish(execution, ExecutionStatus.COMPLETED, output=result.output)
 
 
 def _start_child(execution: WorkflowExecution, step_execution: WorkflowStepExecution, step: StepDefinition,
@@ -557,6 +581,7 @@ def _record_skipped(execution: WorkflowExecution, step: StepDefinition, now) -> 
     WorkflowStepExecution.objects.get_or_create(
         execution=execution,
         step_order=step.order,
+        item_index=None,
         defaults={
             "step_name": step.name,
             "step_type": step.type,
@@ -606,7 +631,12 @@ def step_lease_expire(*, step_execution: WorkflowStepExecution, now: datetime) -
         logger.warning("step.failed", extra=_lost_ids(step_execution, error_type="WorkerLost"))
         execution = WorkflowExecution.objects.select_for_update().get(pk=step_execution.execution_id)
         if execution.status == ExecutionStatus.RUNNING:
-            execution_fail(execution=execution, error=error)
+            if step_execution.item_index is not None:  # a MAP item: its on_item_error decides
+                definition = _definition(execution)
+                map_items.item_done(execution, step_execution, definition.step(step_execution.step_name),
+                                    definition, now)
+            else:
+                execution_fail(execution=execution, error=error)
         return True
     step_execution.status = StepExecutionStatus.PENDING
     step_execution.available_at = now

@@ -14,6 +14,9 @@ ORM round trips:
   step), writes the step under the same fencing condition (same attempt, still RUNNING)
   and inserts the next step: PENDING, or already claimed by this worker when the task goes
   on with it (``dispatch.continuation``).
+- the checkpoint of a MAP item that completed while others are unfinished: the run's lock,
+  then one statement that adds the item's tokens, writes it (fenced) and sends the next
+  items while fewer than ``concurrency`` are in flight (``checkpoint_item``).
 
 Whenever a condition does not hold (no row claimed, run cancelled or past its deadline,
 attempt fenced off, capped workflow, resumed retry) or the step did anything but complete
@@ -27,6 +30,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from django.db import transaction
@@ -62,20 +66,39 @@ WITH claimed AS (
        AND e.id = s.execution_id AND e.status = %(run_running)s
        AND (e.deadline_at IS NULL OR e.deadline_at > %(now)s)
     RETURNING s.step_name, s.execution_id, s.tokens, e.workflow_id, e.version_id, e.input, e.metadata,
-              e.trigger_type
+              e.trigger_type, s.item_index, CASE WHEN s.item_index IS NULL THEN NULL ELSE s.input -> 'item' END AS item
 )
 SELECT c.step_name, c.execution_id, c.tokens, c.workflow_id, c.version_id, c.input, c.metadata, c.trigger_type,
        (SELECT COALESCE(json_agg(json_build_array(p.step_name, p.output, p.outputs, p.status)
                                  ORDER BY p.step_order), '[]'::json)
           FROM {STEPS} p
-         WHERE p.execution_id = c.execution_id AND p.status IN (%(completed)s, %(failed)s))
+         WHERE p.execution_id = c.execution_id AND p.status IN (%(completed)s, %(failed)s)
+           AND p.item_index IS NULL),
+       c.item_index, c.item
   FROM claimed c
-"""
+"""  # NOTE: p.item_index IS NULL: a MAP step's item rows are not steps of the context
 
 
 def _loads(value: Any) -> Any:
     # Django has psycopg return jsonb as text (JSONField decodes it); json comes decoded.
     return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+LARGE_INPUT_CHARS = 64 * 1024
+
+
+@lru_cache(maxsize=16)
+def _decoded_large(text: str) -> Any:
+    return json.loads(text)
+
+
+def _run_input(value: Any) -> Any:
+    """A run's input as a claim reads it. A MAP run's input often holds every item, and each
+    item's claim reads it again: a large one is decoded once per process (a run's input
+    never changes once it started, and templates only read it)."""
+    if isinstance(value, str) and len(value) > LARGE_INPUT_CHARS:
+        return _decoded_large(value)
+    return _loads(value)
 
 
 def claim(step_execution_id: uuid.UUID | str, attempt: int, *, worker: str, lease_seconds: float,
@@ -92,7 +115,7 @@ def claim(step_execution_id: uuid.UUID | str, attempt: int, *, worker: str, leas
         row = cursor.fetchone()
     if row is None:
         return None
-    step_name, execution_id, tokens, workflow_id, version_id, inputs, metadata, trigger_type, done = row
+    step_name, execution_id, tokens, workflow_id, version_id, inputs, metadata, trigger_type, done, item_index, item = row
     metadata = _loads(metadata) or {}
     steps = {name: {"output": output, "outputs": outputs, "status": status}
              for name, output, outputs, status in _loads(done)}
@@ -100,8 +123,9 @@ def claim(step_execution_id: uuid.UUID | str, attempt: int, *, worker: str, leas
         step_execution_id=str(step_execution_id), attempt=attempt, step_name=step_name,
         execution_id=execution_id, workflow_id=workflow_id, version_id=version_id,
         step_tokens=_loads(tokens) or {},
-        context=RunContext(inputs=_loads(inputs) or {}, steps=steps,
+        context=RunContext(inputs=_run_input(inputs) or {}, steps=steps,
                            trigger={"type": trigger_type, "payload": metadata.get("payload")}),
+        item_index=item_index, item=_loads(item) if item_index is not None else None,
     )
 
 
@@ -164,6 +188,8 @@ def checkpoint(claimed: Claimed, step: StepDefinition, definition: WorkflowDefin
     path's own arithmetic, so both paths count tokens and cost alike."""
     if result.status != COMPLETED or result.child is not None:  # a WORKFLOW step starts a child: ORM path
         return None
+    if claimed.item_index is not None:  # a MAP item: ``checkpoint_item``
+        return None
     transition = runner.next_transition(definition, step, result)
     if transition.fail_run or transition.skipped:
         return None
@@ -206,6 +232,71 @@ def checkpoint(claimed: Claimed, step: StepDefinition, definition: WorkflowDefin
         ))
     except _NotCommonPath:
         return None
+
+
+ITEM_SQL = f"""
+WITH run AS ({RUN_UPDATE_SQL} WHERE id = %(execution_id)s RETURNING 1),
+step AS ({STEP_UPDATE_SQL} RETURNING 1),
+items AS (
+    SELECT count(*) FILTER (WHERE status = %(running)s OR (status = %(pending)s AND available_at IS NOT NULL))
+               AS in_flight,
+           count(*) FILTER (WHERE status IN (%(pending)s, %(running)s)) AS unfinished
+      FROM {STEPS}
+     WHERE execution_id = %(execution_id)s AND step_order = %(step_order)s AND item_index IS NOT NULL
+),
+sent AS (
+    UPDATE {STEPS} SET available_at = %(now)s
+     WHERE id IN (SELECT id FROM {STEPS}
+                   WHERE execution_id = %(execution_id)s AND step_order = %(step_order)s
+                     AND item_index IS NOT NULL AND status = %(pending)s AND available_at IS NULL
+                   ORDER BY item_index
+                   LIMIT GREATEST(%(concurrency)s - ((SELECT in_flight FROM items) - 1), 0))
+       AND EXISTS (SELECT 1 FROM step)
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM step), (SELECT unfinished FROM items) - 1, ARRAY(SELECT id FROM sent)
+"""  # NOTE: every part sees the rows as they were before it: this item still RUNNING, hence the "- 1"s
+
+
+def checkpoint_item(claimed: Claimed, result: StepResult, *, concurrency: int, step_order: int, now: datetime,
+                    add_tokens) -> Checkpointed | None:
+    """Checkpoint a MAP item that COMPLETED while other items of its step are unfinished:
+    under the run's lock (as every checkpoint), one statement adds its tokens to the run,
+    writes the item (fenced), and sends the next items not yet sent while fewer than
+    ``concurrency`` are in flight. The last item (the join), a failure, a fenced-off
+    attempt or a run no longer RUNNING: ``None``, and the ORM path decides."""
+    if result.status != COMPLETED:
+        return None
+    params = {"execution_id": claimed.execution_id, "now": now, "run_running": ExecutionStatus.RUNNING,
+              "completed": StepExecutionStatus.COMPLETED, "running": StepExecutionStatus.RUNNING,
+              "pending": StepExecutionStatus.PENDING}
+    try:
+        with transaction.atomic(), prepared_cursor() as cursor:
+            cursor.execute(RUN_LOCK_SQL, params)
+            row = cursor.fetchone()
+            if row is None:  # cancelled, failed, or past its deadline
+                raise _NotCommonPath
+            run = _RunTotals(aggregate_tokens=_loads(row[0]) or {}, warnings=_loads(row[1]) or [])
+            add_tokens(run, result)
+            cursor.execute(ITEM_SQL, {
+                **params, "aggregate": json.dumps(run.aggregate_tokens), "warnings": json.dumps(run.warnings),
+                "id": claimed.step_execution_id, "attempt": claimed.attempt, "step_order": step_order,
+                "concurrency": concurrency, "input": json.dumps(result.input), "output": json.dumps(result.output),
+                "outputs": json.dumps(result.outputs), "error": json.dumps(result.error),
+                "model_outputs": json.dumps(result.model_outputs),
+                "tokens": json.dumps((TokenUsage.from_raw(claimed.step_tokens) + TokenUsage.from_raw(result.tokens)).as_dict()),
+                "new_warnings": json.dumps(list(result.warnings or [])),
+            })
+            steps_written, unfinished, sent = cursor.fetchone()
+            if steps_written != 1 or unfinished <= 0:  # fenced off, or the last item: the join is the ORM path's
+                raise _NotCommonPath
+    except _NotCommonPath:
+        return None
+    from ..dispatch import enqueue_step
+
+    for step_execution_id in sent:  # committed: sent now (never-sent items are at attempt 1)
+        enqueue_step(step_execution_id, 1)
+    return Checkpointed(outcome="checkpointed")
 
 
 def _next_step_values(step: StepDefinition, *, workflow_id: int, raw_definition: dict[str, Any], now: datetime,

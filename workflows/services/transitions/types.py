@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from ...engine.types import RunContext
 
@@ -20,12 +21,15 @@ class Claimed:
     version_id: int
     step_tokens: dict
     context: RunContext
+    item_index: int | None = None  # a MAP step's item: which one, and its value
+    item: Any = None
 
 
 @dataclass
 class Checkpointed:
     """A checkpoint's outcome: ``outcome`` is "checkpointed", "retry-scheduled",
-    "deferred" (waiting for a shared rate-limit slot) or "rejected" (fenced off or cancelled); ``next_claimed`` the next step, already claimed
+    "deferred" (waiting for a shared rate-limit slot), "fanned-out" (a MAP step's items
+    were created and the first ones sent) or "rejected" (fenced off or cancelled); ``next_claimed`` the next step, already claimed
     for the same task (RUNNING under its lease), when it asked for one and may have it."""
 
     outcome: str

@@ -193,3 +193,31 @@ def test_config_keys_without_a_field_survive_an_edit(page, user):
     body["steps-0-template"] = "y"
     assert page.post(f"/workflows/{workflow.pk}/edit", body).status_code == 302
     assert workflow.versions.get(number=2).definition["steps"][0]["config"] == {"template": "y", "description": "kept"}
+
+
+def test_a_map_step_is_built_from_its_fields_and_shown_again_for_an_edit(page):
+    inner = '{"type": "TRANSFORM", "config": {"template": "{{ index }}: {{ item }}"}}'
+    body = editor_post(name="Fan out", variables=[{"name": "words", "type": "JSON", "sample": '["a"]'}], steps=[
+        {"name": "each", "type": "MAP", "map_items": "input.words", "map_step": inner, "map_concurrency": "4",
+         "map_on_item_error": "drop"},
+    ])
+    response = page.post("/workflows/new", body)
+    assert response.status_code == 302, text(response)
+    workflow = Workflow.objects.get()
+    step = workflow.versions.get().definition["steps"][0]
+    assert step["type"] == "MAP"
+    assert step["config"] == {"items": "input.words", "concurrency": 4, "on_item_error": "drop",
+                              "step": {"type": "TRANSFORM", "config": {"template": "{{ index }}: {{ item }}"}}}
+    again = form_body(page.get(f"/workflows/{workflow.pk}/edit"), "workflow-editor")
+    assert again["steps-0-map_items"] == "input.words" and '"{{ index }}: {{ item }}"' in again["steps-0-map_step"]
+    assert not again.get("steps-0-extra_config")
+
+
+def test_errors_of_a_map_steps_inner_step_are_shown_beside_the_inner_step_field(page):
+    body = editor_post(name="Bad map", variables=[{"name": "words", "type": "JSON"}], steps=[
+        {"name": "each", "type": "MAP", "map_items": "input.words", "map_step": '{"type": "TRANSFORM", "config": {}}'},
+    ])
+    response = page.post("/workflows/new", body)
+    assert response.status_code == 400
+    assert "is required" in _field_error(text(response), "id_steps-0-map_step")
+    assert not Workflow.objects.exists()

@@ -60,7 +60,7 @@ def test_step_names_orders_and_types_are_checked() -> None:
     steps = [transform("a", 0), transform("a", 0), {"name": "1b", "order": -1, "type": "LOOP"}]
     errors = validate_definition(steps, [])
     assert set(errors) == {"steps[1].name", "steps[1].order", "steps[2].name", "steps[2].order", "steps[2].type"}
-    assert "APPROVAL, CONDITION, DELAY, HTTP, PROMPT, TRANSFORM, WORKFLOW" in errors["steps[2].type"][0]
+    assert "APPROVAL, CONDITION, DELAY, HTTP, MAP, PROMPT, TRANSFORM, WORKFLOW" in errors["steps[2].type"][0]
 
 
 def test_templates_that_do_not_parse_are_reported_with_their_line() -> None:
