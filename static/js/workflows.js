@@ -76,7 +76,9 @@
     liveItems(steps).forEach(function (step) {
       refreshStep(step);
       var type = (field(step, "type") || {}).value;
-      var wrap = type === "CONDITION" ? function (x) { return x; } : function (x) { return "{{ " + x + " }}"; };
+      // CONDITION's expression and MAP's items take bare names; templates take {{ }}.
+      var bare = type === "CONDITION" || type === "MAP";
+      var wrap = bare ? function (x) { return x; } : function (x) { return "{{ " + x + " }}"; };
       var varList = $(step, '[data-refs="variables"]'), stepList = $(step, '[data-refs="steps"]');
       if (varList) {
         varList.innerHTML = "";
@@ -145,9 +147,12 @@
       } else if (event.target.closest("[data-move]") && item) {
         moveItem(formset, item, event.target.closest("[data-move]").getAttribute("data-move")); refreshRefs(editor);
       } else if (event.target.closest("[data-insert]") && item) {
+        var button = event.target.closest("[data-insert]");
         var type = (field(item, "type") || {}).value;
-        var target = field(item, type === "CONDITION" ? "expression" : "template");
-        if (target) insertAtCursor(target, event.target.closest("[data-insert]").getAttribute("data-insert"));
+        var into = button.getAttribute("data-target") ||
+          ({ CONDITION: "expression", MAP: "map_items" })[type] || "template";
+        var target = field(item, into);
+        if (target) insertAtCursor(target, button.getAttribute("data-insert"));
       }
     });
     editor.addEventListener("input", function (event) {

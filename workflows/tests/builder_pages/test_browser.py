@@ -123,3 +123,36 @@ def test_remove_and_reorder_steps_with_the_buttons(tab, builder):
     tab.wait_for_url(re.compile(rf"/workflows/{workflow.pk}/$"))
     definition = workflow.versions.get(number=2).definition
     assert [(s["name"], s["order"]) for s in definition["steps"]] == [("c", 1), ("b", 2)]
+
+
+def test_build_a_map_step_inserting_the_list_and_the_item_from_the_names_panel(tab):
+    tab.goto("/workflows/new")
+    tab.fill("#id_name", "Per topic")
+    tab.fill("#id_variables-0-name", "topics")
+    tab.select_option("#id_variables-0-type", "JSON")
+    tab.fill("#id_variables-0-sample", '["a", "b"]')
+    tab.fill("#id_steps-0-name", "each")
+    tab.select_option("#id_steps-0-type", "MAP")
+    step = tab.locator("[data-step]").first
+    expect(step.locator("#id_steps-0-template")).to_be_hidden()
+    # A MAP's items take a bare expression; its inner step's templates see item and index.
+    step.locator('[data-refs="variables"] button', has_text="input.topics").click()
+    expect(tab.locator("#id_steps-0-map_items")).to_have_value("input.topics")
+    tab.fill("#id_steps-0-map_step", '{"type": "TRANSFORM", "config": {"template": "#"}}')
+    tab.locator("#id_steps-0-map_step").evaluate(
+        "box => { const at = box.value.indexOf('#') + 1; box.setSelectionRange(at, at); }")
+    step.locator("button.ref", has_text="index").click()
+    expect(tab.locator("#id_steps-0-map_step")).to_have_value(
+        '{"type": "TRANSFORM", "config": {"template": "#{{ index }}"}}')
+    tab.click("button:has-text('Create workflow')")
+
+    tab.wait_for_url(re.compile(r"/workflows/\d+/$"))
+    workflow = Workflow.objects.get(name="Per topic")
+    tab.click(".page-head >> text=Preview")
+    tab.click("button:has-text('Run preview')")
+    card = tab.locator("[data-testid=step-card][data-step-name=each]")
+    expect(card).to_contain_text("COMPLETED")
+    expect(card).to_contain_text("#1")  # the second item's output
+    definition = workflow.versions.get(number=1).definition
+    assert definition["steps"][0]["config"]["items"] == "input.topics"
+    assert definition["steps"][0]["config"]["step"]["config"]["template"] == "#{{ index }}"
