@@ -21,6 +21,7 @@ from ..errors import ExecutionNotRetryable, InputValidationFailed, WorkflowInact
 from ..models import (
     ExecutionStatus,
     StepExecutionStatus,
+    StepType,
     TriggerType,
     Workflow,
     WorkflowExecution,
@@ -197,7 +198,7 @@ def execution_retry(*, execution: WorkflowExecution, user=None) -> WorkflowExecu
             f"Only FAILED or CANCELLED executions can be retried; this one is {execution.status}.",
             {"status": execution.status},
         )
-    # A MAP step's items are not copied: a reused MAP step keeps its output, a failed one runs all its items again.
+    # A reused MAP step keeps its output (its items are not copied).
     step_runs = list(execution.step_executions.filter(item_index__isnull=True).order_by("step_order"))
     failed_name = (execution.error or {}).get("step")
     resume = next((s for s in step_runs if s.step_name == failed_name), None)
@@ -205,13 +206,18 @@ def execution_retry(*, execution: WorkflowExecution, user=None) -> WorkflowExecu
         resume = next((s for s in step_runs if s.status not in (StepExecutionStatus.COMPLETED,
                                                                   StepExecutionStatus.SKIPPED)), None)
     reused = [s for s in step_runs if resume is None or s.step_order < resume.step_order]
+    if resume is not None and resume.step_type == StepType.MAP:
+        # The MAP step it resumes from keeps its completed items: only the others run
+        # again (its fan-out re-checks that each is still the same item).
+        reused += list(execution.step_executions.filter(step_order=resume.step_order, item_index__isnull=False,
+                                                        status=StepExecutionStatus.COMPLETED))
 
     def copies_of_reused_steps(retry: WorkflowExecution) -> list[WorkflowStepExecution]:
         return [
             WorkflowStepExecution(
                 execution=retry, step_id=s.step_id, step_name=s.step_name, step_order=s.step_order,
-                step_type=s.step_type, status=s.status, input=s.input, output=s.output, outputs=s.outputs,
-                error=s.error, retry_count=s.retry_count, retry_config=s.retry_config,
+                step_type=s.step_type, item_index=s.item_index, status=s.status, input=s.input, output=s.output,
+                outputs=s.outputs, error=s.error, retry_count=s.retry_count, retry_config=s.retry_config,
                 model_outputs=s.model_outputs, tokens=s.tokens, warnings=s.warnings, attempt=s.attempt,
                 reused_from=s, started_at=s.started_at, completed_at=s.completed_at,
             )

@@ -344,7 +344,7 @@ def _checkpoint(step_execution_id, attempt: int, step: StepDefinition, definitio
         _record_attempt(step_execution, result)
         _add_tokens(execution, result)  # every attempt's model calls count, retried ones too
         if result.fan_out is not None:
-            map_items.fan_out(execution, step_execution, step, result, now)
+            map_items.fan_out(execution, step_execution, step, definition, result, now)
             return "fanned-out"
         if result.status == runner.WAITING:
             _park(execution, step_execution, result, now)

@@ -44,8 +44,8 @@ def items_of(parent: WorkflowStepExecution):
                                                 item_index__isnull=False)
 
 
-def fan_out(execution: WorkflowExecution, parent: WorkflowStepExecution, step: StepDefinition, result: StepResult,
-            now: datetime) -> None:
+def fan_out(execution: WorkflowExecution, parent: WorkflowStepExecution, step: StepDefinition,
+            definition: WorkflowDefinition, result: StepResult, now: datetime) -> None:
     """Create the items' rows and send the first ``concurrency`` (the caller holds the locks)."""
     inner = inner_step(step)
     concurrency = settings_of(step)["concurrency"]
@@ -55,26 +55,41 @@ def fan_out(execution: WorkflowExecution, parent: WorkflowStepExecution, step: S
     parent.lease_expires_at = None
     parent.save()
     execution.save(update_fields=["aggregate_tokens", "warnings"])
+    items = result.fan_out or []
+    kept = _reused_items(parent, items)
+    to_run = [(index, item) for index, item in enumerate(items) if index not in kept]
     rows = WorkflowStepExecution.objects.bulk_create([
         WorkflowStepExecution(
             execution_id=execution.id, step_id=parent.step_id, step_name=parent.step_name,
             step_order=parent.step_order, step_type=inner.type, item_index=index,
             status=StepExecutionStatus.PENDING, input={"item": item, "index": index}, retry_config=retry_config,
-            attempt=1, available_at=now if index < concurrency else None,
+            attempt=1, available_at=now if position < concurrency else None,
         )
-        for index, item in enumerate(result.fan_out or [])
+        for position, (index, item) in enumerate(to_run)
     ])
     for row in rows[:concurrency]:
         enqueue_step(row.id, row.attempt)
     logger.info("step.fanned_out", extra={"execution_id": str(execution.id), "step": step.name,
-                                          "items": len(rows), "concurrency": concurrency})
+                                          "items": len(items), "reused": len(kept), "concurrency": concurrency})
+    if not rows:  # every item was done already (a retry's): the step is complete now
+        _join(execution, parent, step, definition, now)
+
+
+def _reused_items(parent: WorkflowStepExecution, items: list[Any]) -> set[int]:
+    """The indexes of items a retry copied as COMPLETED from the run it retries, kept when
+    the item at that index is still the same; any other copy is removed (it runs again)."""
+    copies = list(items_of(parent).values_list("pk", "item_index", "input"))
+    kept = {index for _, index, given in copies
+            if index < len(items) and (given or {}).get("item") == items[index]}
+    stale = [pk for pk, index, _ in copies if index not in kept]
+    if stale:
+        WorkflowStepExecution.objects.filter(pk__in=stale).delete()
+    return kept
 
 
 def item_done(execution: WorkflowExecution, item: WorkflowStepExecution, step: StepDefinition,
               definition: WorkflowDefinition, now: datetime) -> None:
     """An item ended COMPLETED or FAILED for good (the caller holds the run's lock)."""
-    from . import step_went_on
-
     execution.save(update_fields=["aggregate_tokens", "warnings"])  # this item's tokens, added by the checkpoint
     if item.status == StepExecutionStatus.FAILED and settings_of(step)["on_item_error"] == "fail":
         # The step fails with this item: the items still to run never will.
@@ -87,6 +102,14 @@ def item_done(execution: WorkflowExecution, item: WorkflowStepExecution, step: S
               .order_by("pk").first())
     if parent is None or parent.status != StepExecutionStatus.RUNNING:
         return  # already completed by the item that ended first (a fail), or cancelled
+    _join(execution, parent, step, definition, now)
+
+
+def _join(execution: WorkflowExecution, parent: WorkflowStepExecution, step: StepDefinition,
+          definition: WorkflowDefinition, now: datetime) -> None:
+    """Every item ended: complete (or fail) the MAP step and move the run on."""
+    from . import step_went_on
+
     result = _joined(step, parent)
     parent.status = result.status
     parent.output = result.output

@@ -378,3 +378,60 @@ def test_both_checkpoint_paths_join_alike_and_the_fast_one_takes_every_item_but_
     assert max(in_flight) <= 2
     assert execution.aggregate_tokens["total"] == sum(r.tokens["total"] for r in items(execution)) > 0
     assert taken == ([True, True, True, True, False] if fast else [])
+
+
+def _cancelled_after(user, sent, words, done: int):
+    """A run of a MAP over ``words`` (one item at a time) cancelled once ``done`` items completed."""
+    execution = start(user, [map_step("input.words", echo("say {{ item }}"), concurrency=1)], WORDS, {"words": words})
+    fan_out(sent)
+    for _ in range(done):
+        deliver_one(sent)
+    execution_cancel(execution=WorkflowExecution.objects.get(pk=execution.pk))
+    sent.clear()
+    execution.refresh_from_db()
+    assert execution.status == "CANCELLED"
+    assert [r.status for r in items(execution)][:done] == ["COMPLETED"] * done
+    return execution
+
+
+def test_a_retry_of_a_map_keeps_the_items_that_completed_and_runs_only_the_others(user, sent):
+    from workflows.services.executions import execution_retry
+
+    original = _cancelled_after(user, sent, ["a", "b", "c", "d"], done=2)
+    retry = execution_retry(execution=original, user=user)
+    drive(sent)
+
+    retry.refresh_from_db()
+    assert retry.status == "COMPLETED", retry.error
+    assert retry.output == ["say a", "say b", "say c", "say d"]
+    rows = items(retry)
+    kept = {r.item_index: r.reused_from_id for r in rows if r.reused_from_id}
+    assert kept == {0: items(original)[0].pk, 1: items(original)[1].pk}  # no model call made again for them
+    assert [r.attempt for r in rows[2:]] == [1, 1] and all(r.reused_from_id is None for r in rows[2:])
+    # Only the two new items' calls count in the retry's totals.
+    assert retry.aggregate_tokens["total"] == sum(r.tokens["total"] for r in rows[2:])
+
+
+def test_a_retry_runs_again_an_item_whose_value_changed_and_completes_at_once_when_none_is_left(user, sent):
+    from workflows.services.executions import execution_retry
+
+    changed = _cancelled_after(user, sent, ["a", "b"], done=1)
+    # As if the items expression now gave another value at index 0 (the copy must not be trusted).
+    WorkflowStepExecution.objects.filter(execution=changed, item_index=0).update(input={"item": "zzz", "index": 0})
+    retry = execution_retry(execution=changed, user=user)
+    drive(sent)
+    retry.refresh_from_db()
+    assert retry.output == ["say a", "say b"]
+    assert not any(r.reused_from_id for r in items(retry))
+
+    # Every item completed but the run was cancelled before the join: the retry's MAP joins from the copies.
+    whole = _cancelled_after(user, sent, ["x", "y"], done=1)
+    WorkflowStepExecution.objects.filter(execution=whole, item_index=1).update(
+        status="COMPLETED", output="say y", input={"item": "y", "index": 1})
+    retry = execution_retry(execution=whole, user=user)
+    drive(sent)
+    retry.refresh_from_db()
+    assert retry.status == "COMPLETED", retry.error
+    assert retry.output == ["say x", "say y"]
+    assert all(r.reused_from_id for r in items(retry))
+    assert parent(retry).status == "COMPLETED"
