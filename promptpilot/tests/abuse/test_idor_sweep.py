@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 
 from triggers.models import TriggerInvocation
 from triggers.tests.helpers import create_trigger
-from workflows.models import Prompt, WorkflowExecution
+from workflows.models import Prompt, WorkflowExecution, WorkflowStepExecution
 from workflows.services.definitions import workflow_current_version
 from workflows.tests.factories import make_workflow
 
@@ -62,10 +62,15 @@ def owned(user) -> dict[str, list]:
                 for kind, config in (("MANUAL", {}), ("WEBHOOK", {}), ("API", {}),
                                      ("SCHEDULED", {"cron": "0 3 * * *", "timezone": "UTC", "input": {"name": "x"}}),
                                      ("EVENT", {"event": "order.created"}))]
+    # A MAP step's row and one item of it (the items route takes the step's name).
+    for item_index, step_type in ((None, "MAP"), (0, "TRANSFORM")):
+        WorkflowStepExecution.objects.create(execution=execution, step_name="each", step_order=2,
+                                             step_type=step_type, item_index=item_index, status="COMPLETED",
+                                             input={"item": MARKER}, output=MARKER)
     invocation = TriggerInvocation.objects.create(trigger=triggers[0], status="ACCEPTED", verified=True,
                                                   payload={"m": MARKER}, execution=execution)
     ids = [prompt.pk, workflow.pk, execution.pk, invocation.pk, *(t.pk for t in triggers)]
-    return {"id": ids, "trigger_id": [t.pk for t in triggers], "number": [1]}
+    return {"id": ids, "trigger_id": [t.pk for t in triggers], "number": [1], "step": ["each"]}
 
 
 def _client(user=None) -> APIClient:
