@@ -25,7 +25,7 @@ venv: $(BIN)/.installed
 # (conftest.py fails a marked test that does reach it).
 GENERAL_CODE_TESTS := workflows/tests/durability workflows/tests/services workflows/tests/integration/test_runs_on_worker.py
 # PYTHONDONTWRITEBYTECODE= : Python caches bytecode for the suite's runs even where the
-# environment turns it off (the Dockerfile does): the suite starts some hundred Python
+# environment turns it off (the Dockerfile does): the suite starts many Python
 # processes (workers, beat, manage.py, the embedded runner, gunicorn), and each would
 # compile the project again, as pytest would rewrite every test module again.
 TEST_ENV = DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL) PYTHONDONTWRITEBYTECODE=
