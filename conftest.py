@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from rest_framework.test import APIClient
 
-from workflows.tests.support.processes import ServiceProcess, start_beat, start_worker
+from workflows.tests.support.processes import ServiceProcess, start_beat, start_worker, stop_all
 
 # Durability knobs for worker processes: short leases so lost workers are noticed quickly.
 SERVICE_TUNING = {
@@ -246,5 +246,4 @@ def workers(service_env, tmp_path, beat) -> Iterator:
         return process
 
     yield start
-    for process in started:
-        process.stop()
+    stop_all(started)
