@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from rest_framework.test import APIClient
 
-from workflows.tests.support.processes import ServiceProcess, start_beat, start_worker
+from workflows.tests.support.processes import ServiceProcess, start_beat, start_worker, stop_all
 
 # Durability knobs for worker processes: short leases so lost workers are noticed quickly.
 SERVICE_TUNING = {
@@ -27,15 +27,16 @@ SERVICE_TUNING = {
 
 
 def _flush_retrying_deadlocks() -> None:
-    """Transactional tests end with Django's ``flush`` (one TRUNCATE of every table). The
-    real worker and beat processes of the worker tests keep sweeping the same database
-    (the reaper every second), and PostgreSQL may pick the TRUNCATE as a deadlock's victim:
-    try it again, as nothing but the tests ever truncates these tables."""
+    """Transactional tests end with ``flush`` (``_flush_only_tables_with_rows``). The real
+    worker and beat processes of the worker tests keep sweeping the same database (the
+    reaper every second): PostgreSQL may pick the flush as a deadlock's victim, or a worker
+    may have written a row referencing one the flush deletes (the deferred foreign key
+    fails at its commit). Try it again: it then deletes that row too."""
     import time
 
     from django.core.management.base import CommandError
     from django.core.management.commands import flush
-    from django.db import OperationalError
+    from django.db import IntegrityError, OperationalError
 
     original = flush.Command.handle
     if getattr(original, "retries_deadlocks", False):
@@ -47,7 +48,9 @@ def _flush_retrying_deadlocks() -> None:
                 return original(self, *args, **options)
             except CommandError as exc:
                 cause = exc.__cause__
-                if attempt == 4 or not (isinstance(cause, OperationalError) and "deadlock" in str(cause)):
+                concurrent_write = isinstance(cause, IntegrityError) or (
+                    isinstance(cause, OperationalError) and "deadlock" in str(cause))
+                if attempt == 4 or not concurrent_write:
                     raise
                 time.sleep(0.2 * (attempt + 1))
 
@@ -55,7 +58,50 @@ def _flush_retrying_deadlocks() -> None:
     flush.Command.handle = handle
 
 
+def _flush_only_tables_with_rows() -> None:
+    """Each transactional test's ``flush`` empties only the tables that have rows (one query
+    finds them), and on PostgreSQL with DELETE, not TRUNCATE. The database ends as after
+    Django's TRUNCATE of every table (the sequences are not reset either way; post_migrate
+    then recreates the content types and permissions as before), but a TRUNCATE costs per
+    table named and waits for every other session's lock on each (the beat and workers of
+    the worker tests), while a test leaves rows in a handful of small tables. The foreign
+    keys are deferred to the end of the flush's transaction, so the order of the DELETEs
+    does not matter. ``manage.py flush`` itself (which resets the sequences) keeps Django's
+    statement."""
+    from django.core.management.commands import flush
+
+    original = flush.sql_flush
+    if getattr(original, "only_tables_with_rows", False):
+        return
+
+    def sql_flush(style, connection, reset_sequences=True, allow_cascade=False):
+        if reset_sequences:
+            return original(style, connection, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+        tables = connection.introspection.django_table_names(only_existing=True, include_views=False)
+        with_rows = _tables_with_rows(connection, tables)
+        if not with_rows:  # Django's own statement: it is what lets post_migrate run again
+            return original(style, connection, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+        if connection.vendor != "postgresql":
+            return connection.ops.sql_flush(style, with_rows, reset_sequences=False, allow_cascade=allow_cascade)
+        quote = connection.ops.quote_name
+        return ["SET CONSTRAINTS ALL DEFERRED", *(f"DELETE FROM {quote(table)}" for table in with_rows)]
+
+    sql_flush.only_tables_with_rows = True
+    flush.sql_flush = sql_flush
+
+
+def _tables_with_rows(connection, tables: list[str]) -> list[str]:
+    if not tables:
+        return []
+    quote = connection.ops.quote_name
+    query = " UNION ALL ".join(f"SELECT %s WHERE EXISTS (SELECT 1 FROM {quote(table)})" for table in tables)
+    with connection.cursor() as cursor:
+        cursor.execute(query, tables)
+        return [row[0] for row in cursor.fetchall()]
+
+
 _flush_retrying_deadlocks()
+_flush_only_tables_with_rows()
 
 
 @pytest.fixture(autouse=True)
@@ -67,6 +113,26 @@ def _fresh_failure_counts():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _single_pass_means_no_fast_statement_branch(request, monkeypatch):
+    """``make test``'s second pass (PROMPTPILOT_FAST_STATEMENTS=false) leaves out tests marked
+    ``single_pass``: only ``transitions.fast_statements()`` reads that setting, so a test that
+    never calls it runs the same code both ways. This keeps the mark honest: a marked test
+    that reaches the branch fails. (A worker process is out of sight: never mark worker tests.)"""
+    if request.node.get_closest_marker("single_pass") is None:
+        yield
+        return
+    if request.node.get_closest_marker("worker") is not None:
+        pytest.fail("a worker test reaches transitions in its worker process: it cannot be single_pass")
+    from workflows.services import transitions
+
+    original, calls = transitions.fast_statements, []
+    monkeypatch.setattr(transitions, "fast_statements", lambda: calls.append(1) or original())
+    yield
+    if calls:
+        pytest.fail("marked single_pass, yet it reaches transitions.fast_statements(): the second pass must run it")
 
 
 @pytest.fixture
@@ -180,5 +246,4 @@ def workers(service_env, tmp_path, beat) -> Iterator:
         return process
 
     yield start
-    for process in started:
-        process.stop()
+    stop_all(started)

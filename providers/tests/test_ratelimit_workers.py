@@ -16,7 +16,7 @@ from workflows.models import WorkflowStepExecution
 from workflows.services.executions import execution_start
 from workflows.tests.durability.helpers import wait_finished
 from workflows.tests.factories import make_workflow
-from workflows.tests.support.processes import ServiceProcess, start_worker
+from workflows.tests.support.processes import ServiceProcess, start_worker, stop_all
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -45,8 +45,7 @@ def limited_workers(service_env, tmp_path, beat, limit_log) -> Iterator[Callable
         return process
 
     yield start
-    for process in started:
-        process.stop()
+    stop_all(started)
 
 
 @pytest.fixture

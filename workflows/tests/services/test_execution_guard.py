@@ -9,7 +9,7 @@ from workflows.models import Workflow, WorkflowExecution
 from workflows.services.executions import WorkflowGuard, execution_start
 from workflows.tests.factories import make_workflow
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.single_pass]  # reaches no fast-statement branch
 
 ACTIVE_WORKFLOW = f'(SELECT id FROM {Workflow._meta.db_table} WHERE id = %s AND is_active)'
 

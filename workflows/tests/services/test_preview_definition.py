@@ -9,7 +9,7 @@ from workflows.models import Prompt, Workflow, WorkflowStep, WorkflowVersion
 from workflows.services.preview import workflow_preview
 from workflows.services.workflows import prompt_update, workflow_create, workflow_update
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.single_pass]  # reaches no fast-statement branch
 
 ECHO = {"provider": "echo", "model": "echo"}
 

@@ -47,6 +47,7 @@ class Recorder:
         return [i for batch in self.batches for i in batch]
 
 
+@pytest.mark.single_pass
 def test_an_idle_relay_sends_a_start_at_once():
     send = Recorder()
     relay_ = StartRelay(send, linger_seconds=30)  # a long linger: only idleness can explain a quick send
@@ -54,6 +55,7 @@ def test_an_idle_relay_sends_a_start_at_once():
     assert send.wait_for(1, timeout=2) == ["a"]
 
 
+@pytest.mark.single_pass
 def test_starts_arriving_together_share_one_message():
     send = Recorder()
     relay_ = StartRelay(send, linger_seconds=0.3)
@@ -65,6 +67,7 @@ def test_starts_arriving_together_share_one_message():
     assert [len(b) for b in send.batches] == [1, 50]
 
 
+@pytest.mark.single_pass
 def test_flush_sends_what_is_held_without_waiting_for_the_linger():
     send = Recorder()
     relay_ = StartRelay(send, linger_seconds=60)
@@ -76,6 +79,7 @@ def test_flush_sends_what_is_held_without_waiting_for_the_linger():
     assert send.batches == [["first"], ["second", "third"]]
 
 
+@pytest.mark.single_pass
 def test_a_big_backlog_is_split_into_bounded_messages():
     send = Recorder()
     relay_ = StartRelay(send, linger_seconds=60)
@@ -87,6 +91,7 @@ def test_a_big_backlog_is_split_into_bounded_messages():
     assert [len(b) for b in send.batches] == [1, MAX_BATCH, MAX_BATCH, 5]
 
 
+@pytest.mark.single_pass
 def test_a_failed_send_does_not_stop_the_relay():
     send = Recorder(fail_first=1)
     relay_ = StartRelay(send, linger_seconds=0)
@@ -116,6 +121,7 @@ def workflow(user):
     )
 
 
+@pytest.mark.single_pass
 @pytest.mark.django_db(transaction=True)
 def test_runs_started_together_are_sent_in_one_batch_after_their_commit(captured, workflow, user):
     with transaction.atomic():
@@ -130,6 +136,7 @@ def test_runs_started_together_are_sent_in_one_batch_after_their_commit(captured
     assert len(captured) < len(ids), "starts made together share messages"
 
 
+@pytest.mark.single_pass
 @pytest.mark.django_db(transaction=True)
 def test_a_rolled_back_start_is_never_sent(captured, workflow, user):
     with pytest.raises(RuntimeError), transaction.atomic():

@@ -125,6 +125,7 @@ def test_the_reaper_counts_and_logs_what_it_recovers(client, admin_user, user, b
     assert failed.error_type == "WorkerLost"
 
 
+@pytest.mark.single_pass
 def test_a_cancel_through_the_api_is_counted_and_logged_with_the_request_id(api, client, admin_user, user,
                                                                             broker_messages, caplog):
     workflow = make_workflow(user, steps=[{"name": "t", "type": "TRANSFORM", "config": {"template": "x"}}])

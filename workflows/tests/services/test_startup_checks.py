@@ -5,7 +5,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from workflows.tests.support.processes import ROOT, celery_argv
+
+pytestmark = pytest.mark.single_pass  # reaches no fast-statement branch (checks run in their own processes)
 
 
 def _env(**overrides: str) -> dict[str, str]:

@@ -64,14 +64,31 @@ class ServiceProcess:
             time.sleep(0.1)
 
     def stop(self, grace: float = 10) -> None:
+        self.request_stop()
+        self.wait_stopped(grace)
+
+    def request_stop(self) -> None:
+        """SIGTERM (a warm shutdown), without waiting: see ``stop_all``."""
         if self.proc.poll() is None:
             self.signal_group(signal.SIGCONT)
             self.signal_group(signal.SIGTERM)
+
+    def wait_stopped(self, grace: float = 10) -> None:
+        """After ``request_stop``: wait up to ``grace`` seconds, then SIGKILL."""
+        if self.proc.poll() is None:
             try:
                 self.proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 self.kill()
         self._log.close()
+
+
+def stop_all(processes: list[ServiceProcess], grace: float = 10) -> None:
+    """Stop several processes at once: every warm shutdown overlaps, not one after another."""
+    for process in processes:
+        process.request_stop()
+    for process in processes:
+        process.wait_stopped(grace)
 
 
 def celery_argv(*args: str) -> list[str]:
