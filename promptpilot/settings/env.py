@@ -57,6 +57,10 @@ SECRET_KEY = _secret_key()
 DEBUG = _bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = _list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = _list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients):
+# requests count as https (absolute links, such as approval links, say https) and the
+# session and CSRF cookies are sent over https only.
+BEHIND_TLS_PROXY = _bool("DJANGO_BEHIND_TLS_PROXY", False)
 
 DATABASE_URL = _str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
 REDIS_URL = _str("REDIS_URL")
