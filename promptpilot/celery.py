@@ -54,7 +54,8 @@ def _pooled_connections_for_a_threaded_worker(sender=None, options=None, **kwarg
     """A worker whose pool runs step attempts in threads takes its PostgreSQL connections
     from one bounded psycopg pool (settings.PROMPTPILOT["DB_POOL"]) instead of one per
     thread. Sent before the worker's first query. Prefork children keep one connection
-    each (a pool does not survive a fork)."""
+    each (a pool does not survive a fork); the processes of a many-process thread worker
+    (promptpilot/common/worker_pool.py) each make their own pool when they start."""
     from celery import concurrency
     from celery.concurrency.thread import TaskPool as ThreadPool
     from django.conf import settings

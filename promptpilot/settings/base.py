@@ -1,6 +1,8 @@
 """Django settings for PromptPilot. Values that the environment changes come from env.py."""
 from __future__ import annotations
 
+import os
+
 import dj_database_url
 
 from promptpilot.common import task_names
@@ -199,11 +201,28 @@ CELERY_DB_REUSE_MAX = 1000
 CELERY_BEAT_SCHEDULER = env.CELERY_BEAT_SCHEDULER
 CELERY_TIMEZONE = "UTC"
 # The worker runtime (docs/WORKFLOW_ENGINE.md, "The worker runtime"): step attempts spend
-# nearly all their time waiting on model and HTTP calls, so one worker process runs many of
-# them in threads (`celery -A promptpilot worker` with no flags). CPU-bound work uses more
-# cores through more worker processes (docker-compose: --scale worker=N).
-CELERY_WORKER_POOL = env.WORKER_POOL
-CELERY_WORKER_CONCURRENCY = env.WORKER_CONCURRENCY
+# nearly all their time waiting on model and HTTP calls, so a worker runs many of them in
+# threads (`celery -A promptpilot worker` with no flags), in one process per core so that
+# their CPU-bound part (rendering, JSON) uses every core.
+
+
+def _worker_processes() -> int:
+    if env.WORKER_PROCESSES.strip().lower() != "auto":
+        return max(1, int(env.WORKER_PROCESSES))
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        return 1
+    return max(1, len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else max(1, os.cpu_count() or 1)
+
+
+worker_processes = _worker_processes()
+# `threads` in more than one process: promptpilot/common/worker_pool.py forks them, and the
+# worker's concurrency (Celery's, which sizes its prefetch) is that of all of them.
+if env.WORKER_POOL == "threads" and worker_processes > 1:
+    CELERY_WORKER_POOL = "promptpilot.common.worker_pool:ProcessThreadPool"
+    CELERY_WORKER_CONCURRENCY = env.WORKER_CONCURRENCY * worker_processes
+else:
+    CELERY_WORKER_POOL = env.WORKER_POOL
+    CELERY_WORKER_CONCURRENCY = env.WORKER_CONCURRENCY
 
 # --- PromptPilot -----------------------------------------------------------
 PROMPTPILOT = {
@@ -227,6 +246,7 @@ PROMPTPILOT = {
     "METRICS_ENABLED": env.METRICS_ENABLED,
     # PostgreSQL connections of a thread-pool worker process come from this psycopg pool
     # (promptpilot/common/db.py, applied by promptpilot/celery.py at worker start).
+    "WORKER_PROCESSES": worker_processes,
     "DB_POOL": {"min_size": 1, "max_size": env.DB_POOL_SIZE, "timeout": env.DB_POOL_TIMEOUT, "max_idle": 300.0},
     # Template limits: a template cannot hang or flood a worker.
     "TEMPLATE_MAX_OUTPUT_CHARS": 200_000,

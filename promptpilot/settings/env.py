@@ -98,6 +98,10 @@ FAST_STATEMENTS = _bool("PROMPTPILOT_FAST_STATEMENTS", True)
 # PostgreSQL connections from a pool (a thread waits for one at most DB_POOL_TIMEOUT s).
 WORKER_POOL = _str("PROMPTPILOT_WORKER_POOL", "threads")
 WORKER_CONCURRENCY = _int("PROMPTPILOT_WORKER_CONCURRENCY", 200)
+# How many processes a `threads` worker forks, each running WORKER_CONCURRENCY attempts
+# (promptpilot/common/worker_pool.py): "auto" is one per core on PostgreSQL and 1 on
+# SQLite (one writer at a time: more processes would only queue for its lock).
+WORKER_PROCESSES = _str("PROMPTPILOT_WORKER_PROCESSES", "auto")
 DB_POOL_SIZE = _int("PROMPTPILOT_DB_POOL_SIZE", 10)
 DB_POOL_TIMEOUT = _float("PROMPTPILOT_DB_POOL_TIMEOUT", 30.0)
 

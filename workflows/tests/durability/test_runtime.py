@@ -7,6 +7,7 @@ Provider calls are counted across processes by the probe provider's shared call 
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import uuid
@@ -39,19 +40,21 @@ def _tag() -> str:
 
 @contextmanager
 def worker_connections_sampled() -> Iterator[list[int]]:
-    """Counts, every 20 ms, the PostgreSQL connections that worker processes hold (their
-    connections are labelled ``promptpilot worker <name>`` in pg_stat_activity)."""
+    """Samples, every 20 ms, the PostgreSQL connections that worker processes hold (their
+    connections are labelled ``promptpilot worker <name> pid <pid>`` in pg_stat_activity):
+    each sample is ``{label: connections}``."""
     db = connection.settings_dict
-    counts: list[int] = []
+    counts: list[dict[str, int]] = []
     stop = threading.Event()
 
     def sample() -> None:
         with psycopg.connect(host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"],
                              dbname=db["NAME"], autocommit=True) as conn:
             while not stop.is_set():
-                (count,) = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
-                                        " AND application_name LIKE 'promptpilot worker%%'", [db["NAME"]]).fetchone()
-                counts.append(count)
+                rows = conn.execute("SELECT application_name, count(*) FROM pg_stat_activity WHERE datname = %s"
+                                    " AND application_name LIKE 'promptpilot worker%%' GROUP BY 1",
+                                    [db["NAME"]]).fetchall()
+                counts.append(dict(rows))
                 stop.wait(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -100,10 +103,15 @@ def test_one_default_worker_runs_a_hundred_waiting_steps_at_once_on_a_few_connec
         finished = [wait_finished(e.id, timeout=60) for e in executions]
 
     assert [run.status for run in finished] == ["COMPLETED"] * IN_FLIGHT
-    assert {c["pid"] for c in calls_for_any(probe_log, "call") if c["prompt"] in prompts} == {worker.pid}
+    # One worker: its pool processes (one per core) made every call.
+    processes = settings.PROMPTPILOT["WORKER_PROCESSES"]
+    callers = {c["pid"] for c in calls_for_any(probe_log, "call") if c["prompt"] in prompts}
+    assert callers <= worker.task_pids() and len(callers) == processes
     pool_size = settings.PROMPTPILOT["DB_POOL"]["max_size"]
-    assert max(counts) <= pool_size, f"the worker held {max(counts)} connections (pool of {pool_size})"
-    assert max(counts) >= 1, "the worker's connections are labelled and come from its pool"
+    per_process = max(n for sample in counts for n in sample.values())
+    assert per_process <= pool_size, f"a worker process held {per_process} connections (pool of {pool_size})"
+    total = max(sum(sample.values()) for sample in counts)
+    assert 1 <= total <= pool_size * processes, f"the worker held {total} connections in all"
 
 
 def test_worker_killed_with_a_hundred_steps_in_flight_loses_none_and_repeats_no_completed_call(
@@ -131,6 +139,40 @@ def test_worker_killed_with_a_hundred_steps_in_flight_loses_none_and_repeats_no_
         assert len(calls_for(probe_log, f"two {tag} {i}")) == 2, "the lost attempt, then its one re-run"
     lost = WorkflowStepExecution.objects.filter(execution__in=executions, step_name="second")
     assert {(s.attempt, s.lost_attempts) for s in lost} == {(2, 1)}
+
+
+def test_a_pool_process_killed_mid_step_is_replaced_and_its_attempts_run_again_elsewhere(
+        user, workers, probe_log, tmp_path):
+    """One of the worker's processes dies (the OOM killer, a segfault): the worker stays up,
+    the attempts it held come back and run once more, and a new process takes its place."""
+    runs = 20
+    tag = _tag()
+    gate = tmp_path / "answer-now"
+    workflow = _numbered_workflow(user, [
+        probe_step("first", f"one {tag} {{{{ input.n }}}}"),
+        probe_step("second", f"two {tag} {{{{ input.n }}}}", delay_ms=HOLD_MS, hold_until=gate),
+    ])
+    worker = workers("loses-a-process")
+    seconds = [f"two {tag} {i}" for i in range(runs)]
+    executions = _start_runs(user, workflow, runs)
+    wait_for(lambda: _in_flight(probe_log, seconds) == runs, 30, "every second step in flight")
+    callers = {c["pid"] for c in calls_for_any(probe_log, "call") if c["prompt"] in seconds}
+    victim = min(callers)
+    assert victim != worker.pid, "the worker's own process runs no step"
+    held_by_victim = {c["prompt"] for c in calls_for_any(probe_log, "call")
+                      if c["prompt"] in seconds and c["pid"] == victim}
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: "worker_pool.child_died" in worker.log(), 20, "the worker to notice its dead process")
+    gate.touch()
+
+    finished = [wait_finished(e.id, timeout=90) for e in executions]
+    assert [run.status for run in finished] == ["COMPLETED"] * runs, [r.error for r in finished if r.error]
+    assert worker.proc.poll() is None, "the worker itself stayed up"
+    assert victim not in worker.task_pids() and len(worker.task_pids()) == settings.PROMPTPILOT["WORKER_PROCESSES"]
+    for i in range(runs):
+        assert len(calls_for(probe_log, f"one {tag} {i}")) == 1, "a completed step is never called again"
+        expected = 2 if f"two {tag} {i}" in held_by_victim else 1
+        assert len(calls_for(probe_log, f"two {tag} {i}")) == expected
 
 
 def test_warm_shutdown_lets_steps_in_flight_finish_and_hands_the_rest_over(user, workers, probe_log):

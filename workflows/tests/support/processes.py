@@ -27,6 +27,22 @@ class ServiceProcess:
     def pid(self) -> int:
         return self.proc.pid
 
+    def pids(self) -> set[int]:
+        """The process and those of its group (a worker's pool processes)."""
+        group = {self.proc.pid}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if os.getpgid(int(entry.name)) == self.proc.pid:
+                        group.add(int(entry.name))
+                except ProcessLookupError:
+                    pass
+        return group
+
+    def task_pids(self) -> set[int]:
+        """The processes that run a worker's tasks: its pool's, or itself (a thread pool)."""
+        return (self.pids() - {self.proc.pid}) or {self.proc.pid}
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
