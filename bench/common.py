@@ -1,6 +1,7 @@
 """What every benchmark in bench/ needs the same way: its environment, a database and a Redis
 database of its own (one run at a time on each), the machine's description for the figures,
-percentiles, polling, and child processes (worker, gunicorn) in their own process groups.
+percentiles, polling, child processes (worker, gunicorn) in their own process groups, and
+what an interruption (Ctrl-C, SIGTERM) or a failure during the rounds does.
 
 Importing this module sets nothing up: each script calls ``configure_env`` before
 ``django.setup()``, then the setup helpers.
@@ -14,8 +15,10 @@ import re
 import signal
 import statistics
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -285,3 +288,42 @@ class ChildProcess:
                 self.proc.wait(timeout=10)
         self.signal(signal.SIGKILL)  # children left behind, if any
         self._log.close()
+
+
+# --------------------------------------------------------------------------- interruption
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def interrupt_on_signals() -> None:
+    """From now on SIGTERM and SIGINT raise KeyboardInterrupt, so that ``interruptible``
+    stops the children (SIGINT too: started in the background, a script has it ignored)."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+
+
+@dataclass
+class Interruption:
+    interrupted: bool = False
+
+
+@contextlib.contextmanager
+def interruptible(*, worker: Callable[[], ChildProcess | None], cleanup: Callable[[], None]) -> Iterator[Interruption]:
+    """Around a benchmark's rounds: on KeyboardInterrupt "Interrupted." and ``.interrupted``
+    (the script then exits 130); on any other error the tail of ``worker()``'s log, if one
+    was started, and the error goes on; ``cleanup()`` (stop the children) in every case."""
+    interruption = Interruption()
+    try:
+        yield interruption
+    except KeyboardInterrupt:
+        print("\nInterrupted.", file=sys.stderr)
+        interruption.interrupted = True
+    except Exception:
+        child = worker()
+        if child is not None:
+            print(f"--- worker log ({child.log_path}) ---\n{child.tail()}", file=sys.stderr)
+        raise
+    finally:
+        cleanup()

@@ -54,6 +54,8 @@ from bench.common import (  # noqa: E402
     ensure_broker,
     ensure_database,
     flush_broker,
+    interrupt_on_signals,
+    interruptible,
     machine,
     p50,
     p95,
@@ -726,11 +728,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.n < 1 or args.idle < 1 or args.rounds < 1:
         parser.error("--n, --idle and --rounds must be at least 1")
 
-    def _terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, _terminate)  # also when started in the background, where SIGINT is ignored
+    interrupt_on_signals()
 
     prepare_database()
     claim_database()
@@ -763,7 +761,12 @@ def _run(args) -> int:
     worker = None
     began = time.monotonic()
     load_before = os.getloadavg()
-    try:
+
+    def stop_worker() -> None:
+        if worker is not None:
+            worker.stop()
+
+    with interruptible(worker=lambda: worker, cleanup=stop_worker) as interruption:
         print("(a) floor: plain loop...", flush=True)
         results["floor"] = run_floor(args.n)
         results["engine"] = run_engine_in_process(args.n, workflow)
@@ -791,16 +794,8 @@ def _run(args) -> int:
             pp_single(workflow, user, worker, i, results["pp"])
             time.sleep(0.05)
         load_after = os.getloadavg()
-    except KeyboardInterrupt:
-        print("\nInterrupted.", file=sys.stderr)
+    if interruption.interrupted:
         return 130
-    except Exception:
-        if worker is not None:
-            print(f"--- worker log ({worker.log_path}) ---\n{worker.tail()}", file=sys.stderr)
-        raise
-    finally:
-        if worker is not None:
-            worker.stop()
 
     for mode in ("raw", "pp"):  # the best round: noise on a shared machine only slows things down
         best = max(results[mode]["rounds"], key=lambda r: r["throughput"])

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import math
-import signal
 import sys
 import tempfile
 import time
@@ -93,6 +92,12 @@ class Bench:
         self.fake: runtime.FakeServer | None = None
         self.worker: runtime.Worker | None = None
         self.user = self.workflow = None
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        if self.fake is not None:
+            self.fake.stop()
 
     def start_worker(self) -> None:
         self.worker = runtime.Worker(self.log_dir, self.fake.url, 1)
@@ -181,11 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.items < 1 or not 1 <= args.concurrency <= 1000 or args.delay <= 0 or args.rounds < 1:
         parser.error("--items >= 1, --concurrency 1..1000, --delay > 0, --rounds >= 1")
 
-    def _terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, _terminate)
+    common.interrupt_on_signals()
     common.configure_env(database_url=DEFAULT_DATABASE_URL, broker_url=DEFAULT_BROKER_URL, app_name=APP_NAME)
     import django
 
@@ -214,7 +215,7 @@ def run(args) -> int:
     bench.user, bench.workflow = make_workflow(args.concurrency)
     load_before = os.getloadavg()
     rounds: dict[str, list[dict]] = {"engine": [], "loop": [], "engine_instant": [], "loop_instant": []}
-    try:
+    with common.interruptible(worker=lambda: bench.worker, cleanup=bench.stop) as interruption:
         bench.fake = runtime.FakeServer(log_dir)
         bench.start_worker()
         print("  warm-up: one MAP of 50 items at 0.2 s...", flush=True)
@@ -226,18 +227,8 @@ def run(args) -> int:
             rounds["loop"].append(bench.loop_round(f"{tag}-loop-d", args.delay, args.items))
             rounds["engine_instant"].append(bench.engine_round(f"{tag}-0", 0.0, args.items))
             rounds["loop_instant"].append(bench.loop_round(f"{tag}-loop-0", 0.0, args.items))
-    except KeyboardInterrupt:
-        print("\nInterrupted.", file=sys.stderr)
+    if interruption.interrupted:
         return 130
-    except Exception:
-        if bench.worker is not None:
-            print(f"--- worker log ({bench.worker.log_path}) ---\n{bench.worker.tail()}", file=sys.stderr)
-        raise
-    finally:
-        if bench.worker is not None:
-            bench.worker.stop()
-        if bench.fake is not None:
-            bench.fake.stop()
     load_after = os.getloadavg()
 
     best = {kind: min(found, key=lambda r: r["wall_s"]) for kind, found in rounds.items()}

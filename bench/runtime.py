@@ -596,6 +596,12 @@ class Bench:
             print(f"  worker: {self.worker_settings['banner']}, inspect: {self.worker_settings['inspect']}",
                   flush=True)
 
+    def stop(self) -> None:
+        self.stop_worker()
+        self.sampler.stop()
+        if self.fake is not None:
+            self.fake.stop()
+
     def stop_worker(self) -> None:
         if self.worker is not None:
             self.worker.stop()
@@ -885,11 +891,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1 or args.timeout <= 0 or args.delay < 0:
         parser.error("--rounds must be at least 1, --timeout positive, --delay not negative")
 
-    def _terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, _terminate)
+    common.interrupt_on_signals()
 
     configure_env()
     import django
@@ -932,7 +934,7 @@ def run(args) -> int:
     began = time.monotonic()
     load_before = os.getloadavg()
     bench.sampler = Sampler()
-    try:
+    with common.interruptible(worker=lambda: bench.worker, cleanup=bench.stop) as interruption:
         bench.fake = FakeServer(log_dir)
         print(f"Fake OpenAI server at {bench.fake.url} (pid {bench.fake.proc.pid})", flush=True)
         bench.sampler.start()
@@ -949,18 +951,8 @@ def run(args) -> int:
                     bench.restart_worker()
                 floors[(n, delay)].append(bench.floor_round(n, delay, f"floor-{label}", timeout=args.timeout))
         load_after = os.getloadavg()
-    except KeyboardInterrupt:
-        print("\nInterrupted.", file=sys.stderr)
+    if interruption.interrupted:
         return 130
-    except Exception:
-        if bench.worker is not None:
-            print(f"--- worker log ({bench.worker.log_path}) ---\n{bench.worker.tail()}", file=sys.stderr)
-        raise
-    finally:
-        bench.stop_worker()
-        bench.sampler.stop()
-        if bench.fake is not None:
-            bench.fake.stop()
 
     print(f"\nResults ({info['date']}, {info['cpus']} CPUs {info['cpu']}, code {info['code']}):")
     ws = bench.worker_settings

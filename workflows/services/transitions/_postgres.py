@@ -194,6 +194,40 @@ def checkpoint(claimed: Claimed, step: StepDefinition, definition: WorkflowDefin
     if transition.fail_run or transition.skipped:
         return None
     last = transition.next_step is None
+
+    def write(cursor, values: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        if not last:
+            values.update(_next_step_values(transition.next_step, workflow_id=claimed.workflow_id,
+                                            raw_definition=raw_definition, now=now, worker=worker,
+                                            lease_seconds=lease_seconds, claim_next=claim_next))
+        cursor.execute(_checkpoint_sql(last=last), values)
+        steps_written, cap = cursor.fetchone()
+        if steps_written != 1:  # fenced off: a newer attempt owns the step
+            raise _NotCommonPath
+        return values, cap
+
+    written = _under_run_lock(claimed, result, now=now, add_tokens=add_tokens, write=write)
+    if written is None:
+        return None
+    values, cap = written
+    if last:
+        return Checkpointed(outcome="checkpointed", finished=True, capped=bool(cap))
+    context = claimed.context
+    return Checkpointed(outcome="checkpointed", next_claimed=_handed_on(
+        values, claim_next, transition.next_step, claimed.execution_id, claimed.workflow_id, claimed.version_id,
+        # what a claim would read back: the finished steps' outputs, this one's included
+        RunContext(inputs=context.inputs, steps={**context.steps, step.name: runner.context_entry(step, result)},
+                   trigger=context.trigger),
+    ))
+
+
+def _under_run_lock(claimed: Claimed, result: StepResult, *, now: datetime, add_tokens, write):
+    """The rule every checkpoint here shares: in one transaction, lock the run (as cancel
+    does) while it is RUNNING and before its deadline, add the step's tokens to its totals
+    with ``add_tokens(run, result)`` (the ORM path's own arithmetic), then answer what
+    ``write(cursor, values)`` answers (never ``None``) once committed. ``values`` holds the
+    run's new totals and the step's COMPLETED row (``STEP_UPDATE_SQL``); ``write`` raises
+    ``_NotCommonPath`` to roll back. ``None``: rolled back, the ORM path decides."""
     params = {"execution_id": claimed.execution_id, "now": now, "run_running": ExecutionStatus.RUNNING,
               "completed": StepExecutionStatus.COMPLETED, "running": StepExecutionStatus.RUNNING}
     try:
@@ -204,7 +238,7 @@ def checkpoint(claimed: Claimed, step: StepDefinition, definition: WorkflowDefin
                 raise _NotCommonPath
             run = _RunTotals(aggregate_tokens=_loads(row[0]) or {}, warnings=_loads(row[1]) or [])
             add_tokens(run, result)
-            values = {
+            return write(cursor, {
                 **params, "aggregate": json.dumps(run.aggregate_tokens), "warnings": json.dumps(run.warnings),
                 "id": claimed.step_execution_id, "attempt": claimed.attempt,
                 "input": json.dumps(result.input), "output": json.dumps(result.output),
@@ -212,24 +246,7 @@ def checkpoint(claimed: Claimed, step: StepDefinition, definition: WorkflowDefin
                 "model_outputs": json.dumps(result.model_outputs),
                 "tokens": json.dumps((TokenUsage.from_raw(claimed.step_tokens) + TokenUsage.from_raw(result.tokens)).as_dict()),
                 "new_warnings": json.dumps(list(result.warnings or [])),
-            }
-            if not last:
-                values.update(_next_step_values(transition.next_step, workflow_id=claimed.workflow_id,
-                                                raw_definition=raw_definition, now=now, worker=worker,
-                                                lease_seconds=lease_seconds, claim_next=claim_next))
-            cursor.execute(_checkpoint_sql(last=last), values)
-            steps_written, cap = cursor.fetchone()
-            if steps_written != 1:  # fenced off: a newer attempt owns the step
-                raise _NotCommonPath
-        if last:
-            return Checkpointed(outcome="checkpointed", finished=True, capped=bool(cap))
-        context = claimed.context
-        return Checkpointed(outcome="checkpointed", next_claimed=_handed_on(
-            values, claim_next, transition.next_step, claimed.execution_id, claimed.workflow_id, claimed.version_id,
-            # what a claim would read back: the finished steps' outputs, this one's included
-            RunContext(inputs=context.inputs, steps={**context.steps, step.name: runner.context_entry(step, result)},
-                       trigger=context.trigger),
-        ))
+            })
     except _NotCommonPath:
         return None
 
@@ -267,30 +284,17 @@ def checkpoint_item(claimed: Claimed, result: StepResult, *, concurrency: int, s
     attempt or a run no longer RUNNING: ``None``, and the ORM path decides."""
     if result.status != COMPLETED:
         return None
-    params = {"execution_id": claimed.execution_id, "now": now, "run_running": ExecutionStatus.RUNNING,
-              "completed": StepExecutionStatus.COMPLETED, "running": StepExecutionStatus.RUNNING,
-              "pending": StepExecutionStatus.PENDING}
-    try:
-        with transaction.atomic(), prepared_cursor() as cursor:
-            cursor.execute(RUN_LOCK_SQL, params)
-            row = cursor.fetchone()
-            if row is None:  # cancelled, failed, or past its deadline
-                raise _NotCommonPath
-            run = _RunTotals(aggregate_tokens=_loads(row[0]) or {}, warnings=_loads(row[1]) or [])
-            add_tokens(run, result)
-            cursor.execute(ITEM_SQL, {
-                **params, "aggregate": json.dumps(run.aggregate_tokens), "warnings": json.dumps(run.warnings),
-                "id": claimed.step_execution_id, "attempt": claimed.attempt, "step_order": step_order,
-                "concurrency": concurrency, "input": json.dumps(result.input), "output": json.dumps(result.output),
-                "outputs": json.dumps(result.outputs), "error": json.dumps(result.error),
-                "model_outputs": json.dumps(result.model_outputs),
-                "tokens": json.dumps((TokenUsage.from_raw(claimed.step_tokens) + TokenUsage.from_raw(result.tokens)).as_dict()),
-                "new_warnings": json.dumps(list(result.warnings or [])),
-            })
-            steps_written, unfinished, sent = cursor.fetchone()
-            if steps_written != 1 or unfinished <= 0:  # fenced off, or the last item: the join is the ORM path's
-                raise _NotCommonPath
-    except _NotCommonPath:
+
+    def write(cursor, values: dict[str, Any]) -> list:
+        cursor.execute(ITEM_SQL, {**values, "pending": StepExecutionStatus.PENDING, "step_order": step_order,
+                                  "concurrency": concurrency})
+        steps_written, unfinished, sent = cursor.fetchone()
+        if steps_written != 1 or unfinished <= 0:  # fenced off, or the last item: the join is the ORM path's
+            raise _NotCommonPath
+        return sent
+
+    sent = _under_run_lock(claimed, result, now=now, add_tokens=add_tokens, write=write)
+    if sent is None:
         return None
     from ..dispatch import enqueue_step
 
