@@ -9,7 +9,10 @@ human-readable console line, both showing the same fields (docs/OPERATIONS.md, "
 from __future__ import annotations
 
 import contextvars
+import functools
+import json
 import logging
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -17,6 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter as LibraryJsonFormatter
 
 FIELDS = ("request_id", "execution_id", "workflow_id", "step", "attempt", "trigger_id")
 FORMATS = ("json", "console")
@@ -80,6 +84,40 @@ class AccessLogFilter(logging.Filter):
         return True
 
 
+# Plain JSON values only (str, numbers, lists, dicts...), C speedups, no callback per value.
+_encode_plain = json.JSONEncoder().encode
+
+
+def _dumps(log_data: dict[str, Any], **options: Any) -> str:
+    """The line's JSON. python-json-logger's own encoder (UUIDs, datetimes, exceptions, any
+    object) builds a new encoder and calls back into Python for every value it does not
+    know; our events log plain values, so it runs only for a record that needs it."""
+    try:
+        return _encode_plain(log_data)
+    except (TypeError, ValueError):
+        return json.dumps(log_data, **options)
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
+class JsonFormatter(LibraryJsonFormatter):
+    """python-json-logger's formatter with ``time`` as text (ISO 8601, UTC, microseconds:
+    what its ``timestamp`` option writes), built from the second's text, which the lines of
+    one second share, instead of a datetime per record that the encoder then calls back
+    for; and the encoder above."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, json_serializer=_dumps, **kwargs)
+
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
+        super().add_fields(log_data, record, message_dict)
+        second, micro = divmod(round(record.created * 1_000_000), 1_000_000)
+        log_data["time"] = f"{_utc_second(second)}.{micro:06d}+00:00"
+
+
 _STANDARD = frozenset(RESERVED_ATTRS) | {"taskName", "color_message"}
 
 
@@ -102,10 +140,9 @@ def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
         raise ValueError(f"PROMPTPILOT_LOG_FORMAT is {log_format!r}; set it to json or console.")
     formatters = {
         "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
+            "()": JsonFormatter,
             "fmt": "%(levelname)s %(name)s %(message)s",
             "rename_fields": {"levelname": "level", "name": "logger"},
-            "timestamp": "time",
         },
         "console": {"()": ConsoleFormatter, "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     }
