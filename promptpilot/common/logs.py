@@ -24,6 +24,10 @@ from pythonjsonlogger.json import JsonFormatter as LibraryJsonFormatter
 
 FIELDS = ("request_id", "execution_id", "workflow_id", "step", "attempt", "trigger_id")
 FORMATS = ("json", "console")
+# Celery's own line for every task ("Task … received", "Task … succeeded in …s"): our step
+# events say the same, with the run's ids, so these log warnings and errors only, unless
+# the process logs at DEBUG (celery_task_level).
+CELERY_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
 
 # Immutable: a block sets a new mapping, so an outer block's ids never change under it.
 _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
@@ -134,6 +138,23 @@ class ConsoleFormatter(logging.Formatter):
         return f"{head} {extras}{newline}{trace}"
 
 
+def celery_task_level(level: str | int) -> int:
+    """The level of CELERY_TASK_LOGGERS in a process that logs at ``level``: INFO becomes
+    WARNING; DEBUG, WARNING and above stay (a logger's own level is the only check its
+    records pass, so a lower one would let them through an ERROR-only process)."""
+    number = level if isinstance(level, int) else logging.getLevelName(str(level).upper())
+    if not isinstance(number, int) or logging.DEBUG < number < logging.WARNING:
+        return logging.WARNING
+    return number
+
+
+def set_process_level(level: str | int) -> None:
+    """A worker's or beat's ``-l LEVEL``: the level of the whole process, as if configured."""
+    logging.getLogger().setLevel(level.upper() if isinstance(level, str) else level)
+    for name in CELERY_TASK_LOGGERS:
+        logging.getLogger(name).setLevel(celery_task_level(level))
+
+
 def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
     """Django's ``LOGGING`` for ``log_format`` ("json" or "console") at ``level``."""
     if log_format not in FORMATS:
@@ -165,5 +186,6 @@ def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
             # PROMPTPILOT_LOG_LEVEL=WARNING turns the access log off).
             "gunicorn.error": {"level": level, "handlers": [], "propagate": True},
             "gunicorn.access": {"level": level, "handlers": [], "propagate": True, "filters": ["access"]},
+            **{name: {"level": celery_task_level(level)} for name in CELERY_TASK_LOGGERS},
         },
     }
