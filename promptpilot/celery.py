@@ -38,15 +38,16 @@ def _keep_django_logging(loglevel=None, **kwargs) -> None:
     with the ids of the run, at PROMPTPILOT_LOG_LEVEL). A receiver of this signal stops
     Celery from replacing the root logger's handlers with its own format; ``-l LEVEL``,
     when given, still sets the level."""
-    import logging
     import logging.config
 
     from django.conf import settings
 
+    from promptpilot.common.logs import set_process_level
+
     logging.config.dictConfig(settings.LOGGING)
     level = _level_given(loglevel)
     if level:
-        logging.getLogger().setLevel(level)
+        set_process_level(level)
 
 
 @celeryd_init.connect

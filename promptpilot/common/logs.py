@@ -9,7 +9,10 @@ human-readable console line, both showing the same fields (docs/OPERATIONS.md, "
 from __future__ import annotations
 
 import contextvars
+import functools
+import json
 import logging
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -17,9 +20,14 @@ from types import MappingProxyType
 from typing import Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter as LibraryJsonFormatter
 
 FIELDS = ("request_id", "execution_id", "workflow_id", "step", "attempt", "trigger_id")
 FORMATS = ("json", "console")
+# Celery's own line for every task ("Task … received", "Task … succeeded in …s"): our step
+# events say the same, with the run's ids, so these log warnings and errors only, unless
+# the process logs at DEBUG (celery_task_level).
+CELERY_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
 
 # Immutable: a block sets a new mapping, so an outer block's ids never change under it.
 _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
@@ -80,6 +88,40 @@ class AccessLogFilter(logging.Filter):
         return True
 
 
+# Plain JSON values only (str, numbers, lists, dicts...), C speedups, no callback per value.
+_encode_plain = json.JSONEncoder().encode
+
+
+def _dumps(log_data: dict[str, Any], **options: Any) -> str:
+    """The line's JSON. python-json-logger's own encoder (UUIDs, datetimes, exceptions, any
+    object) builds a new encoder and calls back into Python for every value it does not
+    know; our events log plain values, so it runs only for a record that needs it."""
+    try:
+        return _encode_plain(log_data)
+    except (TypeError, ValueError):
+        return json.dumps(log_data, **options)
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
+class JsonFormatter(LibraryJsonFormatter):
+    """python-json-logger's formatter with ``time`` as text (ISO 8601, UTC, microseconds:
+    what its ``timestamp`` option writes), built from the second's text, which the lines of
+    one second share, instead of a datetime per record that the encoder then calls back
+    for; and the encoder above."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, json_serializer=_dumps, **kwargs)
+
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
+        super().add_fields(log_data, record, message_dict)
+        second, micro = divmod(round(record.created * 1_000_000), 1_000_000)
+        log_data["time"] = f"{_utc_second(second)}.{micro:06d}+00:00"
+
+
 _STANDARD = frozenset(RESERVED_ATTRS) | {"taskName", "color_message"}
 
 
@@ -96,16 +138,32 @@ class ConsoleFormatter(logging.Formatter):
         return f"{head} {extras}{newline}{trace}"
 
 
+def celery_task_level(level: str | int) -> int:
+    """The level of CELERY_TASK_LOGGERS in a process that logs at ``level``: INFO becomes
+    WARNING; DEBUG, WARNING and above stay (a logger's own level is the only check its
+    records pass, so a lower one would let them through an ERROR-only process)."""
+    number = level if isinstance(level, int) else logging.getLevelName(str(level).upper())
+    if not isinstance(number, int) or logging.DEBUG < number < logging.WARNING:
+        return logging.WARNING
+    return number
+
+
+def set_process_level(level: str | int) -> None:
+    """A worker's or beat's ``-l LEVEL``: the level of the whole process, as if configured."""
+    logging.getLogger().setLevel(level.upper() if isinstance(level, str) else level)
+    for name in CELERY_TASK_LOGGERS:
+        logging.getLogger(name).setLevel(celery_task_level(level))
+
+
 def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
     """Django's ``LOGGING`` for ``log_format`` ("json" or "console") at ``level``."""
     if log_format not in FORMATS:
         raise ValueError(f"PROMPTPILOT_LOG_FORMAT is {log_format!r}; set it to json or console.")
     formatters = {
         "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
+            "()": JsonFormatter,
             "fmt": "%(levelname)s %(name)s %(message)s",
             "rename_fields": {"levelname": "level", "name": "logger"},
-            "timestamp": "time",
         },
         "console": {"()": ConsoleFormatter, "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     }
@@ -128,5 +186,6 @@ def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
             # PROMPTPILOT_LOG_LEVEL=WARNING turns the access log off).
             "gunicorn.error": {"level": level, "handlers": [], "propagate": True},
             "gunicorn.access": {"level": level, "handlers": [], "propagate": True, "filters": ["access"]},
+            **{name: {"level": celery_task_level(level)} for name in CELERY_TASK_LOGGERS},
         },
     }

@@ -71,6 +71,9 @@ CELERY_VISIBILITY_TIMEOUT = _int("CELERY_VISIBILITY_TIMEOUT", 3600)
 CELERY_TASK_ALWAYS_EAGER = _bool("CELERY_TASK_ALWAYS_EAGER", False)
 # django-celery-beat's DatabaseScheduler minus the trigger:<id> records (triggers/beat.py).
 CELERY_BEAT_SCHEDULER = _str("CELERY_BEAT_SCHEDULER", "triggers.beat:DatabaseScheduler")
+# Touched by that scheduler after each task it sends; `manage.py beat_heartbeat` (beat's
+# health check in docker-compose) reads its age (docs/OPERATIONS.md, "Readiness and health").
+BEAT_HEARTBEAT_FILE = Path(_str("PROMPTPILOT_BEAT_HEARTBEAT_FILE", str(VAR_DIR / "beat-heartbeat")))
 
 # Durable execution knobs (see docs/WORKFLOW_ENGINE.md, "Durability").
 STEP_LEASE_SECONDS = _float("PROMPTPILOT_STEP_LEASE_SECONDS", 30.0)

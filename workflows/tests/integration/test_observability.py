@@ -1,8 +1,9 @@
 """What operators read from a real worker: JSON log lines with the run's ids and without
 its secrets or prompts, and counters added up across processes in multiprocess mode.
 
-One prefork worker (two pool children) runs with nothing configured about logs (so it
-prints its default, JSON), with PROMETHEUS_MULTIPROC_DIR set to a temporary folder, and
+One prefork worker (two pool children) runs with nothing configured about logs (no ``-l``,
+no PROMPTPILOT_LOG_LEVEL or _FORMAT: it prints its default, JSON lines at INFO, from the pool
+children too), with PROMETHEUS_MULTIPROC_DIR set to a temporary folder, and
 with an OpenAI key whose calls go to the fake server (the real SDK over HTTP).
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import pytest
 from django.test import override_settings
 
-from promptpilot.common.logs import ContextFilter, logging_config
+from promptpilot.common.logs import CELERY_TASK_LOGGERS, ContextFilter, logging_config
 from providers.tests.fakes import FakeServer, Reply, openai_completion
 from workflows.tests.durability.helpers import wait_finished, wait_for
 from workflows.tests.factories import make_workflow
@@ -49,7 +50,8 @@ def observed_worker(service_env, tmp_path_factory, openai_server, metrics_dir):
                 "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
                 # Celery reads "--pool prefork" as "the configured pool" (threads): say it here.
                 "PROMPTPILOT_WORKER_POOL": "prefork", "PROMPTPILOT_WORKER_CONCURRENCY": "2"})
-    process = start_worker("observed", env, tmp_path_factory.mktemp("observed-worker"))
+    env.pop("PROMPTPILOT_LOG_LEVEL", None)
+    process = start_worker("observed", env, tmp_path_factory.mktemp("observed-worker"), level=None)
     assert "concurrency: 2 (prefork)" in process.log()
     yield process
     process.stop()
@@ -119,6 +121,8 @@ def test_a_runs_log_lines_are_json_with_its_ids_and_without_its_key_or_prompt(ap
             assert record["workflow_id"] == workflow.pk and record["attempt"] == 1
             assert record["step"] in ("summarise", "shape")
     assert events["execution.completed"]["status"] == "COMPLETED"
+    # Celery's own "Task … received" / "Task … succeeded in …" lines would say it again, without the ids.
+    assert not [r for r in worker_lines if r["logger"] in CELERY_TASK_LOGGERS], "Celery's per-task lines are off"
     assert all(r["level"] in ("INFO", "WARNING", "ERROR") and "time" in r and "logger" in r for r in worker_lines)
 
     [created] = [r for r in _json_lines(web_log.getvalue()) if r["message"] == "execution.created"]

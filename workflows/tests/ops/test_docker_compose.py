@@ -71,8 +71,18 @@ def test_worker_scales_and_everything_waits_for_migrations_and_healthy_services(
         assert depends["migrate"]["condition"] == "service_completed_successfully"
         assert depends["redis"]["condition"] == "service_healthy"
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for name in ("postgres", "redis", "web", "worker"):
+    for name in ("postgres", "redis", "web", "worker", "beat"):
         assert services[name]["healthcheck"]["test"], name
+
+
+def test_beat_is_healthy_only_while_it_sends(config):
+    """Beat answers no ping: its check reads the heartbeat its scheduler writes per send
+    (triggers/tests/schedules/test_beat_heartbeat.py runs the command against a real beat)."""
+    beat = config["services"]["beat"]
+    assert beat["healthcheck"]["test"] == ["CMD", "python", "manage.py", "beat_heartbeat", "--max-age", "60"]
+    assert "PROMPTPILOT_BEAT_HEARTBEAT_FILE" not in beat["environment"], "the default, inside the container"
+    assert "CELERY_BEAT_SCHEDULER" not in beat["environment"], "the scheduler that writes the heartbeat"
+    assert "-S" not in command(beat).split() and "--scheduler" not in command(beat)
 
 
 def test_web_is_healthy_only_when_ready(config):

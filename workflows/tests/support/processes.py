@@ -111,14 +111,16 @@ def celery_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "promptpilot", *args]
 
 
-def start_worker(name: str, env: dict[str, str], log_dir: Path, *pool_args: str) -> ServiceProcess:
+def start_worker(name: str, env: dict[str, str], log_dir: Path, *pool_args: str,
+                 level: str | None = "info") -> ServiceProcess:
     """A worker started as the contract command starts it (the shipped pool and
     concurrency), unless ``pool_args`` (e.g. ``"--concurrency", "4"``) say otherwise. (For a
     prefork worker set ``PROMPTPILOT_WORKER_POOL=prefork`` in ``env``: Celery reads
-    ``--pool prefork`` as no ``--pool`` at all and runs the configured pool.)"""
+    ``--pool prefork`` as no ``--pool`` at all and runs the configured pool.) ``level=None``:
+    no ``-l``, so PROMPTPILOT_LOG_LEVEL decides, as in docker-compose."""
     worker = ServiceProcess(
         name,
-        celery_argv("worker", "-l", "info", "-n", f"{name}@%h", *pool_args,
+        celery_argv("worker", *(("-l", level) if level else ()), "-n", f"{name}@%h", *pool_args,
                     "--without-gossip", "--without-mingle", "--without-heartbeat"),
         env,
         log_dir,
