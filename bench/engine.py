@@ -552,6 +552,8 @@ def profile_in_process(workflow, user, runs: int = 30, out_dir: Path | None = No
     In this process only, ``dispatch._send`` is replaced by an in-memory queue and the
     functions in PROFILED are wrapped with timers; both are restored afterwards.
     """
+    from django.conf import settings
+
     from workflows.engine import runner
     from workflows.services import dispatch, orchestration, transitions
     from workflows.services.executions import execution_start
@@ -585,10 +587,14 @@ def profile_in_process(workflow, user, runs: int = 30, out_dir: Path | None = No
             name, args = queue.pop(0)
             if name == "workflows.advance_execution":
                 orchestration.execution_admit(execution_id=args[0])
+            elif name == "workflows.advance_executions":
+                orchestration.executions_admit(execution_ids=[str(i) for i in args[0]])
             else:
                 orchestration.step_attempt_run(step_execution_id=args[0], attempt=int(args[1]))
 
     dispatch._send = lambda name, args, countdown=None: queue.append((name, args)) or True
+    # Each start's message at its commit, not from the start relay's thread: drive() runs it next.
+    batch_seconds, settings.PROMPTPILOT["START_BATCH_SECONDS"] = settings.PROMPTPILOT["START_BATCH_SECONDS"], 0
     for name, func in originals.items():
         setattr(orchestration, name, timed(name, func))
     for name, func in fast_originals.items():
@@ -611,6 +617,7 @@ def profile_in_process(workflow, user, runs: int = 30, out_dir: Path | None = No
         profiler.disable()
     finally:
         dispatch._send = original_send
+        settings.PROMPTPILOT["START_BATCH_SECONDS"] = batch_seconds
         runner.run_step = original_run_step
         for name, func in originals.items():
             setattr(orchestration, name, func)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
@@ -93,6 +94,54 @@ def prepared_cursor() -> Iterator[Any]:
     db.ensure_connection()
     with db.wrap_database_errors, _preparing_cursor(db) as cursor:
         yield cursor
+
+
+# --- model instances from hand-written statements --------------------------------------
+
+
+def concrete_fields(model, names) -> list:
+    """``model``'s concrete fields among ``names``, in the order ``Model.from_db`` expects."""
+    wanted = {model._meta.get_field(name) for name in names}
+    return [f for f in model._meta.concrete_fields if f in wanted]
+
+
+def instance_from_row(db, model, fields, values):
+    """A model instance from a row of ``fields``' columns, converted as the ORM converts
+    them (fields left out are deferred: loaded on access, one query each)."""
+    converted = []
+    for field, value in zip(fields, values, strict=True):
+        if value is not None:
+            column, converters = _converters(db, field)
+            for converter in converters:
+                value = converter(value, column, db)
+        converted.append(value)
+    return model.from_db(db.alias, [f.attname for f in fields], converted)
+
+
+@lru_cache(maxsize=64)
+def _converters(db, field):
+    # The backend's converters (SQLite: UUIDs, booleans, datetimes) then the field's own, as
+    # the ORM's compiler applies them; the same for every row, so looked up once.
+    column = field.get_col(field.model._meta.db_table)
+    return column, (*db.ops.get_db_converters(column), *column.get_db_converters(db))
+
+
+def fetch_by_pk(model, pk, names: tuple[str, ...]):
+    """``model.objects.only(*names).filter(pk=pk).first()`` as one prepared statement: for
+    the reads every run or delivery makes, where compiling the ORM's query cost more than
+    running it."""
+    db = transaction.get_connection()
+    fields = concrete_fields(model, names)
+    row = run_prepared(_by_pk_sql(model, tuple(fields)), [model._meta.pk.get_db_prep_value(pk, db)],
+                       fetch=True, read_only=True)
+    return None if row is None else instance_from_row(db, model, fields, row)
+
+
+@lru_cache(maxsize=16)
+def _by_pk_sql(model, fields: tuple) -> str:
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    return f"SELECT {columns} FROM {quote(model._meta.db_table)} WHERE {quote(model._meta.pk.column)} = %s"
 
 
 # --- connections of a many-threaded process (the worker runtime) -----------------------

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from promptpilot.common.db import run_prepared
+from promptpilot.common.db import concrete_fields, instance_from_row, run_prepared
 from promptpilot.common.ids import parse_uuid
 from promptpilot.common.json_text import lone_surrogate, lone_surrogate_message, without_lone_surrogates
 from workflows.engine.errors import TemplateError
@@ -396,17 +396,11 @@ _DELIVERY_TRIGGER_FIELDS = ("id", "workflow", "type", "name", "is_active", "conf
 _DELIVERY_WORKFLOW_FIELDS = ("id", "name", "is_active")
 
 
-def _selected(model, names):
-    """``model``'s concrete fields among ``names``, in the order ``Model.from_db`` expects."""
-    wanted = {model._meta.get_field(name) for name in names}
-    return [f for f in model._meta.concrete_fields if f in wanted]
-
-
 @lru_cache(maxsize=1)
 def _delivery_query() -> tuple[str, list, list]:
     quote = connection.ops.quote_name
-    trigger_fields = _selected(WorkflowTrigger, _DELIVERY_TRIGGER_FIELDS)
-    workflow_fields = _selected(Workflow, _DELIVERY_WORKFLOW_FIELDS)
+    trigger_fields = concrete_fields(WorkflowTrigger, _DELIVERY_TRIGGER_FIELDS)
+    workflow_fields = concrete_fields(Workflow, _DELIVERY_WORKFLOW_FIELDS)
     version = WorkflowVersion._meta
     columns = [f"t.{quote(f.column)}" for f in trigger_fields] + [f"w.{quote(f.column)}" for f in workflow_fields]
     sql = (
@@ -422,25 +416,6 @@ def _delivery_query() -> tuple[str, list, list]:
         f"AND t.{quote(WorkflowTrigger._meta.get_field('is_active').column)}"
     )
     return sql, trigger_fields, workflow_fields
-
-
-def _from_row(db, model, fields, values):
-    converted = []
-    for field, value in zip(fields, values, strict=True):
-        if value is not None:
-            column, converters = _converters(db, field)
-            for converter in converters:
-                value = converter(value, column, db)
-        converted.append(value)
-    return model.from_db(db.alias, [f.attname for f in fields], converted)
-
-
-@lru_cache(maxsize=64)
-def _converters(db, field):
-    # The backend's converters (SQLite: UUIDs, booleans, datetimes) then the field's own, as
-    # the ORM's compiler applies them; the same for every row, so looked up once.
-    column = field.get_col(field.model._meta.db_table)
-    return column, (*db.ops.get_db_converters(column), *column.get_db_converters(db))
 
 
 def webhook_trigger_for_delivery(trigger_id: Any) -> WorkflowTrigger | None:
@@ -462,7 +437,7 @@ def webhook_trigger_for_delivery(trigger_id: Any) -> WorkflowTrigger | None:
     if row is None:
         return None
     split = len(trigger_fields)
-    trigger = _from_row(db, WorkflowTrigger, trigger_fields, row[:split])
-    trigger.workflow = _from_row(db, Workflow, workflow_fields, row[split:-1])
+    trigger = instance_from_row(db, WorkflowTrigger, trigger_fields, row[:split])
+    trigger.workflow = instance_from_row(db, Workflow, workflow_fields, row[split:-1])
     trigger.latest_version_id = row[-1]
     return trigger

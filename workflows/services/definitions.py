@@ -8,7 +8,9 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
+
+from promptpilot.common.db import concrete_fields, instance_from_row, run_prepared
 
 from ..models import Workflow, WorkflowVersion
 
@@ -89,14 +91,32 @@ def workflow_version_create(*, workflow: Workflow, user=None, note: str = "", fo
 
 
 def workflow_current_version(*, workflow: Workflow) -> WorkflowVersion:
-    """The version a new execution pins: the latest one (made now if there is none).
+    """The version a new execution pins: the latest one (made now if there is none), with
+    only its id, workflow and number loaded (the definition loads on access).
 
     Every service that changes a definition (API, admin, restore, prompt edits) snapshots
-    it with ``workflow_version_create``; starts only read. Re-snapshotting here would lock
-    the workflow row on every start and serialise all runs of a workflow (bench/webhooks.py).
+    it with ``workflow_version_create``, which moves the workflow's ``latest_version``
+    pointer; starts only follow the pointer, from the database (the caller's instance may
+    be older than the latest edit), in one prepared statement: starts are the API's and
+    webhooks' hot path. Re-snapshotting here would lock the workflow row on every start
+    and serialise all runs of a workflow (bench/webhooks.py).
     """
-    latest = WorkflowVersion.objects.filter(workflow=workflow).order_by("-number").first()
-    return latest or workflow_version_create(workflow=workflow)
+    sql, fields = _latest_version_query()
+    row = run_prepared(sql, [workflow.pk], fetch=True, read_only=True)
+    if row is None:
+        return workflow_version_create(workflow=workflow)
+    return instance_from_row(transaction.get_connection(), WorkflowVersion, fields, row)
+
+
+@lru_cache(maxsize=1)
+def _latest_version_query() -> tuple[str, list]:
+    quote = connection.ops.quote_name
+    version, workflow = WorkflowVersion._meta, Workflow._meta
+    fields = concrete_fields(WorkflowVersion, ("id", "workflow", "number"))
+    columns = ", ".join(f"v.{quote(f.column)}" for f in fields)
+    return (f"SELECT {columns} FROM {quote(workflow.db_table)} w JOIN {quote(version.db_table)} v "
+            f"ON v.{quote(version.pk.column)} = w.{quote(workflow.get_field('latest_version').column)} "
+            f"WHERE w.{quote(workflow.pk.column)} = %s"), fields
 
 
 @lru_cache(maxsize=1024)

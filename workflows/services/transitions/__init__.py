@@ -35,6 +35,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from promptpilot.common import metrics
+from promptpilot.common.db import fetch_by_pk
 from providers import pricing
 from providers.types import TokenUsage
 
@@ -705,7 +706,7 @@ def _resume_parent(execution_id) -> None:
 
 
 def _announce_finished(execution_id) -> None:
-    execution = WorkflowExecution.objects.filter(pk=execution_id).only(*ANNOUNCED_FIELDS).first()
+    execution = fetch_by_pk(WorkflowExecution, execution_id, ANNOUNCED_FIELDS)
     if execution is not None:
         try:
             execution_finished.send(sender=WorkflowExecution, execution=execution)
