@@ -541,14 +541,20 @@ def _compile(source: str, kind: str) -> Any:
 
 
 def _new_budget(max_output_chars: int, max_loop_iterations: int, max_seconds: float | None,
-                deadline: float | None) -> _Budget:
+                deadline: float | None, deadline_seconds: float | None = None) -> _Budget:
     now = time.monotonic()
     ends = [end for end in (now + max_seconds if max_seconds else None, deadline) if end is not None]
     if not ends:
         return _Budget(max_output_chars, max_loop_iterations)
     end = min(ends)
-    # The budget a builder can act on: the render's own, or what was left of the step's.
-    seconds = max_seconds if max_seconds and end == now + max_seconds else round(max(0.0, end - now), 1)
+    # The budget a builder can act on: the render's own, or the one the deadline stands for
+    # (the step's timeout), else what was left of it.
+    if max_seconds and end == now + max_seconds:
+        seconds = max_seconds
+    elif deadline_seconds is not None:
+        seconds = deadline_seconds
+    else:
+        seconds = round(max(0.0, end - now), 1)
     return _Budget(max_output_chars, max_loop_iterations, deadline=end, seconds=seconds)
 
 
@@ -560,13 +566,16 @@ def render(
     max_loop_iterations: int = DEFAULT_MAX_LOOP_ITERATIONS,
     max_seconds: float | None = None,
     deadline: float | None = None,
+    deadline_seconds: float | None = None,
 ) -> str:
     """Render a template; any failure is a TemplateError with a message for the builder.
 
     ``max_seconds`` bounds this render's time, ``deadline`` (``time.monotonic()``) the
-    time of whatever it is part of (a step); the earlier one applies."""
+    time of whatever it is part of (a step); the earlier one applies. ``deadline_seconds``:
+    the budget the deadline stands for (the step's timeout), named if it runs out."""
     template = _compile(source, "template")
-    token = _current_budget.set(_new_budget(max_output_chars, max_loop_iterations, max_seconds, deadline))
+    token = _current_budget.set(_new_budget(max_output_chars, max_loop_iterations, max_seconds, deadline,
+                                                deadline_seconds))
     chunks = template.generate(dict(context))
     parts: list[str] = []
     size = 0
@@ -596,11 +605,13 @@ def evaluate_expression(
     max_loop_iterations: int = DEFAULT_MAX_LOOP_ITERATIONS,
     max_seconds: float | None = None,
     deadline: float | None = None,
+    deadline_seconds: float | None = None,
 ) -> Any:
     """Evaluate a sandboxed expression (``input.score > 3 and steps.a.status == "COMPLETED"``);
     ``max_seconds`` and ``deadline`` as for ``render``."""
     expression = _compile(source, "expression")
-    token = _current_budget.set(_new_budget(max_output_chars, max_loop_iterations, max_seconds, deadline))
+    token = _current_budget.set(_new_budget(max_output_chars, max_loop_iterations, max_seconds, deadline,
+                                                deadline_seconds))
     try:
         value = expression(dict(context))
         if isinstance(value, Undefined):
@@ -652,13 +663,15 @@ def template_limits(limits: Mapping[str, Any] | None) -> dict[str, Any]:
 
     Accepts the ``settings.PROMPTPILOT`` keys (``TEMPLATE_MAX_OUTPUT_CHARS``,
     ``TEMPLATE_MAX_LOOP_ITERATIONS``, ``TEMPLATE_MAX_SECONDS``) or the keyword names
-    themselves, and ``deadline`` (a ``time.monotonic()`` value, e.g. the step's timeout).
+    themselves, and ``deadline`` (a ``time.monotonic()`` value, e.g. the step's timeout)
+    with ``deadline_seconds`` (the budget it stands for).
     """
     limits = limits or {}
     seconds = limits.get("TEMPLATE_MAX_SECONDS") or limits.get("max_seconds")
     return {
         "max_seconds": float(seconds) if seconds else None,
         "deadline": limits.get("deadline"),
+        "deadline_seconds": limits.get("deadline_seconds"),
         "max_output_chars": int(
             limits.get("TEMPLATE_MAX_OUTPUT_CHARS") or limits.get("max_output_chars") or DEFAULT_MAX_OUTPUT_CHARS
         ),

@@ -12,10 +12,11 @@ from ..engine.steps.http import DRY_RUN, HTTP_POLICY
 from .http_steps import http_policy
 
 
-def engine_limits(*, deadline: float | None = None, max_seconds: float | None = None,
-                  dry_run: bool = False) -> dict[str, Any]:
+def engine_limits(*, deadline: float | None = None, deadline_seconds: float | None = None,
+                  max_seconds: float | None = None, dry_run: bool = False) -> dict[str, Any]:
     """``run_step``'s ``limits``. ``deadline`` (``time.monotonic()``): a run's step and
-    workflow timeouts, by which its templates must be rendered; ``max_seconds``: a cap per
+    workflow timeouts, by which its templates must be rendered (``deadline_seconds``: the
+    budget it stands for, which a render that runs out names); ``max_seconds``: a cap per
     render (previews: the web tier stays free); ``dry_run``: HTTP steps send nothing."""
     conf = settings.PROMPTPILOT
     limits: dict[str, Any] = {
@@ -27,6 +28,7 @@ def engine_limits(*, deadline: float | None = None, max_seconds: float | None = 
     }
     if deadline is not None:
         limits["deadline"] = deadline
+        limits["deadline_seconds"] = deadline_seconds
     if max_seconds is not None:
         limits["max_seconds"] = max_seconds
     return limits

@@ -152,7 +152,8 @@ def _run_attempt(claimed: Claimed) -> str:
     # A MAP step's item runs the MAP's inner step (with item and index in its context).
     runs = inner_step(step) if claimed.item_index is not None else step
     # CPU-bound templates stop at the step's and the workflow's timeouts.
-    limits = engine_limits(deadline=_render_deadline(claimed, runs, definition))
+    deadline, budget = _render_deadline(claimed, runs, definition)
+    limits = engine_limits(deadline=deadline, deadline_seconds=budget)
     # Every claim path (a delivered message, the admission, the checkpoint that handed the
     # next step on) ends here: the one place an attempt starts running.
     logger.info("step.started", extra={"step_type": runs.type, "item_index": claimed.item_index})
@@ -179,18 +180,19 @@ def _run_attempt(claimed: Claimed) -> str:
     return done.outcome
 
 
-def _render_deadline(claimed: Claimed, step, definition) -> float:
-    """The ``time.monotonic()`` by which this attempt's templates must be rendered: its
-    step's ``timeout_seconds`` from now, or the end of the workflow's, if sooner."""
+def _render_deadline(claimed: Claimed, step, definition) -> tuple[float, float]:
+    """The ``time.monotonic()`` by which this attempt's templates must be rendered, and the
+    seconds it stands for: its step's ``timeout_seconds`` from now, or what is left of the
+    workflow's, if sooner."""
     now = time.monotonic()
-    deadline = now + float(step.timeout_seconds or DEFAULT_TIMEOUT_SECONDS)
+    budget = float(step.timeout_seconds or DEFAULT_TIMEOUT_SECONDS)
     if definition.timeout_seconds:
         started_at = WorkflowExecution.objects.filter(pk=claimed.execution_id).values_list(
             "started_at", flat=True).first()
         if started_at is not None:
             left = float(definition.timeout_seconds) - (timezone.now() - started_at).total_seconds()
-            deadline = min(deadline, now + max(0.0, left))
-    return deadline
+            budget = min(budget, round(max(0.0, left), 1))
+    return now + budget, budget
 
 
 # --- waits --------------------------------------------------------------------------

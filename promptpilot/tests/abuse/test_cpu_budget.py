@@ -35,6 +35,15 @@ def test_a_deadline_already_past_stops_the_render_at_once():
     assert caught.value.details["reason"] == "timeout"
 
 
+def test_a_deadline_that_runs_out_names_the_budget_it_stands_for():
+    """A step's timeout of 5 s is what the builder set: the message says 5 s, not the 4.9 s
+    left of it when the render began."""
+    with pytest.raises(TemplateError) as caught:
+        render(SORT_IN_A_LOOP, {}, deadline=time.monotonic() + 0.3, deadline_seconds=5)
+    assert caught.value.details["reason"] == "timeout"
+    assert "time budget of 5 s" in caught.value.message
+
+
 def test_an_expression_past_its_deadline_stops():
     expression = "range(10000)|map('string')|sort|list|length > 0"
     assert evaluate_expression(expression, {}, max_seconds=30) is True

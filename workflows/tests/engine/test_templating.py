@@ -219,8 +219,10 @@ def test_template_limits_read_settings_or_keyword_names() -> None:
         "max_loop_iterations": 5,
         "max_seconds": 2.0,
         "deadline": None,
+        "deadline_seconds": None,
     }
     assert template_limits({"max_output_chars": 7})["max_output_chars"] == 7
-    assert template_limits({"deadline": 123.5})["deadline"] == 123.5
+    assert template_limits({"deadline": 123.5, "deadline_seconds": 5})["deadline"] == 123.5
+    assert template_limits({"deadline": 123.5, "deadline_seconds": 5})["deadline_seconds"] == 5
     assert template_limits(None) == {"max_output_chars": 200_000, "max_loop_iterations": 10_000,
-                                     "max_seconds": None, "deadline": None}
+                                     "max_seconds": None, "deadline": None, "deadline_seconds": None}
