@@ -87,6 +87,14 @@ def _numbered_workflow(user, steps: list[dict]):
     return make_workflow(user, steps=steps, variables=[{"name": "n", "type": "NUMBER", "required": True}])
 
 
+def _second_step_held(user, tag: str, gate):
+    """Step "first" answers at once; "second" waits for the ``gate`` file (a minute at most)."""
+    return _numbered_workflow(user, [
+        probe_step("first", f"one {tag} {{{{ input.n }}}}"),
+        probe_step("second", f"two {tag} {{{{ input.n }}}}", delay_ms=HOLD_MS, hold_until=gate),
+    ])
+
+
 def test_one_default_worker_runs_a_hundred_waiting_steps_at_once_on_a_few_connections(
         user, workers, probe_log, tmp_path):
     tag = _tag()
@@ -117,11 +125,8 @@ def test_one_default_worker_runs_a_hundred_waiting_steps_at_once_on_a_few_connec
 def test_worker_killed_with_a_hundred_steps_in_flight_loses_none_and_repeats_no_completed_call(
         user, workers, probe_log, tmp_path):
     tag = _tag()
-    gate = tmp_path / "answer-now"  # the second steps wait for it (a minute at most)
-    workflow = _numbered_workflow(user, [
-        probe_step("first", f"one {tag} {{{{ input.n }}}}"),
-        probe_step("second", f"two {tag} {{{{ input.n }}}}", delay_ms=HOLD_MS, hold_until=gate),
-    ])
+    gate = tmp_path / "answer-now"
+    workflow = _second_step_held(user, tag, gate)
     doomed = workers("doomed-many")
     seconds = [f"two {tag} {i}" for i in range(IN_FLIGHT)]
     executions = _start_runs(user, workflow, IN_FLIGHT)
@@ -148,10 +153,7 @@ def test_a_pool_process_killed_mid_step_is_replaced_and_its_attempts_run_again_e
     runs = 20
     tag = _tag()
     gate = tmp_path / "answer-now"
-    workflow = _numbered_workflow(user, [
-        probe_step("first", f"one {tag} {{{{ input.n }}}}"),
-        probe_step("second", f"two {tag} {{{{ input.n }}}}", delay_ms=HOLD_MS, hold_until=gate),
-    ])
+    workflow = _second_step_held(user, tag, gate)
     worker = workers("loses-a-process")
     seconds = [f"two {tag} {i}" for i in range(runs)]
     executions = _start_runs(user, workflow, runs)
