@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -73,16 +74,23 @@ def in_flight(probe_log, prompts: list[str]) -> int:
     return sum(1 for p in prompts if started[p] > done[p])
 
 
-def reaper_sweeps_done(worker) -> int:
-    """How many reaper sweeps ``worker`` (a ServiceProcess) has finished, from its log."""
-    return sum(1 for line in worker.log().splitlines() if "Task workflows.reap[" in line and "succeeded" in line)
+def reaper_sweeps_started(worker) -> int:
+    """How many reaper sweeps ``worker`` (a ServiceProcess) has started: Celery's own count
+    of the tasks it accepted (``inspect stats``; its per-task log lines are off at INFO)."""
+    from promptpilot.celery import app
+    from promptpilot.common import task_names
+
+    node = f"{worker.name}@{socket.gethostname()}"
+    replies = app.control.inspect(destination=[node], timeout=2).stats() or {}
+    return int(replies.get(node, {}).get("total", {}).get(task_names.REAP, 0))
 
 
 def wait_for_sweeps(worker, n: int, timeout: float = 30) -> None:
     """Let ``n`` more reaper sweeps run on ``worker``: what a sweep would recover (a message
-    to resend, a lease to reclaim) has had its chance, without guessing a sleep."""
-    target = reaper_sweeps_done(worker) + n
-    db_wait_for(lambda: reaper_sweeps_done(worker) >= target, timeout, f"{n} reaper sweeps on {worker.name}")
+    to resend, a lease to reclaim) has had its chance, without guessing a sleep. (Counted
+    as started: one more must start before the ``n``-th is surely over.)"""
+    target = reaper_sweeps_started(worker) + n + 1
+    db_wait_for(lambda: reaper_sweeps_started(worker) >= target, timeout, f"{n} reaper sweeps on {worker.name}")
 
 
 def recovered(worker, action: str) -> int:
