@@ -43,13 +43,6 @@ RESTART_DELAY_SECONDS = (1.0, 30.0)  # first pause before a dead child is replac
 STEADY_AFTER_SECONDS = 60.0  # a child up this long resets the pause
 
 
-def usable_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
 class _Job:
     __slots__ = ("id", "callback", "error_callback", "accept_callback", "done", "__weakref__")
 

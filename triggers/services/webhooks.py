@@ -32,7 +32,7 @@ from promptpilot.common.ids import parse_uuid
 from promptpilot.common.json_text import lone_surrogate, lone_surrogate_message, without_lone_surrogates
 from workflows.engine.errors import TemplateError
 from workflows.engine.templating import evaluate_expression
-from workflows.models import Workflow, WorkflowVersion
+from workflows.models import Workflow
 from workflows.services.definitions import workflow_version_variables
 
 from ..errors import (
@@ -401,13 +401,11 @@ def _delivery_query() -> tuple[str, list, list]:
     quote = connection.ops.quote_name
     trigger_fields = concrete_fields(WorkflowTrigger, _DELIVERY_TRIGGER_FIELDS)
     workflow_fields = concrete_fields(Workflow, _DELIVERY_WORKFLOW_FIELDS)
-    version = WorkflowVersion._meta
     columns = [f"t.{quote(f.column)}" for f in trigger_fields] + [f"w.{quote(f.column)}" for f in workflow_fields]
+    # The version a run pins is the workflow's latest_version pointer, as for every start
+    # (definitions.workflow_current_version).
     sql = (
-        f"SELECT {', '.join(columns)}, "
-        f"(SELECT v.{quote(version.pk.column)} FROM {quote(version.db_table)} v "
-        f"WHERE v.{quote(version.get_field('workflow').column)} = t.{quote(WorkflowTrigger._meta.get_field('workflow').column)} "
-        f"ORDER BY v.{quote(version.get_field('number').column)} DESC LIMIT 1) "
+        f"SELECT {', '.join(columns)}, w.{quote(Workflow._meta.get_field('latest_version').column)} "
         f"FROM {quote(WorkflowTrigger._meta.db_table)} t "
         f"JOIN {quote(Workflow._meta.db_table)} w ON w.{quote(Workflow._meta.pk.column)} = "
         f"t.{quote(WorkflowTrigger._meta.get_field('workflow').column)} "
